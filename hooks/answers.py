@@ -1,0 +1,211 @@
+"""Rules for the answers to the template's prompts.
+
+Every answer ends up inside nginx, systemd, shell and Python files, so each one is checked against
+a whitelist before anything is written. The rules are pure functions of the answers; the
+pre-generation hook prints what `problems()` returns and refuses the bake if it is not empty.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+import sys
+from collections.abc import Callable, Mapping
+
+# A rule returns None when the value is fine, or the reason it is not.
+Rule = Callable[[str], str | None]
+
+PROJECT_NAME = re.compile(r"[\w][\w .,'&()+-]{0,63}")
+SLUG = re.compile(r"[a-z][a-z0-9_]{0,31}")
+UNIX_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
+SAFE_PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
+NGINX_SIZE = re.compile(r"[1-9][0-9]{0,5}[kKmMgG]?")
+WHOLE_NUMBER = re.compile(r"[1-9][0-9]{0,4}")
+VERSION = re.compile(r"[0-9]+(?:\.[0-9]+){1,2}")
+
+# Names the generated project already uses at its top level, or that would shadow a module.
+TAKEN_SLUGS = frozenset({"wsgi", "gunicorn", "deploy", "tests", "static", "app"})
+# Accounts that belong to the system or to nginx: the app must have a user of its own.
+SYSTEM_USERS = frozenset({"daemon", "bin", "sys", "nobody", "www-data", "nginx", "http"})
+# Folders that systemd hides from the service (ProtectHome=), that are wiped at boot, or that
+# belong to the operating system.
+FORBIDDEN_ROOTS = ("/home", "/root", "/run", "/tmp", "/var/tmp", "/proc", "/sys", "/dev", "/boot")
+SYSTEM_DIRS = frozenset(
+    {"/srv", "/opt", "/var", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/usr/local", "/var/www"}
+)
+MAX_WORKERS = 512
+MAX_TIMEOUT = 3600
+
+
+def _full(pattern: re.Pattern[str], value: str) -> bool:
+    return pattern.fullmatch(value) is not None
+
+
+def project_name(value: str) -> str | None:
+    if _full(PROJECT_NAME, value) and value == value.strip():
+        return None
+    return (
+        "is not a valid project name (1 to 64 letters, digits, spaces and . , ' & ( ) + - _;"
+        " no quotes, %, $, ;, braces or line breaks)"
+    )
+
+
+def python_name(value: str) -> str | None:
+    if not _full(SLUG, value):
+        return (
+            "is not a valid slug (a Python package name: starts with a lowercase letter, then"
+            " lowercase letters, digits or underscores, at most 32; no dots, slashes or dashes)"
+        )
+    if keyword.iskeyword(value) or value in sys.stdlib_module_names or value in TAKEN_SLUGS:
+        return "is a name Python or the generated project already uses (pick another slug)"
+    return None
+
+
+def host_name(value: str) -> str | None:
+    labels = value.split(".")
+    if len(value) <= 253 and all(_full(HOST_LABEL, label) for label in labels):
+        return None
+    return (
+        "is not a valid host name (labels of letters, digits and inner hyphens, separated by"
+        " single dots; no spaces, wildcards or other characters)"
+    )
+
+
+def service_user(value: str) -> str | None:
+    if value == "root":
+        return "must not be root (a compromised app would own the whole server)"
+    if not _full(UNIX_USER, value):
+        return (
+            "is not a valid user name (starts with a lowercase letter or _, then lowercase"
+            " letters, digits, _ or -, at most 32)"
+        )
+    if value in SYSTEM_USERS:
+        return "belongs to the system or to nginx (the app needs a user of its own)"
+    return None
+
+
+def install_path(value: str) -> str | None:
+    if not value.startswith("/"):
+        return "must be an absolute path (starting with /)"
+    if not _full(SAFE_PATH, value) or any(part in {".", ".."} for part in value.split("/")):
+        return (
+            "is not a plain absolute path (letters, digits, . _ - between single slashes;"
+            " no '..', spaces, trailing slash or other characters)"
+        )
+    if len(value) > 64:
+        return "is too long (at most 64 characters, so that socket paths stay within limits)"
+    if value in SYSTEM_DIRS or any(value == r or value.startswith(r + "/") for r in FORBIDDEN_ROOTS):
+        return (
+            "is a system folder or lies where the service cannot use it"
+            f" (not {', '.join(sorted(SYSTEM_DIRS))} themselves, nor under"
+            f" {', '.join(FORBIDDEN_ROOTS)}; e.g. /srv/my_app)"
+        )
+    return None
+
+
+def worker_count(value: str) -> str | None:
+    if value == "auto" or (_full(WHOLE_NUMBER, value) and int(value) <= MAX_WORKERS):
+        return None
+    return f"is not 'auto' or a whole number from 1 to {MAX_WORKERS}"
+
+
+def tcp_port(value: str) -> str | None:
+    if _full(WHOLE_NUMBER, value) and 1024 <= int(value) <= 65535:
+        return None
+    return "is not a port number from 1024 to 65535 (digits only; gunicorn runs unprivileged)"
+
+
+def nginx_size(value: str) -> str | None:
+    if _full(NGINX_SIZE, value):
+        return None
+    return "is not an nginx size (a whole number above 0, optionally followed by k, m or g)"
+
+
+def seconds(value: str) -> str | None:
+    if _full(WHOLE_NUMBER, value) and int(value) <= MAX_TIMEOUT:
+        return None
+    return f"is not a whole number of seconds from 1 to {MAX_TIMEOUT}"
+
+
+def version(value: str) -> str | None:
+    return None if _full(VERSION, value) else "is not a version number like 27.0.1"
+
+
+def one_of(*choices: str) -> Rule:
+    def rule(value: str) -> str | None:
+        if value in choices:
+            return None
+        return f"is not one of {', '.join(choices)}"
+
+    return rule
+
+
+# The answers a user gives, each with its rule.
+ANSWER_RULES: dict[str, Rule] = {
+    "project_name": project_name,
+    "project_slug": python_name,
+    "domain_name": host_name,
+    "server_user": service_user,
+    "install_dir": install_path,
+    "workers": worker_count,
+    "bind": one_of("unix", "tcp"),
+    "app_port": tcp_port,
+    "client_max_body_size": nginx_size,
+}
+
+# Names derived from the answers in cookiecutter.json. They can still be overridden on the
+# command line, so they get the same treatment; they are checked only once the answers they are
+# derived from are valid, so that one bad answer gives one message.
+DERIVED_RULES: dict[str, Rule] = {
+    "__service": python_name,
+    "__upstream": python_name,
+    "__app_dir": install_path,
+    "__venv_dir": install_path,
+    "__static_root": install_path,
+    "__errors_root": install_path,
+    "__runtime_dir": lambda v: None if v.startswith("/run/") and _full(SAFE_PATH, v) else "is not a folder under /run",
+    "__socket_path": lambda v: None if v.startswith("/run/") and _full(SAFE_PATH, v) else "is not a path under /run",
+    "__nginx_user": lambda v: None if _full(UNIX_USER, v) else "is not a valid user name",
+    "_gunicorn_version": version,
+    "_timeout": seconds,
+    "_graceful_timeout": seconds,
+}
+
+
+def describe(field: str, value: object, reason: str) -> str:
+    """One line a user can act on: the field, the value as they typed it, and the rule."""
+    return f"{field}: {json.dumps(value, ensure_ascii=False)} {reason}"
+
+
+def _check(rules: Mapping[str, Rule], answers: Mapping[str, object]) -> list[str]:
+    found = []
+    for field, rule in rules.items():
+        if field not in answers:
+            continue
+        value = answers[field]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            found.append(describe(field, value, "must be a single value, not a list or yes/no"))
+            continue
+        reason = rule(str(value))
+        if reason:
+            found.append(describe(field, value, reason))
+    return found
+
+
+def cross_field(answers: Mapping[str, object]) -> list[str]:
+    """Rules that tie two answers together."""
+    found = []
+    user, nginx_user = answers.get("server_user"), answers.get("__nginx_user")
+    if user is not None and user == nginx_user:
+        found.append(describe("server_user", user, "must differ from nginx's user"))
+    return found
+
+
+def problems(answers: Mapping[str, object]) -> list[str]:
+    """Every reason to refuse these answers, one line each; empty when they are all fine."""
+    found = _check(ANSWER_RULES, answers)
+    if not found:
+        found = _check(DERIVED_RULES, answers) + cross_field(answers)
+    return found

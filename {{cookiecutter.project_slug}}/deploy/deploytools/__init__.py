@@ -1,0 +1,1 @@
+"""Tools shared by deploy/check and deploy/run-local (standard library only)."""

@@ -1,0 +1,209 @@
+"""The checks behind deploy/check: every generated config, validated by the real tool.
+
+Each check prints one line: "ok", "skip" (the tool is not installed here, with how to get it) or
+"FAIL" followed by what the tool said. In strict mode (--strict, or CI=true) a skip is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import layout
+from .nginx import LocalPorts, find_nginx, write_main_conf
+
+EXPOSURE_LIMIT = 2.0
+VENV_NAMES = ("venv", ".venv", layout.LOCAL_VENV.name)
+EXEC_LINE = re.compile(r"^Exec\w+=[-@:+!]*(/\S+)", re.MULTILINE)
+EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
+
+
+@dataclass
+class Result:
+    status: str  # "ok", "skip" or "FAIL"
+    name: str
+    summary: str
+    details: str = ""
+
+
+def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+
+
+def project_files(pattern: str) -> list[Path]:
+    return sorted(
+        path
+        for path in layout.PROJECT_DIR.rglob(pattern)
+        if not any(part in VENV_NAMES or part == "__pycache__" for part in path.relative_to(layout.PROJECT_DIR).parts)
+    )
+
+
+def scripts(interpreter: str) -> list[Path]:
+    """Files in deploy/ that start with a #! line naming `interpreter`."""
+    found = []
+    for path in sorted(layout.DEPLOY_DIR.iterdir()):
+        if path.is_file() and path.read_bytes()[:64].split(b"\n")[0].endswith(interpreter.encode()):
+            found.append(path)
+    return found
+
+
+def check_python() -> Result:
+    files = project_files("*.py") + scripts("python3")
+    errors = []
+    for path in files:
+        try:
+            compile(path.read_text(), str(path), "exec")
+        except SyntaxError as error:
+            errors.append(f"{path.relative_to(layout.PROJECT_DIR)}:{error.lineno}: {error.msg}")
+    shells = scripts("bash")
+    for path in shells:
+        result = run(["bash", "-n", str(path)])
+        if result.returncode:
+            errors.append(result.stderr.strip())
+    if errors:
+        return Result("FAIL", "python", "syntax errors", "\n".join(errors))
+    return Result("ok", "python", f"{len(files)} Python files and {len(shells)} shell scripts parse")
+
+
+def gunicorn_command() -> list[str] | None:
+    local = layout.LOCAL_VENV / "bin" / "gunicorn"
+    if local.exists():
+        return [str(local)]
+    if found := shutil.which("gunicorn"):
+        return [found]
+    if run([sys.executable, "-c", "import gunicorn"]).returncode == 0:
+        return [sys.executable, "-m", "gunicorn"]
+    return None
+
+
+def check_gunicorn() -> Result:
+    gunicorn = gunicorn_command()
+    if gunicorn is None:
+        return Result("skip", "gunicorn", "gunicorn not found (run deploy/setup-venv to create the project's venv)")
+    conf = layout.GUNICORN_CONF.relative_to(layout.PROJECT_DIR)
+    result = run([*gunicorn, "--check-config", "--config", str(conf)], cwd=layout.PROJECT_DIR)
+    if result.returncode:
+        return Result("FAIL", "gunicorn", f"--check-config rejects {conf}", (result.stdout + result.stderr).strip())
+    version = run([*gunicorn, "--version"]).stdout.split()[-1].rstrip(")")
+    return Result("ok", "gunicorn", f"--check-config loads {conf} and the app it names (gunicorn {version})")
+
+
+def check_nginx() -> Result:
+    site = layout.NGINX_SITE.relative_to(layout.PROJECT_DIR)
+    nginx = find_nginx()
+    if nginx is None:
+        return parse_with_crossplane(site)
+    with tempfile.TemporaryDirectory(prefix=f"{layout.SLUG}-check-") as scratch:
+        prefix = Path(scratch)
+        # Ports are never bound by -t; unprivileged ones let a normal user run the check.
+        ports = LocalPorts(http=8080, https=8443, app=[int(a.rsplit(":", 1)[1]) for a in layout.APP_ADDRESSES])
+        main = write_main_conf(prefix, nginx, ports, foreground=False)
+        result = run([nginx, "-t", "-p", str(prefix), "-c", str(main)])
+    said = [line for line in result.stderr.splitlines() if "[warn]" in line or "[emerg]" in line]
+    if result.returncode or said:
+        return Result("FAIL", "nginx", f"nginx -t rejects {site}", "\n".join(said) or result.stderr.strip())
+    version = run([nginx, "-v"]).stderr.strip().removeprefix("nginx version: ")
+    return Result("ok", "nginx", f"nginx -t accepts {site} ({version})")
+
+
+def parse_with_crossplane(site: Path) -> Result:
+    missing = "nginx not installed (apt-get install nginx, or dnf install nginx)"
+    try:
+        import crossplane  # type: ignore[import-untyped]
+    except ImportError:
+        return Result("skip", "nginx", f"{missing}; crossplane not installed either, {site} not parsed")
+    parsed = crossplane.parse(str(layout.NGINX_SITE), single=True, check_ctx=False)
+    errors = [f"{error['file']}:{error['line']}: {error['error']}" for error in parsed["errors"]]
+    if errors:
+        return Result("FAIL", "nginx", f"crossplane cannot parse {site}", "\n".join(errors))
+    return Result("skip", "nginx", f"{missing}; parsed {site} with crossplane instead (syntax only)")
+
+
+def systemd_analyze() -> str | None:
+    return shutil.which("systemd-analyze") or shutil.which("systemd-analyze", path="/usr/bin:/bin")
+
+
+def unit_tree(root: Path) -> Path:
+    """A root folder in which systemd-analyze finds the units, their programs and systemd's own units."""
+    units = root / "etc" / "systemd" / "system"
+    units.mkdir(parents=True)
+    for name in layout.UNITS:
+        shutil.copy(layout.SYSTEMD_DIR / name, units / name)
+        for program in EXEC_LINE.findall((units / name).read_text()):
+            # The venv does not exist before install; a stub stands in for each program.
+            stub = root / program.lstrip("/")
+            stub.parent.mkdir(parents=True, exist_ok=True)
+            stub.write_text("#!/bin/sh\n")
+            stub.chmod(0o755)
+    for system_units in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")):
+        if system_units.is_dir():
+            shutil.copytree(system_units, root / "usr" / "lib" / "systemd" / "system", symlinks=True)
+            break
+    return units
+
+
+def check_systemd(analyze: str, units: Path) -> Result:
+    names = ", ".join(layout.UNITS)
+    result = run([analyze, "verify", "--man=no", f"--root={units.parents[2]}", *layout.UNITS])
+    # Unknown keys and bad values are only warnings with exit 0: any output is a finding.
+    said = (result.stdout + result.stderr).strip()
+    if result.returncode or said:
+        return Result("FAIL", "systemd", f"systemd-analyze verify rejects {names}", said)
+    return Result("ok", "systemd", f"systemd-analyze verify accepts {names}")
+
+
+def check_sandbox(analyze: str, units: Path) -> Result:
+    unit = units / layout.SERVICE_UNIT
+    result = run([analyze, "security", "--offline=true", str(unit)])
+    found = EXPOSURE.search(result.stdout)
+    if not found:
+        return Result("FAIL", "sandbox", "systemd-analyze security gave no exposure level", result.stderr.strip())
+    exposure = float(found.group(1))
+    summary = f"{layout.SERVICE_UNIT} exposure {exposure} (at most {EXPOSURE_LIMIT})"
+    if exposure > EXPOSURE_LIMIT:
+        return Result("FAIL", "sandbox", summary, result.stdout.strip())
+    return Result("ok", "sandbox", summary)
+
+
+def check_units() -> list[Result]:
+    analyze = systemd_analyze()
+    if analyze is None:
+        reason = "systemd-analyze not installed (apt-get install systemd)"
+        return [Result("skip", "systemd", reason), Result("skip", "sandbox", reason)]
+    with tempfile.TemporaryDirectory(prefix=f"{layout.SLUG}-units-") as scratch:
+        units = unit_tree(Path(scratch))
+        return [check_systemd(analyze, units), check_sandbox(analyze, units)]
+
+
+CHECKS: list[Callable[[], Result | list[Result]]] = [check_python, check_gunicorn, check_nginx, check_units]
+
+
+def strict_from_environment() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def run_checks(strict: bool) -> int:
+    """Run every check, print one line each, and return the exit status."""
+    failed = 0
+    for check in CHECKS:
+        try:
+            outcome = check()
+        except Exception as error:  # noqa: BLE001 - a broken check is reported like a failed one
+            outcome = Result("FAIL", check.__name__.removeprefix("check_"), f"the check itself failed: {error!r}")
+        for result in outcome if isinstance(outcome, list) else [outcome]:
+            status = result.status
+            if status == "skip" and strict:
+                status, result.summary = "FAIL", result.summary + " [strict: a missing tool is a failure]"
+            print(f"{status:<5} {result.name:<9} {result.summary}")
+            if result.details:
+                print("\n".join("      " + line for line in result.details.splitlines()))
+            failed += status == "FAIL"
+    print(f"{'all checks passed' if not failed else f'{failed} check(s) failed'} for {layout.PROJECT_DIR}")
+    return 1 if failed else 0

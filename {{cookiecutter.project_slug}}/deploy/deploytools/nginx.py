@@ -1,0 +1,111 @@
+"""Run the generated nginx site outside /etc/nginx: for `nginx -t` in deploy/check and for
+deploy/run-local.
+
+The site file is used as it is, with only the server's paths and ports swapped for local ones
+(`localize`), inside a small main configuration that keeps pid, logs and temporary files in a
+scratch folder (`write_main_conf`). No second copy of the site exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import layout
+
+LISTEN = re.compile(r"^(?P<indent>[ \t]*)listen[ \t]+(?P<address>[^\s;]+)(?P<rest>[^;]*);[ \t]*\n", re.MULTILINE)
+TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def find_nginx() -> str | None:
+    """nginx lives in /usr/sbin, which is not on every user's PATH."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
+def conf_dir(nginx: str) -> Path:
+    """The folder of nginx's own configuration (for mime.types), as built in."""
+    built = subprocess.run([nginx, "-V"], capture_output=True, text=True, check=False).stderr
+    found = re.search(r"--conf-path=(\S+)", built)
+    return Path(found.group(1)).parent if found else Path("/etc/nginx")
+
+
+@dataclass
+class LocalPorts:
+    """Where the local copy listens: `http` for port 80, `https` for 443, `app` for gunicorn."""
+
+    http: int
+    https: int | None = None
+    app: list[int] = field(default_factory=list)
+
+
+def localize(site: str, prefix: Path, ports: LocalPorts) -> str:
+    """The site with the server's paths and ports replaced by local ones on 127.0.0.1."""
+    swaps = {
+        layout.STATIC_ROOT + "/": str(layout.STATIC_SOURCE) + "/",
+        layout.ERRORS_ROOT + ";": str(layout.ERROR_PAGES) + ";",
+    }
+    if layout.SOCKET_PATH:
+        swaps["unix:" + layout.SOCKET_PATH] = "unix:" + str(socket_path(prefix))
+    for address, port in zip(layout.APP_ADDRESSES, ports.app, strict=False):
+        swaps["server " + address] = f"server 127.0.0.1:{port}"
+    for old, new in swaps.items():
+        site = site.replace(old, new)
+
+    def listen(match: re.Match[str]) -> str:
+        address = match["address"]
+        if address.startswith("["):
+            return ""  # IPv6 may be missing on a workstation; the IPv4 line stays.
+        port = int(address.rsplit(":", 1)[-1])
+        local = ports.https if port == 443 else ports.http
+        return f"{match['indent']}listen 127.0.0.1:{local}{match['rest']};\n"
+
+    site = LISTEN.sub(listen, site)
+    # Browsers on this machine say localhost or 127.0.0.1 in Host; the server answers both too.
+    return site.replace(f"server_name {layout.DOMAIN};", f"server_name {layout.DOMAIN} localhost 127.0.0.1;")
+
+
+def socket_path(prefix: Path) -> Path:
+    return prefix / "gunicorn.sock"
+
+
+def write_main_conf(prefix: Path, nginx: str, ports: LocalPorts, *, foreground: bool) -> Path:
+    """Lay out `prefix` for nginx -p and return the main configuration that includes the site."""
+    conf = prefix / "conf"
+    (conf / "snippets").mkdir(parents=True, exist_ok=True)
+    (prefix / "logs").mkdir(exist_ok=True)
+    snippets = conf / "snippets" / layout.NGINX_SNIPPETS_NAME
+    if not snippets.exists():
+        snippets.symlink_to(layout.NGINX_SNIPPETS)
+    site = conf / layout.NGINX_SITE.name
+    site.write_text(localize(layout.NGINX_SITE.read_text(), prefix, ports))
+    temp = [f"    {name}_temp_path {prefix}/tmp/{name};" for name in TEMP_PATHS]
+    for name in TEMP_PATHS:
+        (prefix / "tmp" / name).mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"# Scratch main configuration: pid, logs and temporary files stay under {prefix}.",
+        # As root, workers would drop to `nobody` and could not read a private checkout.
+        "user root;" if os.geteuid() == 0 else "",
+        "worker_processes auto;",
+        f"pid {prefix}/nginx.pid;",
+        f"error_log {prefix}/logs/error.log;",
+        "daemon off;" if foreground else "",
+        "events {",
+        "    worker_connections 1024;",
+        "}",
+        "http {",
+        f"    include {conf_dir(nginx)}/mime.types;",
+        "    default_type application/octet-stream;",
+        "    sendfile on;",
+        "    tcp_nopush on;",
+        f"    access_log {prefix}/logs/access.log;",
+        *temp,
+        f"    include {site};",
+        "}",
+    ]
+    main = conf / "nginx.conf"
+    main.write_text("\n".join(line for line in lines if line) + "\n")
+    return main

@@ -1,0 +1,107 @@
+"""gunicorn settings for {{ cookiecutter.project_name }}.
+
+Used as they are by systemd ({{ cookiecutter.__service }}.service) on the server and by
+deploy/run-local on a workstation; only the environment variables below differ between the two.
+`gunicorn --print-config -c gunicorn.conf.py` shows the resolved values.
+"""
+
+import multiprocessing
+import os
+
+# Application -----------------------------------------------------------------
+wsgi_app = "wsgi:application"
+
+# Server socket ---------------------------------------------------------------
+{% if cookiecutter.bind == "unix" %}
+# Under systemd the listening socket comes from {{ cookiecutter.__service }}.socket (socket
+# activation) and wins over `bind`; the bind below serves runs without systemd.
+bind = [os.environ.get("GUNICORN_BIND", "unix:{{ cookiecutter.__socket_path }}")]
+{% else %}
+# Loopback only: nginx is the one public entry point.
+bind = [os.environ.get("GUNICORN_BIND", "127.0.0.1:{{ cookiecutter.app_port }}")]
+{% endif %}
+# Connections the kernel queues while every worker is busy; nginx retries nothing on its own.
+backlog = 2048
+
+# Worker processes ------------------------------------------------------------
+{% if cookiecutter.workers == "auto" %}
+# (2 x cores) + 1 sync workers keeps the CPUs busy while one worker waits on I/O.
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() + 1))
+{% else %}
+# Chosen at bake time; WEB_CONCURRENCY overrides it without editing this file.
+workers = int(os.environ.get("WEB_CONCURRENCY", {{ cookiecutter.workers }}))
+{% endif %}
+worker_class = "sync"
+# A worker silent for this long is killed and replaced; nginx's proxy_read_timeout is longer, so
+# nginx never gives up on a request gunicorn is still allowed to finish.
+timeout = {{ cookiecutter._timeout }}
+# Time a worker gets to finish its request on reload or stop; systemd's TimeoutStopSec is longer.
+graceful_timeout = {{ cookiecutter._graceful_timeout }}
+# Sync workers close every connection after the response; nginx keeps the client side alive.
+keepalive = 2
+# Restart each worker after about this many requests so that a slow leak cannot grow forever;
+# the jitter keeps the workers from restarting all at once.
+max_requests = 1000
+max_requests_jitter = 100
+# The heartbeat file workers touch; on a tmpfs a slow disk cannot make workers look dead.
+worker_tmp_dir = "/dev/shm"
+
+# Security --------------------------------------------------------------------
+{% if cookiecutter.bind == "unix" %}
+# gunicorn trusts X-Forwarded-* from every peer on the unix socket, which only nginx can reach
+# (mode 0660, group {{ cookiecutter.__nginx_user }}); these addresses count for TCP runs by hand.
+{% else %}
+# Trust X-Forwarded-* only from nginx on this machine.
+{% endif %}
+forwarded_allow_ips = "127.0.0.1,::1"
+# nginx sets X-Forwarded-Proto and clears the other two headers gunicorn would also read; trusting
+# one header means a client can never make them disagree (gunicorn answers 400 when they do).
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+# Request line and header limits, as nginx's defaults: an oversized request fails at nginx first.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# Logging ---------------------------------------------------------------------
+# Both logs go to stdout/stderr: journald on the server, a log file under run-local.
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# The client address nginx saw (X-Forwarded-For), not nginx's own, plus the time taken in ms.
+access_log_format = '%({x-forwarded-for}i)s "%(r)s" %(s)s %(B)s "%(f)s" "%(a)s" %(M)sms'
+
+# Process naming --------------------------------------------------------------
+# `ps` and `top` show "gunicorn: master [{{ cookiecutter.__service }}]" and the workers alike.
+proc_name = "{{ cookiecutter.__service }}"
+
+# Control socket --------------------------------------------------------------
+# gunicorn opens a control socket for `gunicornc`, by default under $HOME, which the sandboxed
+# service cannot write and which two apps run by one user would share. systemd gives each
+# service a private RuntimeDirectory; without one there is no control socket.
+_runtime_dir = os.environ.get("RUNTIME_DIRECTORY")
+if _runtime_dir:
+    control_socket = os.path.join(_runtime_dir.split(":")[0], "gunicorn.ctl")
+else:
+    control_socket_disable = True
+
+
+# Server hooks ----------------------------------------------------------------
+def when_ready(server):
+    server.log.info("%s ready: %s workers on %s", proc_name, server.cfg.workers, ", ".join(server.cfg.bind))
+
+
+def on_reload(server):
+    server.log.info("%s reloading: new workers start, old ones finish their requests", proc_name)
+
+
+def worker_abort(worker):
+    # SIGABRT: the worker missed its heartbeat for `timeout` seconds, usually a stuck request.
+    worker.log.warning("worker %s timed out after %ss and is being replaced", worker.pid, timeout)
+
+
+def child_exit(server, worker):
+    server.log.info("worker %s exited", worker.pid)
+
+
+def on_exit(server):
+    server.log.info("%s stopped", proc_name)

@@ -1,0 +1,1 @@
+"""{{ cookiecutter.project_name }}: the web application served by gunicorn behind nginx."""
