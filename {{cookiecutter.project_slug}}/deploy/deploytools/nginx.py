@@ -65,7 +65,8 @@ def localize(site: str, prefix: Path, ports: LocalPorts) -> str:
 
     site = LISTEN.sub(listen, site)
     # Browsers on this machine say localhost or 127.0.0.1 in Host; the server answers both too.
-    return site.replace(f"server_name {layout.DOMAIN};", f"server_name {layout.DOMAIN} localhost 127.0.0.1;")
+    names = " ".join(dict.fromkeys([layout.DOMAIN, "localhost", "127.0.0.1"]))
+    return site.replace(f"server_name {layout.DOMAIN};", f"server_name {names};")
 
 
 def socket_path(prefix: Path) -> Path:

@@ -1,0 +1,99 @@
+"""Fixtures shared by the template's tests: baked projects, real tools, a running local stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from helpers import LiveStack, start_stack
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[1]
+STRICT = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-cookies bakes the template from --template, which defaults to the working folder.
+    config.option.template = str(TEMPLATE_DIR)
+
+
+def require_tool(name: str, install: str) -> str:
+    """The tool's path; a skip with how to install it, or under CI=true a failure."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
+    if found:
+        return found
+    message = f"{name} is not installed ({install})"
+    if STRICT:
+        pytest.fail(f"{message}; CI=true makes a missing tool a failure")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def nginx() -> str:
+    return require_tool("nginx", "apt-get install nginx")
+
+
+@dataclass
+class Baked:
+    """A project baked from the template, with its answers."""
+
+    path: Path
+    answers: dict
+
+    def run(self, *command: str, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(part) for part in command], cwd=self.path, capture_output=True, text=True, check=check, env=env
+        )
+
+
+def bake_or_fail(cookies, **answers: str) -> Baked:
+    result = cookies.bake(extra_context=answers)
+    assert result.exception is None, f"bake with {answers} failed: {result.exception!r}"
+    assert result.exit_code == 0
+    return Baked(Path(result.project_path), result.context)
+
+
+@pytest.fixture
+def bake(cookies):
+    """bake(**answers): a project baked with these answers on top of the defaults."""
+    return lambda **answers: bake_or_fail(cookies, **answers)
+
+
+@pytest.fixture(scope="module")
+def baked(cookies_session) -> Baked:
+    """The default project (`cookiecutter --no-input`), shared by the tests of a module."""
+    return bake_or_fail(cookies_session)
+
+
+@pytest.fixture(scope="session")
+def app_venv(tmp_path_factory) -> Path:
+    """One virtualenv per test process, made by a baked project's own deploy/setup-venv."""
+    from cookiecutter.main import cookiecutter
+
+    out = tmp_path_factory.mktemp("venv-source")
+    project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(out), accept_hooks=False))
+    venv = tmp_path_factory.mktemp("app-venv") / "venv"
+    subprocess.run([str(project / "deploy" / "setup-venv"), str(venv)], check=True, capture_output=True)
+    return venv
+
+
+@pytest.fixture
+def stack(baked: Baked, app_venv: Path) -> Iterator[LiveStack]:
+    """The default project running under deploy/run-local: real nginx in front of real gunicorn."""
+    require_tool("nginx", "apt-get install nginx")
+    with start_stack(baked.path, app_venv) as live:
+        yield live
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+__all__ = ["Baked", "TEMPLATE_DIR", "STRICT", "read_json", "require_tool", "sys"]

@@ -1,0 +1,210 @@
+"""Real HTTP against a running deploy/run-local: requests, bounded load, slow clients.
+
+Every loop here is bounded in count and in time, and every connection goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+DOMAIN = "example.com"
+START_SECONDS = 60
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def request(
+    port: int, path: str = "/", *, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None
+) -> Response:
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers={"Host": DOMAIN, **(headers or {})})
+        answer = connection.getresponse()
+        return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read())
+    finally:
+        connection.close()
+
+
+@dataclass
+class LiveStack:
+    project: Path
+    process: subprocess.Popen[str]
+    state: dict
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.state["port"]
+
+    def get(self, path: str = "/", **kwargs) -> Response:
+        return request(self.port, path, **kwargs)
+
+    def gunicorn_log(self) -> str:
+        return Path(self.state["gunicorn_log"]).read_text()
+
+    def gunicorn_workers(self) -> set[int]:
+        master = self.state["gunicorn_pid"]
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return {int(pid) for pid in children}
+
+    def wait_for(self, condition, seconds: float = 15, what: str = "condition") -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{what} not reached within {seconds}s")
+
+
+def read_until_ready(process: subprocess.Popen[str], output: list[str]) -> None:
+    """Read run-local's output until its "ready:" line, or fail with what it said."""
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            break
+        line = process.stdout.readline()
+        if not line:
+            break
+        output.append(line.rstrip("\n"))
+        if line.startswith("ready:"):
+            return
+    raise AssertionError("run-local did not become ready:\n" + "\n".join(output))
+
+
+@contextmanager
+def start_stack(project: Path, venv: Path, *args: str) -> Iterator[LiveStack]:
+    process = subprocess.Popen(
+        [str(project / "deploy" / "run-local"), "--venv", str(venv), "--port", str(free_port()), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        read_until_ready(process, output)
+        state = json.loads((project / ".run-local.json").read_text())
+        yield LiveStack(project, process, state, output)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        # What run-local created must be gone after it stops.
+        assert not (project / ".run-local.json").exists()
+
+
+@dataclass
+class LoadResult:
+    sent: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+
+    @property
+    def failed(self) -> int:
+        return self.errors.total() + sum(n for status, n in self.statuses.items() if status != 200)
+
+
+@contextmanager
+def load(port: int, *, seconds: float, max_requests: int, concurrency: int = 4, path: str = "/") -> Iterator[LoadResult]:
+    """Keep `concurrency` clients sending GET `path` until `seconds` pass or `max_requests` are sent."""
+    result = LoadResult()
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client() -> None:
+        while time.monotonic() < deadline:
+            with lock:
+                if result.sent >= max_requests:
+                    return
+                result.sent += 1
+            try:
+                status = request(port, path).status
+                with lock:
+                    result.statuses[status] += 1
+            except (OSError, http.client.HTTPException) as error:
+                with lock:
+                    result.errors[type(error).__name__] += 1
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield result
+    finally:
+        for thread in threads:
+            thread.join(timeout=seconds + 15)
+
+
+@contextmanager
+def slow_clients(port: int, count: int, seconds: float) -> Iterator[list[socket.socket]]:
+    """`count` connections that send a request's headers one byte every 100 ms, for `seconds`."""
+    head = f"GET / HTTP/1.1\r\nHost: {DOMAIN}\r\nX-Padding: {'x' * 200}\r\n".encode()
+    sockets = [socket.create_connection((LOOPBACK, port), timeout=5) for _ in range(count)]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        deadline = time.monotonic() + seconds
+        for position in range(len(head)):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            for sock in sockets:
+                try:
+                    sock.send(head[position : position + 1])
+                except OSError:
+                    pass
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        yield sockets
+    finally:
+        stop.set()
+        thread.join(timeout=seconds + 5)
+        for sock in sockets:
+            sock.close()
+
+
+def timed_get(port: int, path: str = "/") -> tuple[int, float]:
+    started = time.perf_counter()
+    status = request(port, path).status
+    return status, time.perf_counter() - started
+
+
+def kill(pid: int, number: signal.Signals) -> None:
+    os.kill(pid, number)

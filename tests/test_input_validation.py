@@ -1,0 +1,163 @@
+"""Bad answers are refused before anything is written, with the field, the value and the rule."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cookiecutter.exceptions import FailedHookException
+
+from conftest import TEMPLATE_DIR
+
+sys.path.insert(0, str(TEMPLATE_DIR / "hooks"))
+from answers import problems  # noqa: E402
+
+REFUSED = [
+    # (field, value, words the message must contain)
+    ("project_name", "My %n App", "not a valid project name"),
+    ("project_name", 'My "App"', "not a valid project name"),
+    ("project_name", "App\nExecStart=/bin/sh", "not a valid project name"),
+    ("project_name", " padded", "not a valid project name"),
+    ("project_slug", "../escape", "not a valid slug"),
+    ("project_slug", "nested/slug", "not a valid slug"),
+    ("project_slug", "My-App", "not a valid slug"),
+    ("project_slug", "1app", "not a valid slug"),
+    ("project_slug", "class", "already uses"),
+    ("project_slug", "json", "already uses"),
+    ("project_slug", "wsgi", "already uses"),
+    ("domain_name", "exa mple.com", "not a valid host name"),
+    ("domain_name", "example.com;", "not a valid host name"),
+    ("domain_name", "example.com{", "not a valid host name"),
+    ("domain_name", "example.com\nlisten 81", "not a valid host name"),
+    ("domain_name", "*.example.com", "not a valid host name"),
+    ("domain_name", "-bad.example.com", "not a valid host name"),
+    ("domain_name", "a..b", "not a valid host name"),
+    ("domain_name", "", "not a valid host name"),
+    ("server_user", "root", "must not be root"),
+    ("server_user", "www-data", "belongs to the system or to nginx"),
+    ("server_user", "Bad User", "not a valid user name"),
+    ("server_user", "a;b", "not a valid user name"),
+    ("install_dir", "srv/my_app", "absolute path"),
+    ("install_dir", "/srv/../etc/app", "not a plain absolute path"),
+    ("install_dir", "/srv/my app", "not a plain absolute path"),
+    ("install_dir", "/srv/my_app/", "not a plain absolute path"),
+    ("install_dir", "/srv//my_app", "not a plain absolute path"),
+    ("install_dir", "/srv/app;rm -rf /", "not a plain absolute path"),
+    ("install_dir", "/", "not a plain absolute path"),
+    ("install_dir", "/etc", "system folder"),
+    ("install_dir", "/tmp/my_app", "system folder"),
+    ("install_dir", "/home/me/my_app", "system folder"),
+    ("workers", "0", "not 'auto' or a whole number"),
+    ("workers", "-1", "not 'auto' or a whole number"),
+    ("workers", "two", "not 'auto' or a whole number"),
+    ("workers", "4x", "not 'auto' or a whole number"),
+    ("workers", "1000", "not 'auto' or a whole number"),
+    ("app_port", "80", "not a port number from 1024 to 65535"),
+    ("app_port", "70000", "not a port number from 1024 to 65535"),
+    ("app_port", "8081abc", "not a port number from 1024 to 65535"),
+    ("app_port", " 8081", "not a port number from 1024 to 65535"),
+    ("bind", "udp", "not one of unix, tcp"),
+    ("client_max_body_size", "0", "not an nginx size"),
+    ("client_max_body_size", "10mb", "not an nginx size"),
+    ("client_max_body_size", "1m; allow all", "not an nginx size"),
+]
+
+ACCEPTED = [
+    ("project_name", "Café Orders"),
+    ("project_name", "Tom & Jerry's (v2)"),
+    ("project_slug", "shop2"),
+    ("domain_name", "localhost"),
+    ("domain_name", "sub.example.co.uk"),
+    ("domain_name", "xn--bcher-kva.example"),
+    ("server_user", "svc-app"),
+    ("install_dir", "/opt/apps/shop"),
+    ("workers", "1"),
+    ("workers", "16"),
+    ("app_port", "1024"),
+    ("app_port", "65535"),
+    ("bind", "tcp"),
+    ("client_max_body_size", "512k"),
+]
+
+
+def case_id(case: tuple) -> str:
+    return f"{case[0]}-{case[1]!r}"[:40]
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*"))
+
+
+@pytest.mark.parametrize("field, value, rule", REFUSED, ids=map(case_id, REFUSED))
+def test_rules_refuse_hostile_answers(field: str, value: str, rule: str) -> None:
+    found = problems({**defaults(), field: value})
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{field}: ") and rule in found[0]
+
+
+@pytest.mark.parametrize("field, value", ACCEPTED, ids=map(case_id, ACCEPTED))
+def test_rules_accept_good_answers(field: str, value: str) -> None:
+    assert problems({**defaults(), field: value}) == []
+
+
+def defaults() -> dict:
+    return {
+        "project_name": "My App",
+        "project_slug": "my_app",
+        "domain_name": "example.com",
+        "server_user": "my_app",
+        "install_dir": "/srv/my_app",
+        "workers": "auto",
+        "bind": "unix",
+        "app_port": "8081",
+        "client_max_body_size": "10m",
+    }
+
+
+REFUSED_BAKES = [
+    ("domain_name", "example.com; return 200", '"example.com; return 200" is not a valid host name'),
+    ("project_slug", "../escape", '"../escape" is not a valid slug'),
+    ("project_slug", "nested/deeper/slug", '"nested/deeper/slug" is not a valid slug'),
+    ("server_user", "root", '"root" must not be root'),
+    ("install_dir", "relative/path", '"relative/path" must be an absolute path'),
+    ("workers", "0", "\"0\" is not 'auto' or a whole number"),
+    ("app_port", "8081abc", '"8081abc" is not a port number'),
+]
+
+
+@pytest.mark.parametrize("field, value, message", REFUSED_BAKES, ids=map(case_id, REFUSED_BAKES))
+def test_refused_bake_leaves_nothing_on_disk(cookies, capfd, tmp_path, field: str, value: str, message: str) -> None:
+    output_root = Path(str(cookies._output_factory("probe"))).parent
+    before = files_under(output_root.parent)
+    result = cookies.bake(extra_context={field: value})
+    assert isinstance(result.exception, FailedHookException)
+    assert f"{field}: {message}" in capfd.readouterr().err
+    # A slug with slashes made parent folders too; they go a moment after cookiecutter's own clean-up.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and files_under(output_root.parent) != before + [output_root / "bake00"]:
+        time.sleep(0.05)
+    left = [path for path in files_under(output_root.parent) if path not in before]
+    assert left == [output_root / "bake00"], left  # the empty folder pytest-cookies made itself
+
+
+def test_every_problem_is_reported_at_once(cookies, capfd) -> None:
+    result = cookies.bake(extra_context={"domain_name": "bad domain", "workers": "many", "app_port": "1"})
+    assert isinstance(result.exception, FailedHookException)
+    err = capfd.readouterr().err
+    for field in ("domain_name", "workers", "app_port"):
+        assert f"  - {field}: " in err
+    assert "nothing was generated" in err
+
+
+def test_overridden_derived_name_is_checked_too() -> None:
+    found = problems({**defaults(), "__socket_path": "/run/x.sock;\ninclude /etc/shadow"})
+    assert found == ['__socket_path: "/run/x.sock;\\ninclude /etc/shadow" is not a path under /run']
+
+
+@pytest.mark.parametrize("field, value", ACCEPTED[:6] + ACCEPTED[-3:], ids=map(case_id, ACCEPTED[:6] + ACCEPTED[-3:]))
+def test_good_answers_bake_and_pass_check(bake, field: str, value: str) -> None:
+    project = bake(**{field: value})
+    assert (project.path / "deploy" / "check").exists()
+    assert project.answers[field] == value

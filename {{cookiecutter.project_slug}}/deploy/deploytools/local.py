@@ -1,0 +1,248 @@
+"""deploy/run-local: the generated nginx site and gunicorn.conf.py, running for real on 127.0.0.1.
+
+Everything the run creates lives in one scratch folder (nginx's prefix: pid, logs, temporary
+files, gunicorn's socket); stopping removes it. While it runs, .run-local.json in the project says
+where things are, for `deploy/run-local --stop` and for scripts that drive the stack.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import layout
+from .nginx import LocalPorts, find_nginx, socket_path, write_main_conf
+
+STATE_FILE = layout.PROJECT_DIR / ".run-local.json"
+READY_SECONDS = 30
+STOP_SECONDS = 40
+INSTALL_NGINX = "nginx is not installed: sudo apt-get install nginx (Debian, Ubuntu) or sudo dnf install nginx (RHEL)"
+
+
+class RunLocalError(Exception):
+    """A reason run-local cannot start, for the user."""
+
+
+@dataclass
+class State:
+    pid: int
+    url: str
+    port: int
+    prefix: str
+    gunicorn_pid: int
+    nginx_pid: int
+    gunicorn_log: str
+    nginx_access_log: str
+    nginx_error_log: str
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def ensure_venv(venv: Path) -> Path:
+    gunicorn = venv / "bin" / "gunicorn"
+    if not gunicorn.exists():
+        print(f"venv: {venv} has no gunicorn, running deploy/setup-venv", flush=True)
+        subprocess.run([str(layout.DEPLOY_DIR / "setup-venv"), str(venv)], check=True)
+    return gunicorn
+
+
+def answers(port: int, path: str = "/healthz") -> int | None:
+    """The status nginx gives for `path` with the site's Host, or None if nothing answers yet."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", path, headers={"Host": layout.DOMAIN})
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join("    " + line for line in path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class LocalStack:
+    def __init__(self, nginx: str, gunicorn: Path, port: int) -> None:
+        self.prefix = Path(tempfile.mkdtemp(prefix=f"{layout.SLUG}-local-"))
+        self.prefix.chmod(0o755)
+        self.port = port
+        self.app_ports = [free_port() for _ in layout.APP_ADDRESSES]
+        self.logs = self.prefix / "logs"
+        self.main_conf = write_main_conf(
+            self.prefix, nginx, LocalPorts(http=port, app=self.app_ports), foreground=True
+        )
+        self.nginx_command = [nginx, "-p", str(self.prefix), "-c", str(self.main_conf)]
+        self.gunicorn_command = [str(gunicorn), "--config", str(layout.GUNICORN_CONF)]
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def gunicorn_env(self) -> dict[str, str]:
+        if layout.SOCKET_PATH:
+            bind = "unix:" + str(socket_path(self.prefix))
+        else:
+            bind = ",".join(f"127.0.0.1:{port}" for port in self.app_ports)
+        # RUNTIME_DIRECTORY: gunicorn's control socket goes into the scratch folder, as under systemd.
+        return {**os.environ, "GUNICORN_BIND": bind, "RUNTIME_DIRECTORY": str(self.prefix)}
+
+    def start(self) -> None:
+        with open(self.logs / "gunicorn.log", "ab") as log:
+            self.processes["gunicorn"] = subprocess.Popen(
+                self.gunicorn_command,
+                cwd=layout.PROJECT_DIR,
+                env=self.gunicorn_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        with open(self.logs / "nginx.stderr.log", "ab") as log:
+            self.processes["nginx"] = subprocess.Popen(
+                self.nginx_command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_SECONDS
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RunLocalError(f"{name} exited with status {process.returncode}:\n{self.log_tails()}")
+            if answers(self.port) == 200:
+                return
+            time.sleep(0.05)
+        raise RunLocalError(f"no answer from /healthz within {READY_SECONDS}s:\n{self.log_tails()}")
+
+    def log_tails(self) -> str:
+        names = ("gunicorn.log", "nginx.stderr.log", "error.log")
+        return "\n".join(f"  {name}:\n{tail(self.logs / name)}" for name in names if (self.logs / name).exists())
+
+    def state(self) -> State:
+        return State(
+            pid=os.getpid(),
+            url=f"http://localhost:{self.port}/",
+            port=self.port,
+            prefix=str(self.prefix),
+            gunicorn_pid=self.processes["gunicorn"].pid,
+            nginx_pid=self.processes["nginx"].pid,
+            gunicorn_log=str(self.logs / "gunicorn.log"),
+            nginx_access_log=str(self.logs / "access.log"),
+            nginx_error_log=str(self.logs / "error.log"),
+        )
+
+    def stop(self) -> None:
+        """Graceful first (gunicorn TERM, nginx QUIT), then KILL; then remove the scratch folder."""
+        graceful = {"gunicorn": signal.SIGTERM, "nginx": signal.SIGQUIT}
+        for name, process in self.processes.items():
+            if process.poll() is None:
+                process.send_signal(graceful[name])
+        deadline = time.monotonic() + STOP_SECONDS
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+def run(port: int | None, venv: Path) -> int:
+    nginx = find_nginx()
+    if nginx is None:
+        raise RunLocalError(INSTALL_NGINX)
+    if STATE_FILE.exists():
+        raise RunLocalError(f"already running or not stopped cleanly ({STATE_FILE}): deploy/run-local --stop")
+    if port is not None and not port_is_free(port):
+        raise RunLocalError(f"port {port} on 127.0.0.1 is in use: pick another with --port")
+    gunicorn = ensure_venv(venv)
+    stack = LocalStack(nginx, gunicorn, port if port is not None else free_port())
+    stopping: list[int] = []
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda signum, frame: stopping.append(signum))
+    try:
+        stack.start()
+        stack.wait_ready()
+        state = stack.state()
+        STATE_FILE.write_text(json.dumps(asdict(state), indent=2) + "\n")
+        print(f"ready: {state.url} (nginx -> gunicorn; Host {layout.DOMAIN} answers too)")
+        print(f"logs: {stack.logs}/ (gunicorn.log, access.log, error.log)")
+        print("stop: Ctrl-C, or deploy/run-local --stop", flush=True)
+        while not stopping:
+            if stack.processes["nginx"].poll() is not None:
+                raise RunLocalError(f"nginx exited with status {stack.processes['nginx'].returncode}")
+            time.sleep(0.2)
+    finally:
+        print("stopping: nginx and gunicorn", flush=True)
+        stack.stop()
+        STATE_FILE.unlink(missing_ok=True)
+    print("stopped: scratch folder removed")
+    return 0
+
+
+def stop() -> int:
+    """Stop the stack that .run-local.json describes, even if its run-local was killed."""
+    if not STATE_FILE.exists():
+        print("not running (no .run-local.json)")
+        return 0
+    state = State(**json.loads(STATE_FILE.read_text()))
+    try:
+        os.kill(state.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        # run-local itself is gone: clean up after it.
+        for pid, number in ((state.gunicorn_pid, signal.SIGTERM), (state.nginx_pid, signal.SIGQUIT)):
+            try:
+                os.kill(pid, number)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(state.prefix, ignore_errors=True)
+        STATE_FILE.unlink(missing_ok=True)
+        print("stopped: left-overs of a run-local that had died")
+        return 0
+    deadline = time.monotonic() + STOP_SECONDS + 5
+    while STATE_FILE.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    print("stopped" if not STATE_FILE.exists() else f"run-local (pid {state.pid}) did not stop in time")
+    return 0 if not STATE_FILE.exists() else 1
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="deploy/run-local",
+        description="Run the production nginx site and gunicorn.conf.py on 127.0.0.1, unprivileged.",
+    )
+    parser.add_argument("--port", type=int, help="nginx's port on 127.0.0.1 (default: 8080 if free, else any free one)")
+    parser.add_argument("--venv", type=Path, default=layout.LOCAL_VENV, help="virtualenv with gunicorn (default: %(default)s; created if missing)")
+    parser.add_argument("--stop", action="store_true", help="stop the stack a run-local in this project started")
+    args = parser.parse_args(argv)
+    try:
+        if args.stop:
+            return stop()
+        port = args.port if args.port is not None else (8080 if port_is_free(8080) else None)
+        return run(port, args.venv)
+    except RunLocalError as error:
+        print(f"run-local: {error}", file=sys.stderr)
+        return 1
