@@ -1,0 +1,1 @@
+"""Tests of the app; run with: python3 -m unittest"""

@@ -195,7 +195,7 @@ def run_checks(strict: bool) -> int:
     for check in CHECKS:
         try:
             outcome = check()
-        except Exception as error:  # noqa: BLE001 - a broken check is reported like a failed one
+        except Exception as error:  # a broken check is reported like a failed one
             outcome = Result("FAIL", check.__name__.removeprefix("check_"), f"the check itself failed: {error!r}")
         for result in outcome if isinstance(outcome, list) else [outcome]:
             status = result.status

@@ -7,6 +7,7 @@ where things are, for `deploy/run-local --stop` and for scripts that drive the s
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -94,9 +95,7 @@ class LocalStack:
         self.port = port
         self.app_ports = [free_port() for _ in layout.APP_ADDRESSES]
         self.logs = self.prefix / "logs"
-        self.main_conf = write_main_conf(
-            self.prefix, nginx, LocalPorts(http=port, app=self.app_ports), foreground=True
-        )
+        self.main_conf = write_main_conf(self.prefix, nginx, LocalPorts(http=port, app=self.app_ports), foreground=True)
         self.nginx_command = [nginx, "-p", str(self.prefix), "-c", str(self.main_conf)]
         self.gunicorn_command = [str(gunicorn), "--config", str(layout.GUNICORN_CONF)]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -212,10 +211,8 @@ def stop() -> int:
     except ProcessLookupError:
         # run-local itself is gone: clean up after it.
         for pid, number in ((state.gunicorn_pid, signal.SIGTERM), (state.nginx_pid, signal.SIGQUIT)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, number)
-            except ProcessLookupError:
-                pass
         shutil.rmtree(state.prefix, ignore_errors=True)
         STATE_FILE.unlink(missing_ok=True)
         print("stopped: left-overs of a run-local that had died")
@@ -235,7 +232,12 @@ def main(argv: list[str]) -> int:
         description="Run the production nginx site and gunicorn.conf.py on 127.0.0.1, unprivileged.",
     )
     parser.add_argument("--port", type=int, help="nginx's port on 127.0.0.1 (default: 8080 if free, else any free one)")
-    parser.add_argument("--venv", type=Path, default=layout.LOCAL_VENV, help="virtualenv with gunicorn (default: %(default)s; created if missing)")
+    parser.add_argument(
+        "--venv",
+        type=Path,
+        default=layout.LOCAL_VENV,
+        help="virtualenv with gunicorn (default: %(default)s; created if missing)",
+    )
     parser.add_argument("--stop", action="store_true", help="stop the stack a run-local in this project started")
     args = parser.parse_args(argv)
     try:
