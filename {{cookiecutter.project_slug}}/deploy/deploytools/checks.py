@@ -137,11 +137,14 @@ def unit_tree(root: Path) -> Path:
     for name in layout.UNITS:
         shutil.copy(layout.SYSTEMD_DIR / name, units / name)
         for program in EXEC_LINE.findall((units / name).read_text()):
-            # The venv does not exist before install; a stub stands in for each program.
-            stub = root / program.lstrip("/")
-            stub.parent.mkdir(parents=True, exist_ok=True)
-            stub.write_text("#!/bin/sh\n")
-            stub.chmod(0o755)
+            inside = root / program.lstrip("/")
+            inside.parent.mkdir(parents=True, exist_ok=True)
+            if program.startswith(layout.VENV_DIR + "/"):
+                # The venv exists only once installed: a stub stands in for its programs.
+                inside.write_text("#!/bin/sh\n")
+                inside.chmod(0o755)
+            elif Path(program).exists():
+                shutil.copy(program, inside)
     for system_units in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")):
         if system_units.is_dir():
             shutil.copytree(system_units, root / "usr" / "lib" / "systemd" / "system", symlinks=True)

@@ -22,7 +22,9 @@ TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
 def find_nginx() -> str | None:
-    """nginx lives in /usr/sbin, which is not on every user's PATH."""
+    """$NGINX if set, else nginx on PATH or in /usr/sbin (not on every user's PATH)."""
+    if "NGINX" in os.environ:
+        return shutil.which(os.environ["NGINX"])
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/sbin")
 
 
