@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ANSWERS = json.loads({{ cookiecutter | tojson | tojson }})
+ANSWERS = json.loads({{cookiecutter | tojson | tojson}})
 # Where the template happened to be on this machine: no use to anyone re-baking elsewhere.
 MACHINE_KEYS = ("_output_dir", "_repo_dir", "_checkout")
 REPLAY_FILE = Path(".cookiecutter-answers.json")

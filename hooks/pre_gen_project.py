@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 # The answers arrive as data: a quote in an answer must never become Python code here.
-ANSWERS = json.loads({{ cookiecutter | tojson | tojson }})
+ANSWERS = json.loads({{cookiecutter | tojson | tojson}})
 
 sys.path.insert(0, str(Path(ANSWERS["_repo_dir"]) / "hooks"))
 from answers import problems  # noqa: E402

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from helpers import LiveStack, start_stack
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
@@ -47,7 +46,9 @@ class Baked:
     path: Path
     answers: dict
 
-    def run(self, *command: str, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *command: str, env: dict[str, str] | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(part) for part in command], cwd=self.path, capture_output=True, text=True, check=check, env=env
         )
@@ -96,4 +97,4 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-__all__ = ["Baked", "TEMPLATE_DIR", "STRICT", "read_json", "require_tool", "sys"]
+__all__ = ["STRICT", "TEMPLATE_DIR", "Baked", "read_json", "require_tool", "sys"]

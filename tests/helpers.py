@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,9 +72,14 @@ class LiveStack:
         return Path(self.state["gunicorn_log"]).read_text()
 
     def gunicorn_workers(self) -> set[int]:
-        master = self.state["gunicorn_pid"]
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        return {int(pid) for pid in children}
+        """Live processes whose parent is gunicorn's master (its threads fork workers too)."""
+        return children_of(self.state["gunicorn_pid"])
+
+    def all_workers(self) -> set[int]:
+        """gunicorn's workers once all have booted (the default: 2 x cores + 1)."""
+        expected = 2 * os.cpu_count() + 1
+        self.wait_for(lambda: len(self.gunicorn_workers()) == expected, what=f"{expected} gunicorn workers")
+        return self.gunicorn_workers()
 
     def wait_for(self, condition, seconds: float = 15, what: str = "condition") -> None:
         deadline = time.monotonic() + seconds
@@ -83,6 +88,26 @@ class LiveStack:
                 return
             time.sleep(0.05)
         raise AssertionError(f"{what} not reached within {seconds}s")
+
+
+def children_of(parent: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
 
 
 def read_until_ready(process: subprocess.Popen[str], output: list[str]) -> None:
@@ -134,13 +159,26 @@ class LoadResult:
     statuses: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
 
+    sent_at_event: int | None = None
+
+    def mark_event(self) -> None:
+        """Note how many requests had been sent when the fault was injected."""
+        self.sent_at_event = self.sent
+
+    @property
+    def sent_after_event(self) -> int:
+        assert self.sent_at_event is not None, "mark_event() was not called"
+        return self.sent - self.sent_at_event
+
     @property
     def failed(self) -> int:
         return self.errors.total() + sum(n for status, n in self.statuses.items() if status != 200)
 
 
 @contextmanager
-def load(port: int, *, seconds: float, max_requests: int, concurrency: int = 4, path: str = "/") -> Iterator[LoadResult]:
+def load(
+    port: int, *, seconds: float, max_requests: int, concurrency: int = 4, path: str = "/"
+) -> Iterator[LoadResult]:
     """Keep `concurrency` clients sending GET `path` until `seconds` pass or `max_requests` are sent."""
     result = LoadResult()
     lock = threading.Lock()
@@ -183,10 +221,8 @@ def slow_clients(port: int, count: int, seconds: float) -> Iterator[list[socket.
             if stop.is_set() or time.monotonic() > deadline:
                 return
             for sock in sockets:
-                try:
+                with suppress(OSError):
                     sock.send(head[position : position + 1])
-                except OSError:
-                    pass
             time.sleep(0.1)
 
     thread = threading.Thread(target=trickle, daemon=True)
@@ -204,7 +240,3 @@ def timed_get(port: int, path: str = "/") -> tuple[int, float]:
     started = time.perf_counter()
     status = request(port, path).status
     return status, time.perf_counter() - started
-
-
-def kill(pid: int, number: signal.Signals) -> None:
-    os.kill(pid, number)

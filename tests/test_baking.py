@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TEMPLATE_DIR, Baked, require_tool
 
 EXPECTED_FILES = [
@@ -78,7 +77,9 @@ def test_generated_python_is_ruff_clean(baked: Baked) -> None:
     config = ["--config", str(TEMPLATE_DIR / "pyproject.toml")]
     lint = subprocess.run([*ruff, "check", *config, *map(str, python_files)], capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout
-    form = subprocess.run([*ruff, "format", "--check", *config, *map(str, python_files)], capture_output=True, text=True)
+    form = subprocess.run(
+        [*ruff, "format", "--check", *config, *map(str, python_files)], capture_output=True, text=True
+    )
     assert form.returncode == 0, form.stdout
 
 
@@ -112,14 +113,24 @@ def test_bake_from_a_git_url(tmp_path: Path) -> None:
     """`cookiecutter gh:...` clones with git; a git+file:// URL takes the same path."""
     git = shutil.which("git") or pytest.skip("git is not installed")
     repo = tmp_path / "template.git"
-    files = subprocess.run(
-        [git, "ls-files", "-co", "--exclude-standard", "-z"], cwd=TEMPLATE_DIR, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            [git, "ls-files", "-co", "--exclude-standard", "-z"], cwd=TEMPLATE_DIR, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         if (TEMPLATE_DIR / name).exists():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(TEMPLATE_DIR / name, repo / name)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "template"]):
         subprocess.run([git, *command], cwd=repo, check=True, env=env)
     out = tmp_path / "out"

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import Baked, require_tool
 
 CHECK_LINES = ["python", "gunicorn", "nginx", "systemd", "sandbox"]
@@ -121,9 +120,19 @@ def test_check_runs_unprivileged(baked: Baked, tools) -> None:
     try:
         subprocess.run(["chown", "-R", "nobody", str(nobody_copy)], check=True)
         result = subprocess.run(
-            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--reset-env",
-             sys.executable, "deploy/check"],
-            cwd=nobody_copy, capture_output=True, text=True, check=False,
+            [
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--reset-env",
+                sys.executable,
+                "deploy/check",
+            ],
+            cwd=nobody_copy,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         found = statuses(result.stdout)
         assert found["nginx"] == "ok" and found["systemd"] == "ok", result.stdout + result.stderr

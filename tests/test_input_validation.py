@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TEMPLATE_DIR
 from cookiecutter.exceptions import FailedHookException
 
-from conftest import TEMPLATE_DIR
-
 sys.path.insert(0, str(TEMPLATE_DIR / "hooks"))
-from answers import problems  # noqa: E402
+from answers import problems
 
 REFUSED = [
     # (field, value, words the message must contain)
@@ -136,7 +135,7 @@ def test_refused_bake_leaves_nothing_on_disk(cookies, capfd, tmp_path, field: st
     assert f"{field}: {message}" in capfd.readouterr().err
     # A slug with slashes made parent folders too; they go a moment after cookiecutter's own clean-up.
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and files_under(output_root.parent) != before + [output_root / "bake00"]:
+    while time.monotonic() < deadline and files_under(output_root.parent) != [*before, output_root / "bake00"]:
         time.sleep(0.05)
     left = [path for path in files_under(output_root.parent) if path not in before]
     assert left == [output_root / "bake00"], left  # the empty folder pytest-cookies made itself
