@@ -35,6 +35,10 @@ FORBIDDEN_ROOTS = ("/home", "/root", "/run", "/tmp", "/var/tmp", "/proc", "/sys"
 SYSTEM_DIRS = frozenset(
     {"/srv", "/opt", "/var", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/usr/local", "/var/www"}
 )
+SYSTEM_FOLDER = (
+    "is a system folder or lies where the service cannot use it"
+    f" (not {', '.join(sorted(SYSTEM_DIRS))} themselves, nor under {', '.join(FORBIDDEN_ROOTS)}; e.g. /srv/my_app)"
+)
 MAX_WORKERS = 512
 MAX_TIMEOUT = 3600
 
@@ -97,11 +101,7 @@ def install_path(value: str) -> str | None:
     if len(value) > 64:
         return "is too long (at most 64 characters, so that socket paths stay within limits)"
     if value in SYSTEM_DIRS or any(value == r or value.startswith(r + "/") for r in FORBIDDEN_ROOTS):
-        return (
-            "is a system folder or lies where the service cannot use it"
-            f" (not {', '.join(sorted(SYSTEM_DIRS))} themselves, nor under"
-            f" {', '.join(FORBIDDEN_ROOTS)}; e.g. /srv/my_app)"
-        )
+        return SYSTEM_FOLDER
     return None
 
 
@@ -142,6 +142,15 @@ def one_of(*choices: str) -> Rule:
     return rule
 
 
+def path_under(folder: str, *, optional: bool = False) -> Rule:
+    def rule(value: str) -> str | None:
+        if (optional and value == "") or (value.startswith(folder) and install_path(value) in (None, SYSTEM_FOLDER)):
+            return None
+        return f"is not a plain path under {folder}"
+
+    return rule
+
+
 # The answers a user gives, each with its rule.
 ANSWER_RULES: dict[str, Rule] = {
     "project_name": project_name,
@@ -153,6 +162,7 @@ ANSWER_RULES: dict[str, Rule] = {
     "bind": one_of("unix", "tcp"),
     "app_port": tcp_port,
     "client_max_body_size": nginx_size,
+    "platform": one_of("debian-12", "ubuntu-24.04", "rhel-9"),
 }
 
 # Names derived from the answers in cookiecutter.json. They can still be overridden on the
@@ -165,8 +175,12 @@ DERIVED_RULES: dict[str, Rule] = {
     "__venv_dir": install_path,
     "__static_root": install_path,
     "__errors_root": install_path,
-    "__runtime_dir": lambda v: None if v.startswith("/run/") and _full(SAFE_PATH, v) else "is not a folder under /run",
-    "__socket_path": lambda v: None if v.startswith("/run/") and _full(SAFE_PATH, v) else "is not a path under /run",
+    "__runtime_dir": path_under("/run/"),
+    "__socket_path": path_under("/run/"),
+    "__env_file": path_under("/etc/"),
+    "__nginx_site_path": path_under("/etc/nginx/"),
+    "__nginx_site_link": path_under("/etc/nginx/", optional=True),
+    "__nginx_snippets_dir": path_under("/etc/nginx/"),
     "__nginx_user": lambda v: None if _full(UNIX_USER, v) else "is not a valid user name",
     "_gunicorn_version": version,
     "_timeout": seconds,

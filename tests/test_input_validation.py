@@ -152,7 +152,7 @@ def test_every_problem_is_reported_at_once(cookies, capfd) -> None:
 
 def test_overridden_derived_name_is_checked_too() -> None:
     found = problems({**defaults(), "__socket_path": "/run/x.sock;\ninclude /etc/shadow"})
-    assert found == ['__socket_path: "/run/x.sock;\\ninclude /etc/shadow" is not a path under /run']
+    assert found == ['__socket_path: "/run/x.sock;\\ninclude /etc/shadow" is not a plain path under /run/']
 
 
 @pytest.mark.parametrize("field, value", ACCEPTED[:6] + ACCEPTED[-3:], ids=map(case_id, ACCEPTED[:6] + ACCEPTED[-3:]))

@@ -27,7 +27,21 @@ SOCKET_PATH = None
 APP_ADDRESSES = ["127.0.0.1:{{ cookiecutter.app_port }}"]
 {% endif %}
 SERVICE_USER = {{ cookiecutter.server_user | tojson }}
+# Settings and secrets for the service (systemd's EnvironmentFile=), created once, mode 0600.
+ENV_FILE = {{ cookiecutter.__env_file | tojson }}
+SYSTEMD_UNIT_DIR = "/etc/systemd/system"
+
+# The platform's nginx: {{ cookiecutter.platform }}.
+PLATFORM = {{ cookiecutter.platform | tojson }}
 NGINX_USER = {{ cookiecutter.__nginx_user | tojson }}
+NGINX_SITE_PATH = {{ cookiecutter.__nginx_site_path | tojson }}
+# The sites-enabled link, where the platform enables sites that way (None: conf.d is read as is).
+{% if cookiecutter.__nginx_site_link %}
+NGINX_SITE_LINK: str | None = {{ cookiecutter.__nginx_site_link | tojson }}
+{% else %}
+NGINX_SITE_LINK: str | None = None
+{% endif %}
+NGINX_SNIPPETS_DIR = {{ cookiecutter.__nginx_snippets_dir | tojson }}
 
 # In this project.
 NGINX_SITE = DEPLOY_DIR / "nginx" / "{{ cookiecutter.__service }}.conf"
@@ -38,6 +52,14 @@ ERROR_PAGES = DEPLOY_DIR / "nginx" / "errors"
 STATIC_SOURCE = PROJECT_DIR / SLUG / "static"
 SYSTEMD_DIR = DEPLOY_DIR / "systemd"
 SERVICE_UNIT = "{{ cookiecutter.__service }}.service"
+# The units systemctl starts, reloads and stops, in that order (sockets first).
+{% if cookiecutter.bind == "unix" %}
+ACTIVE_UNITS = ["{{ cookiecutter.__service }}.socket", SERVICE_UNIT]
+{% else %}
+ACTIVE_UNITS = [SERVICE_UNIT]
+{% endif %}
+# The gunicorn services a code update reloads, one at a time.
+APP_SERVICES = [SERVICE_UNIT]
 UNITS = sorted(p.name for p in SYSTEMD_DIR.iterdir() if p.suffix in {".service", ".socket"})
 GUNICORN_CONF = PROJECT_DIR / "gunicorn.conf.py"
 LOCAL_VENV = PROJECT_DIR / "{{ cookiecutter.project_slug }}_venv"
