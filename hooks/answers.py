@@ -24,6 +24,9 @@ SAFE_PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
 NGINX_SIZE = re.compile(r"[1-9][0-9]{0,5}[kKmMgG]?")
 WHOLE_NUMBER = re.compile(r"[1-9][0-9]{0,4}")
 VERSION = re.compile(r"[0-9]+(?:\.[0-9]+){1,2}")
+MODULE_CALLABLE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\(\))?", re.ASCII)
+EMAIL_LOCAL_PART = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])")
 
 # Names the generated project already uses at its top level, or that would shadow a module.
 TAKEN_SLUGS = frozenset({"wsgi", "gunicorn", "deploy", "tests", "static", "app"})
@@ -40,6 +43,8 @@ SYSTEM_FOLDER = (
     f" (not {', '.join(sorted(SYSTEM_DIRS))} themselves, nor under {', '.join(FORBIDDEN_ROOTS)}; e.g. /srv/my_app)"
 )
 MAX_WORKERS = 512
+MAX_THREADS = 64
+MAX_INSTANCES = 16
 MAX_TIMEOUT = 3600
 
 
@@ -111,6 +116,45 @@ def worker_count(value: str) -> str | None:
     return f"is not 'auto' or a whole number from 1 to {MAX_WORKERS}"
 
 
+def whole_number(upper: int) -> Rule:
+    def rule(value: str) -> str | None:
+        if _full(WHOLE_NUMBER, value) and int(value) <= upper:
+            return None
+        return f"is not a whole number from 1 to {upper}"
+
+    return rule
+
+
+def module_callable(value: str) -> str | None:
+    if _full(MODULE_CALLABLE, value):
+        return None
+    return "is not a module:callable like mysite.wsgi:application (dotted Python names, one colon)"
+
+
+def email(value: str) -> str | None:
+    local, _, domain = value.partition("@")
+    if _full(EMAIL_LOCAL_PART, local) and domain and host_name(domain) is None:
+        return None
+    return "is not an email address like admin@example.com"
+
+
+def absolute_path(value: str) -> str | None:
+    if _full(SAFE_PATH, value) and not any(part in {".", ".."} for part in value.split("/")):
+        return None
+    return "is not a plain absolute path (letters, digits, . _ - between single slashes)"
+
+
+def app_servers(value: str) -> str | None:
+    """Empty, or host:port pairs separated by commas."""
+    if value == "":
+        return None
+    for server in value.split(","):
+        host, _, port = server.rpartition(":")
+        if not host or host_name(host) is not None or tcp_port(port) is not None:
+            return "is not a comma-separated list of host:port (host name or IPv4 address, port 1024 to 65535)"
+    return None
+
+
 def tcp_port(value: str) -> str | None:
     if _full(WHOLE_NUMBER, value) and 1024 <= int(value) <= 65535:
         return None
@@ -142,9 +186,18 @@ def one_of(*choices: str) -> Rule:
     return rule
 
 
+def _upstream_server(value: str) -> bool:
+    if value.startswith("unix:"):
+        return path_under("/run/")(value.removeprefix("unix:")) is None
+    host, _, port = value.rpartition(":")
+    return host == "127.0.0.1" and tcp_port(port) is None
+
+
 def path_under(folder: str, *, optional: bool = False) -> Rule:
     def rule(value: str) -> str | None:
-        if (optional and value == "") or (value.startswith(folder) and install_path(value) in (None, SYSTEM_FOLDER)):
+        # %i: the instance name, in the paths of systemd template units.
+        plain = value.replace("%i", "1")
+        if (optional and value == "") or (plain.startswith(folder) and install_path(plain) in (None, SYSTEM_FOLDER)):
             return None
         return f"is not a plain path under {folder}"
 
@@ -158,10 +211,20 @@ ANSWER_RULES: dict[str, Rule] = {
     "domain_name": host_name,
     "server_user": service_user,
     "install_dir": install_path,
+    "framework": one_of("wsgi", "flask", "django", "asgi", "existing"),
+    "existing_app": module_callable,
+    "worker_class": one_of("auto", "sync", "gthread", "gevent", "asgi"),
     "workers": worker_count,
+    "threads": whole_number(MAX_THREADS),
     "bind": one_of("unix", "tcp"),
     "app_port": tcp_port,
+    "instances": whole_number(MAX_INSTANCES),
+    "remote_app_servers": app_servers,
     "client_max_body_size": nginx_size,
+    "tls_mode": one_of("none", "letsencrypt", "existing"),
+    "tls_email": email,
+    "tls_certificate": absolute_path,
+    "tls_certificate_key": absolute_path,
     "platform": one_of("debian-12", "ubuntu-24.04", "rhel-9"),
 }
 
@@ -175,6 +238,19 @@ DERIVED_RULES: dict[str, Rule] = {
     "__venv_dir": install_path,
     "__static_root": install_path,
     "__errors_root": install_path,
+    "__unit_stem": lambda v: python_name(v.removesuffix("@")),
+    "__app_instances": lambda v: (
+        None if re.fullmatch(r"(?:[0-9]{1,5}(?:,[0-9]{1,5})*)?", v) else "is not a list of numbers"
+    ),
+    "__upstream_servers": lambda v: (
+        None if all(_upstream_server(s) for s in v.split(",")) else "is not a list of servers"
+    ),
+    "__worker_class": one_of("sync", "gthread", "gevent", "asgi"),
+    "__wsgi_app": module_callable,
+    "__acme_root": install_path,
+    "__tls_certificate": absolute_path,
+    "__tls_certificate_key": absolute_path,
+    "__nginx_version": version,
     "__runtime_dir": path_under("/run/"),
     "__socket_path": path_under("/run/"),
     "__env_file": path_under("/etc/"),
@@ -209,11 +285,31 @@ def _check(rules: Mapping[str, Rule], answers: Mapping[str, object]) -> list[str
 
 
 def cross_field(answers: Mapping[str, object]) -> list[str]:
-    """Rules that tie two answers together."""
+    """Rules that tie two answers together: combinations that cannot work."""
     found = []
-    user, nginx_user = answers.get("server_user"), answers.get("__nginx_user")
-    if user is not None and user == nginx_user:
-        found.append(describe("server_user", user, "must differ from nginx's user"))
+    get = lambda key: str(answers.get(key, ""))  # noqa: E731 - a short local accessor
+    if get("server_user") and get("server_user") == get("__nginx_user"):
+        found.append(describe("server_user", get("server_user"), "must differ from nginx's user"))
+    worker, framework = get("__worker_class"), get("framework")
+    if framework == "asgi" and worker not in ("", "asgi"):
+        found.append(
+            describe(
+                "worker_class", get("worker_class"), "cannot serve an ASGI app (use asgi or auto for framework asgi)"
+            )
+        )
+    if worker == "asgi" and framework in ("wsgi", "flask", "django"):
+        found.append(
+            describe("worker_class", "asgi", f"needs an ASGI app, and framework {framework} generates a WSGI one")
+        )
+    if get("bind") == "tcp" and get("instances").isdigit() and get("app_port").isdigit():
+        last = int(get("app_port")) + int(get("instances")) - 1
+        if last > 65535:
+            found.append(describe("instances", get("instances"), f"would need ports up to {last}, above 65535"))
+    domain = get("domain_name")
+    if get("tls_mode") == "letsencrypt" and ("." not in domain or _full(IPV4, domain) or domain.endswith(".localhost")):
+        found.append(
+            describe("domain_name", domain, "cannot get a Let's Encrypt certificate (a public domain name is needed)")
+        )
     return found
 
 

@@ -9,16 +9,20 @@ import multiprocessing
 import os
 
 # Application -----------------------------------------------------------------
-wsgi_app = "wsgi:application"
+wsgi_app = "{{ cookiecutter.__wsgi_app }}"
+{% if cookiecutter.framework == "django" %}
+# Settings, the secret key among them, come from the environment (EnvironmentFile= under systemd).
+raw_env = ["DJANGO_SETTINGS_MODULE={{ cookiecutter.project_slug }}.settings"]
+{% endif %}
 
 # Server socket ---------------------------------------------------------------
 {% if cookiecutter.bind == "unix" %}
-# Under systemd the listening socket comes from {{ cookiecutter.__service }}.socket (socket
+# Under systemd the listening socket comes from {{ cookiecutter.__unit_stem }}.socket (socket
 # activation) and wins over `bind`; the bind below serves runs without systemd.
-bind = [os.environ.get("GUNICORN_BIND", "unix:{{ cookiecutter.__socket_path }}")]
+bind = [os.environ.get("GUNICORN_BIND", "{{ cookiecutter.__upstream_servers.split(',')[0] }}")]
 {% else %}
-# Loopback only: nginx is the one public entry point.
-bind = [os.environ.get("GUNICORN_BIND", "127.0.0.1:{{ cookiecutter.app_port }}")]
+# Loopback only: nginx is the one public entry point.{{ " Each instance's unit sets its own port." if cookiecutter.instances | int > 1 }}
+bind = [os.environ.get("GUNICORN_BIND", "{{ cookiecutter.__upstream_servers.split(',')[0] }}")]
 {% endif %}
 # Connections the kernel queues while every worker is busy; nginx retries nothing on its own.
 backlog = 2048
@@ -31,14 +35,35 @@ workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() 
 # Chosen at bake time; WEB_CONCURRENCY overrides it without editing this file.
 workers = int(os.environ.get("WEB_CONCURRENCY", {{ cookiecutter.workers }}))
 {% endif %}
+{% if cookiecutter.__worker_class == "sync" %}
+# One request at a time per worker; nginx buffers slow clients so workers never wait on them.
 worker_class = "sync"
+{% elif cookiecutter.__worker_class == "gthread" %}
+# Each worker serves `threads` requests at once and keeps connections from nginx open.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", {{ cookiecutter.threads }}))
+{% elif cookiecutter.__worker_class == "gevent" %}
+# Green threads: thousands of requests waiting on I/O share one worker.
+worker_class = "gevent"
+worker_connections = 1000
+{% else %}
+# gunicorn's native asyncio worker: ASGI, HTTP/1.1 keep-alive and websockets.
+worker_class = "asgi"
+worker_connections = 1000
+{% endif %}
 # A worker silent for this long is killed and replaced; nginx's proxy_read_timeout is longer, so
 # nginx never gives up on a request gunicorn is still allowed to finish.
 timeout = {{ cookiecutter._timeout }}
 # Time a worker gets to finish its request on reload or stop; systemd's TimeoutStopSec is longer.
 graceful_timeout = {{ cookiecutter._graceful_timeout }}
+{% if cookiecutter.__worker_class == "sync" %}
 # Sync workers close every connection after the response; nginx keeps the client side alive.
 keepalive = 2
+{% else %}
+# Longer than nginx's upstream keepalive_timeout (60s), so that gunicorn never closes an idle
+# connection at the moment nginx reuses it.
+keepalive = 75
+{% endif %}
 # Restart each worker after about this many requests so that a slow leak cannot grow forever;
 # the jitter keeps the workers from restarting all at once.
 max_requests = 1000
@@ -53,7 +78,8 @@ worker_tmp_dir = "/dev/shm"
 {% else %}
 # Trust X-Forwarded-* only from nginx on this machine.
 {% endif %}
-forwarded_allow_ips = "127.0.0.1,::1"
+# On an app server of its own, set FORWARDED_ALLOW_IPS to the nginx host's address.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # nginx sets X-Forwarded-Proto and clears the other two headers gunicorn would also read; trusting
 # one header means a client can never make them disagree (gunicorn answers 400 when they do).
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
@@ -72,7 +98,7 @@ access_log_format = '%({x-forwarded-for}i)s "%(r)s" %(s)s %(B)s "%(f)s" "%(a)s" 
 
 # Process naming --------------------------------------------------------------
 # `ps` and `top` show "gunicorn: master [{{ cookiecutter.__service }}]" and the workers alike.
-proc_name = "{{ cookiecutter.__service }}"
+proc_name = os.environ.get("GUNICORN_PROC_NAME", "{{ cookiecutter.__service }}")
 
 # Control socket --------------------------------------------------------------
 # gunicorn opens a control socket for `gunicornc`, by default under $HOME, which the sandboxed

@@ -1,3 +1,112 @@
+{% if cookiecutter.framework == "asgi" %}
+"""A small ASGI application: a home page, a health check, and a websocket echo at /ws.
+
+Replace it with your own (any ASGI framework works the same way); keep `/healthz` (nginx, the
+install command and monitoring use it).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+PROJECT_NAME = {{ cookiecutter.project_name | tojson }}
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+HOME_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>{name}</title>
+  <link rel="stylesheet" href="/static/style.css">
+</head>
+<body>
+  <main>
+    <h1>{name}</h1>
+    <p>Served by gunicorn behind nginx. The stylesheet of this page comes from nginx directly.</p>
+    <dl>
+      <dt>Your address</dt><dd id="client-addr">{client_addr}</dd>
+      <dt>Scheme</dt><dd id="scheme">{scheme}</dd>
+      <dt>Host</dt><dd id="host">{host}</dd>
+    </dl>
+  </main>
+</body>
+</html>
+"""
+
+
+def header(scope: Scope, name: bytes) -> str:
+    return next((value.decode("latin-1") for key, value in scope["headers"] if key == name), "")
+
+
+def client_address(scope: Scope) -> str:
+    """nginx overwrites X-Forwarded-For with the peer it accepted: the client's own address."""
+    client = scope.get("client")
+    return header(scope, b"x-forwarded-for") or (client[0] if client else "unknown")
+
+
+async def respond(send: Send, status: int, content_type: str, body: bytes, method: str) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+async def http(scope: Scope, send: Send) -> None:
+    path, method = scope["path"], scope["method"]
+    if path not in ("/", "/healthz"):
+        await respond(send, 404, "text/plain; charset=utf-8", b"not found\n", method)
+    elif method not in ("GET", "HEAD"):
+        await respond(send, 405, "text/plain; charset=utf-8", b"method not allowed\n", method)
+    elif path == "/healthz":
+        await respond(send, 200, "text/plain; charset=utf-8", b"ok\n", method)
+    else:
+        page = HOME_PAGE.format(
+            name=html.escape(PROJECT_NAME),
+            client_addr=html.escape(client_address(scope)),
+            scheme=html.escape(scope["scheme"]),
+            host=html.escape(header(scope, b"host")),
+        )
+        await respond(send, 200, "text/html; charset=utf-8", page.encode(), method)
+
+
+async def websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """Echo every text message back, through nginx's websocket proxying."""
+    if scope["path"] != "/ws":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text") or ""})
+        else:
+            return
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    """Nothing to set up or tear down; answer gunicorn's startup and shutdown messages."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        await http(scope, send)
+    elif scope["type"] == "websocket":
+        await websocket(scope, receive, send)
+    elif scope["type"] == "lifespan":
+        await lifespan(receive, send)
+{% else %}
 """A small WSGI application: a home page, a health check, and a page nginx shows is proxied right.
 
 Replace it with your own; keep `/healthz` (nginx, the install command and monitoring use it).
@@ -73,3 +182,4 @@ def application(environ: dict, start_response: StartResponse) -> Iterable[bytes]
         headers.append(("Allow", "GET, HEAD"))
     start_response(status, headers)
     return [b"" if environ["REQUEST_METHOD"] == "HEAD" else body]
+{% endif %}

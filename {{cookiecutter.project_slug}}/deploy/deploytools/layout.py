@@ -1,7 +1,7 @@
 """Where everything of {{ cookiecutter.project_name }} lives, in the project and on the server.
 
-Rendered once from the template's answers; deploy/check and deploy/run-local take every name and
-path from here instead of spelling them again.
+Rendered once from the template's answers; deploy/check, deploy/run-local and deploy/install take
+every name and path from here instead of spelling them again.
 """
 
 from pathlib import Path
@@ -11,6 +11,10 @@ DEPLOY_DIR = PROJECT_DIR / "deploy"
 
 SLUG = {{ cookiecutter.project_slug | tojson }}
 DOMAIN = {{ cookiecutter.domain_name | tojson }}
+FRAMEWORK = {{ cookiecutter.framework | tojson }}
+# What gunicorn loads (wsgi_app in gunicorn.conf.py).
+APP = {{ cookiecutter.__wsgi_app | tojson }}
+WORKER_CLASS = {{ cookiecutter.__worker_class | tojson }}
 BIND = {{ cookiecutter.bind | tojson }}
 
 # On the server.
@@ -19,17 +23,34 @@ APP_DIR = {{ cookiecutter.__app_dir | tojson }}
 VENV_DIR = {{ cookiecutter.__venv_dir | tojson }}
 STATIC_ROOT = {{ cookiecutter.__static_root | tojson }}
 ERRORS_ROOT = {{ cookiecutter.__errors_root | tojson }}
-{% if cookiecutter.bind == "unix" %}
-SOCKET_PATH = {{ cookiecutter.__socket_path | tojson }}
-APP_ADDRESSES: list[str] = []
+# What nginx's upstream lists: unix:/path or 127.0.0.1:port, one per gunicorn instance.
+UPSTREAM_SERVERS = [
+{% for server in cookiecutter.__upstream_servers.split(",") %}
+    {{ server | tojson }},
+{% endfor %}
+]
+# App servers on other machines, also in the upstream.
+{% if cookiecutter.remote_app_servers %}
+REMOTE_APP_SERVERS: list[str] = [
+{% for server in cookiecutter.remote_app_servers.split(",") %}
+    {{ server | tojson }},
+{% endfor %}
+]
 {% else %}
-SOCKET_PATH = None
-APP_ADDRESSES = ["127.0.0.1:{{ cookiecutter.app_port }}"]
+REMOTE_APP_SERVERS: list[str] = []
 {% endif %}
 SERVICE_USER = {{ cookiecutter.server_user | tojson }}
 # Settings and secrets for the service (systemd's EnvironmentFile=), created once, mode 0600.
 ENV_FILE = {{ cookiecutter.__env_file | tojson }}
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
+
+# HTTPS: "none", "letsencrypt" or "existing".
+TLS_MODE = {{ cookiecutter.tls_mode | tojson }}
+TLS_CERTIFICATE = {{ cookiecutter.__tls_certificate | tojson }}
+TLS_CERTIFICATE_KEY = {{ cookiecutter.__tls_certificate_key | tojson }}
+TLS_EMAIL = {{ cookiecutter.tls_email | tojson }}
+# certbot --webroot writes its challenges here; nginx serves them on port 80.
+ACME_ROOT = {{ cookiecutter.__acme_root | tojson }}
 
 # The platform's nginx: {{ cookiecutter.platform }}.
 PLATFORM = {{ cookiecutter.platform | tojson }}
@@ -43,23 +64,46 @@ NGINX_SITE_LINK: str | None = None
 {% endif %}
 NGINX_SNIPPETS_DIR = {{ cookiecutter.__nginx_snippets_dir | tojson }}
 
+# systemd. With several instances the units are templates ({{ cookiecutter.__service }}@.service).
+INSTANCES: list[str] = {{ (cookiecutter.__app_instances.split(",") if cookiecutter.__app_instances else []) | tojson }}
+UNIT_STEM = {{ cookiecutter.__unit_stem | tojson }}
+SERVICE_UNIT = UNIT_STEM + ".service"
+{% if cookiecutter.instances | int > 1 %}
+APP_SERVICES = [f"{UNIT_STEM}{name}.service" for name in INSTANCES]
+{% else %}
+APP_SERVICES = [SERVICE_UNIT]
+{% endif %}
+{% if cookiecutter.bind == "unix" %}
+SOCKET_UNITS = [name.replace(".service", ".socket") for name in APP_SERVICES]
+{% else %}
+SOCKET_UNITS: list[str] = []
+{% endif %}
+# The units systemctl enables and starts, sockets first; code updates reload APP_SERVICES one by one.
+ACTIVE_UNITS = SOCKET_UNITS + APP_SERVICES
+
 # In this project.
 NGINX_SITE = DEPLOY_DIR / "nginx" / "{{ cookiecutter.__service }}.conf"
+{% if cookiecutter.tls_mode == "letsencrypt" %}
+# Served until certbot has the first certificate.
+NGINX_ACME_SITE: Path | None = DEPLOY_DIR / "nginx" / "{{ cookiecutter.__service }}.acme.conf"
+{% else %}
+NGINX_ACME_SITE: Path | None = None
+{% endif %}
 NGINX_SNIPPETS = DEPLOY_DIR / "nginx" / "snippets"
 # Included by the site as snippets/<this>/..., relative to nginx's configuration folder.
 NGINX_SNIPPETS_NAME = {{ cookiecutter.__service | tojson }}
 ERROR_PAGES = DEPLOY_DIR / "nginx" / "errors"
-STATIC_SOURCE = PROJECT_DIR / SLUG / "static"
-SYSTEMD_DIR = DEPLOY_DIR / "systemd"
-SERVICE_UNIT = "{{ cookiecutter.__service }}.service"
-# The units systemctl starts, reloads and stops, in that order (sockets first).
-{% if cookiecutter.bind == "unix" %}
-ACTIVE_UNITS = ["{{ cookiecutter.__service }}.socket", SERVICE_UNIT]
+{% if cookiecutter.framework == "django" %}
+# Django collects static files (manage.py collectstatic) instead of shipping a folder.
+STATIC_SOURCE: Path | None = None
+{% elif cookiecutter.framework == "existing" %}
+STATIC_SOURCE: Path | None = PROJECT_DIR / "static"
 {% else %}
-ACTIVE_UNITS = [SERVICE_UNIT]
+STATIC_SOURCE: Path | None = PROJECT_DIR / SLUG / "static"
 {% endif %}
-# The gunicorn services a code update reloads, one at a time.
-APP_SERVICES = [SERVICE_UNIT]
+# Settings made at bake time (Django's secret key), installed once as ENV_FILE.
+ENV_SOURCE = PROJECT_DIR / "{{ cookiecutter.project_slug }}.env"
+SYSTEMD_DIR = DEPLOY_DIR / "systemd"
 UNITS = sorted(p.name for p in SYSTEMD_DIR.iterdir() if p.suffix in {".service", ".socket"})
 GUNICORN_CONF = PROJECT_DIR / "gunicorn.conf.py"
 LOCAL_VENV = PROJECT_DIR / "{{ cookiecutter.project_slug }}_venv"

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import layout
-from .nginx import LocalPorts, find_nginx, socket_path, write_main_conf
+from .nginx import LocalPorts, find_nginx, local_static_root, local_upstreams, write_main_conf
+from .rolling import rolling_restart
 
 STATE_FILE = layout.PROJECT_DIR / ".run-local.json"
 READY_SECONDS = 30
@@ -39,8 +40,11 @@ class State:
     pid: int
     url: str
     port: int
+    https_port: int | None
     prefix: str
     gunicorn_pid: int
+    gunicorn_pids: list[int]
+    app_servers: list[str]
     nginx_pid: int
     gunicorn_log: str
     nginx_access_log: str
@@ -88,36 +92,104 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join("    " + line for line in path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def env_file_settings(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of an environment file, as systemd's EnvironmentFile= reads them."""
+    if not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip().strip('"') for key, value in pairs}
+
+
 class LocalStack:
     def __init__(self, nginx: str, gunicorn: Path, port: int) -> None:
         self.prefix = Path(tempfile.mkdtemp(prefix=f"{layout.SLUG}-local-"))
         self.prefix.chmod(0o755)
-        self.port = port
-        self.app_ports = [free_port() for _ in layout.APP_ADDRESSES]
+        self.gunicorn = gunicorn
+        self.ports = LocalPorts(
+            http=port,
+            https=free_port(),
+            app=[free_port() for server in layout.UPSTREAM_SERVERS if not server.startswith("unix:")],
+        )
+        self.app_servers = local_upstreams(self.prefix, self.ports)
         self.logs = self.prefix / "logs"
-        self.main_conf = write_main_conf(self.prefix, nginx, LocalPorts(http=port, app=self.app_ports), foreground=True)
+        self.main_conf = write_main_conf(self.prefix, nginx, self.ports, foreground=True)
         self.nginx_command = [nginx, "-p", str(self.prefix), "-c", str(self.main_conf)]
-        self.gunicorn_command = [str(gunicorn), "--config", str(layout.GUNICORN_CONF)]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
-    def gunicorn_env(self) -> dict[str, str]:
-        if layout.SOCKET_PATH:
-            bind = "unix:" + str(socket_path(self.prefix))
-        else:
-            bind = ",".join(f"127.0.0.1:{port}" for port in self.app_ports)
-        # RUNTIME_DIRECTORY: gunicorn's control socket goes into the scratch folder, as under systemd.
-        return {**os.environ, "GUNICORN_BIND": bind, "RUNTIME_DIRECTORY": str(self.prefix)}
+    @property
+    def https_port(self) -> int | None:
+        return self.ports.https if layout.TLS_MODE != "none" else None
 
-    def start(self) -> None:
-        with open(self.logs / "gunicorn.log", "ab") as log:
-            self.processes["gunicorn"] = subprocess.Popen(
-                self.gunicorn_command,
+    def app_env(self) -> dict[str, str]:
+        env = {**os.environ, **env_file_settings(layout.ENV_SOURCE)}
+        if layout.FRAMEWORK == "django":
+            env |= {
+                "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1",
+                "DJANGO_STATIC_ROOT": str(local_static_root(self.prefix)),
+                "DJANGO_DB_PATH": str(self.prefix / "db.sqlite3"),
+            }
+        return env
+
+    def gunicorn_env(self, index: int) -> dict[str, str]:
+        # RUNTIME_DIRECTORY: gunicorn's control socket goes into the scratch folder, as under systemd.
+        runtime = self.prefix / f"run-{index + 1}"
+        runtime.mkdir(exist_ok=True)
+        return {
+            **self.app_env(),
+            "GUNICORN_BIND": self.app_servers[index],
+            "RUNTIME_DIRECTORY": str(runtime),
+            "GUNICORN_PROC_NAME": f"{layout.SLUG}-{index + 1}",
+        }
+
+    def prepare_django(self) -> None:
+        """collectstatic and migrate, as the install command does on the server."""
+        python = str(self.gunicorn.with_name("python"))
+        for command in (["collectstatic", "--noinput"], ["migrate", "--noinput"]):
+            print(f"django: manage.py {' '.join(command)}", flush=True)
+            subprocess.run(
+                [python, "manage.py", *command],
                 cwd=layout.PROJECT_DIR,
-                env=self.gunicorn_env(),
+                env=self.app_env(),
+                check=True,
+                capture_output=True,
+            )
+
+    def start_gunicorn(self, index: int) -> None:
+        with open(self.logs / "gunicorn.log", "ab") as log:
+            self.processes[f"gunicorn-{index + 1}"] = subprocess.Popen(
+                [str(self.gunicorn), "--config", str(layout.GUNICORN_CONF)],
+                cwd=layout.PROJECT_DIR,
+                env=self.gunicorn_env(index),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def stop_gunicorn(self, index: int) -> None:
+        process = self.processes[f"gunicorn-{index + 1}"]
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def rolling_restart(self) -> bool:
+        print(f"restart: {len(self.app_servers)} gunicorn instance(s), one at a time", flush=True)
+
+        def restart(index: int) -> None:
+            self.stop_gunicorn(index)
+            self.start_gunicorn(index)
+
+        done = rolling_restart(self.app_servers, restart, lambda line: print(line, flush=True))
+        self.write_state()
+        return done
+
+    def start(self) -> None:
+        if layout.FRAMEWORK == "django":
+            self.prepare_django()
+        for index in range(len(self.app_servers)):
+            self.start_gunicorn(index)
         with open(self.logs / "nginx.stderr.log", "ab") as log:
             self.processes["nginx"] = subprocess.Popen(
                 self.nginx_command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -129,7 +201,7 @@ class LocalStack:
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     raise RunLocalError(f"{name} exited with status {process.returncode}:\n{self.log_tails()}")
-            if answers(self.port) == 200:
+            if answers(self.ports.http) == 200:
                 return
             time.sleep(0.05)
         raise RunLocalError(f"no answer from /healthz within {READY_SECONDS}s:\n{self.log_tails()}")
@@ -139,24 +211,30 @@ class LocalStack:
         return "\n".join(f"  {name}:\n{tail(self.logs / name)}" for name in names if (self.logs / name).exists())
 
     def state(self) -> State:
+        gunicorn_pids = [self.processes[f"gunicorn-{i + 1}"].pid for i in range(len(self.app_servers))]
         return State(
             pid=os.getpid(),
-            url=f"http://localhost:{self.port}/",
-            port=self.port,
+            url=f"http://localhost:{self.ports.http}/",
+            port=self.ports.http,
+            https_port=self.https_port,
             prefix=str(self.prefix),
-            gunicorn_pid=self.processes["gunicorn"].pid,
+            gunicorn_pid=gunicorn_pids[0],
+            gunicorn_pids=gunicorn_pids,
+            app_servers=self.app_servers,
             nginx_pid=self.processes["nginx"].pid,
             gunicorn_log=str(self.logs / "gunicorn.log"),
             nginx_access_log=str(self.logs / "access.log"),
             nginx_error_log=str(self.logs / "error.log"),
         )
 
+    def write_state(self) -> None:
+        STATE_FILE.write_text(json.dumps(asdict(self.state()), indent=2) + "\n")
+
     def stop(self) -> None:
         """Graceful first (gunicorn TERM, nginx QUIT), then KILL; then remove the scratch folder."""
-        graceful = {"gunicorn": signal.SIGTERM, "nginx": signal.SIGQUIT}
         for name, process in self.processes.items():
             if process.poll() is None:
-                process.send_signal(graceful[name])
+                process.send_signal(signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
         for process in self.processes.values():
             try:
@@ -177,26 +255,41 @@ def run(port: int | None, venv: Path) -> int:
         raise RunLocalError(f"port {port} on 127.0.0.1 is in use: pick another with --port")
     gunicorn = ensure_venv(venv)
     stack = LocalStack(nginx, gunicorn, port if port is not None else free_port())
-    stopping: list[int] = []
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, lambda signum, frame: stopping.append(signum))
+    signals: list[int] = []
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, lambda signum, frame: signals.append(signum))
     try:
         stack.start()
         stack.wait_ready()
-        state = stack.state()
-        STATE_FILE.write_text(json.dumps(asdict(state), indent=2) + "\n")
-        print(f"ready: {state.url} (nginx -> gunicorn; Host {layout.DOMAIN} answers too)")
+        stack.write_state()
+        print(f"ready: {stack.state().url} (nginx -> gunicorn; Host {layout.DOMAIN} answers too)")
+        if stack.https_port:
+            print(f"https: https://localhost:{stack.https_port}/ (a throwaway self-signed certificate)")
         print(f"logs: {stack.logs}/ (gunicorn.log, access.log, error.log)")
-        print("stop: Ctrl-C, or deploy/run-local --stop", flush=True)
-        while not stopping:
+        print("stop: Ctrl-C, or deploy/run-local --stop; rolling restart: deploy/run-local --restart", flush=True)
+        while not any(number != signal.SIGHUP for number in signals):
+            if signals:
+                signals.clear()
+                stack.rolling_restart()
             if stack.processes["nginx"].poll() is not None:
                 raise RunLocalError(f"nginx exited with status {stack.processes['nginx'].returncode}")
-            time.sleep(0.2)
+            time.sleep(0.1)
     finally:
         print("stopping: nginx and gunicorn", flush=True)
         stack.stop()
         STATE_FILE.unlink(missing_ok=True)
     print("stopped: scratch folder removed")
+    return 0
+
+
+def restart() -> int:
+    """Ask the running run-local for a rolling restart of its gunicorn instances."""
+    if not STATE_FILE.exists():
+        print("not running (no .run-local.json)")
+        return 1
+    state = State(**json.loads(STATE_FILE.read_text()))
+    os.kill(state.pid, signal.SIGHUP)
+    print(f"restart: asked run-local (pid {state.pid}); its output shows each instance")
     return 0
 
 
@@ -210,7 +303,7 @@ def stop() -> int:
         os.kill(state.pid, signal.SIGTERM)
     except ProcessLookupError:
         # run-local itself is gone: clean up after it.
-        for pid, number in ((state.gunicorn_pid, signal.SIGTERM), (state.nginx_pid, signal.SIGQUIT)):
+        for pid, number in [(pid, signal.SIGTERM) for pid in state.gunicorn_pids] + [(state.nginx_pid, signal.SIGQUIT)]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, number)
         shutil.rmtree(state.prefix, ignore_errors=True)
@@ -239,10 +332,15 @@ def main(argv: list[str]) -> int:
         help="virtualenv with gunicorn (default: %(default)s; created if missing)",
     )
     parser.add_argument("--stop", action="store_true", help="stop the stack a run-local in this project started")
+    parser.add_argument(
+        "--restart", action="store_true", help="rolling restart of the running stack's gunicorn instances"
+    )
     args = parser.parse_args(argv)
     try:
         if args.stop:
             return stop()
+        if args.restart:
+            return restart()
         port = args.port if args.port is not None else (8080 if port_is_free(8080) else None)
         return run(port, args.venv)
     except RunLocalError as error:

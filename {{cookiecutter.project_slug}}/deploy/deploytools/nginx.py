@@ -37,25 +37,59 @@ def conf_dir(nginx: str) -> Path:
 
 @dataclass
 class LocalPorts:
-    """Where the local copy listens: `http` for port 80, `https` for 443, `app` for gunicorn."""
+    """Where the local copy listens: `http` for port 80, `https` for 443, `app` for gunicorn on TCP."""
 
     http: int
-    https: int | None = None
+    https: int = 8443
     app: list[int] = field(default_factory=list)
+
+
+def local_upstreams(prefix: Path, ports: LocalPorts) -> list[str]:
+    """The local stand-in for each of the site's upstream servers, in the same order."""
+    local = []
+    for number, server in enumerate(layout.UPSTREAM_SERVERS, start=1):
+        if server.startswith("unix:"):
+            local.append(f"unix:{prefix}/gunicorn-{number}.sock")
+        else:
+            local.append(f"127.0.0.1:{ports.app[number - 1]}")
+    return local
+
+
+def local_static_root(prefix: Path) -> Path:
+    return layout.STATIC_SOURCE or prefix / "static"
+
+
+def tls_files(prefix: Path) -> tuple[Path, Path]:
+    return prefix / "tls" / "certificate.pem", prefix / "tls" / "key.pem"
+
+
+def make_self_signed(prefix: Path) -> None:
+    """A throwaway certificate for the site's name, so that nginx loads the TLS site for real."""
+    certificate, key = tls_files(prefix)
+    certificate.parent.mkdir(exist_ok=True)
+    names = f"subjectAltName=DNS:{layout.DOMAIN},DNS:localhost,IP:127.0.0.1"
+    command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    command += ["-days", "2", "-subj", f"/CN={layout.DOMAIN}", "-addext", names]
+    subprocess.run([*command, "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True)
 
 
 def localize(site: str, prefix: Path, ports: LocalPorts) -> str:
     """The site with the server's paths and ports replaced by local ones on 127.0.0.1."""
+    certificate, key = tls_files(prefix)
     swaps = {
-        layout.STATIC_ROOT + "/": str(layout.STATIC_SOURCE) + "/",
-        layout.ERRORS_ROOT + ";": str(layout.ERROR_PAGES) + ";",
+        layout.STATIC_ROOT + "/": f"{local_static_root(prefix)}/",
+        layout.ERRORS_ROOT + ";": f"{layout.ERROR_PAGES};",
+        layout.ACME_ROOT + ";": f"{prefix / 'acme'};",
+        f"ssl_certificate {layout.TLS_CERTIFICATE};": f"ssl_certificate {certificate};",
+        f"ssl_certificate_key {layout.TLS_CERTIFICATE_KEY};": f"ssl_certificate_key {key};",
     }
-    if layout.SOCKET_PATH:
-        swaps["unix:" + layout.SOCKET_PATH] = "unix:" + str(socket_path(prefix))
-    for address, port in zip(layout.APP_ADDRESSES, ports.app, strict=False):
-        swaps["server " + address] = f"server 127.0.0.1:{port}"
+    for server, local in zip(layout.UPSTREAM_SERVERS, local_upstreams(prefix, ports), strict=True):
+        swaps[f"server {server} "] = f"server {local} "
     for old, new in swaps.items():
         site = site.replace(old, new)
+    # The other machines' app servers are not reachable from here.
+    for remote in layout.REMOTE_APP_SERVERS:
+        site = re.sub(rf"^[ \t]*server {re.escape(remote)} [^;]*;\n", "", site, flags=re.MULTILINE)
 
     def listen(match: re.Match[str]) -> str:
         address = match["address"]
@@ -71,20 +105,21 @@ def localize(site: str, prefix: Path, ports: LocalPorts) -> str:
     return site.replace(f"server_name {layout.DOMAIN};", f"server_name {names};")
 
 
-def socket_path(prefix: Path) -> Path:
-    return prefix / "gunicorn.sock"
-
-
-def write_main_conf(prefix: Path, nginx: str, ports: LocalPorts, *, foreground: bool) -> Path:
+def write_main_conf(
+    prefix: Path, nginx: str, ports: LocalPorts, *, foreground: bool, site_source: Path = layout.NGINX_SITE
+) -> Path:
     """Lay out `prefix` for nginx -p and return the main configuration that includes the site."""
     conf = prefix / "conf"
     (conf / "snippets").mkdir(parents=True, exist_ok=True)
     (prefix / "logs").mkdir(exist_ok=True)
+    (prefix / "acme").mkdir(exist_ok=True)
     snippets = conf / "snippets" / layout.NGINX_SNIPPETS_NAME
     if not snippets.exists():
         snippets.symlink_to(layout.NGINX_SNIPPETS)
-    site = conf / layout.NGINX_SITE.name
-    site.write_text(localize(layout.NGINX_SITE.read_text(), prefix, ports))
+    if layout.TLS_MODE != "none" and not tls_files(prefix)[0].exists():
+        make_self_signed(prefix)
+    site = conf / site_source.name
+    site.write_text(localize(site_source.read_text(), prefix, ports))
     temp = [f"    {name}_temp_path {prefix}/tmp/{name};" for name in TEMP_PATHS]
     for name in TEMP_PATHS:
         (prefix / "tmp" / name).mkdir(parents=True, exist_ok=True)
@@ -109,6 +144,6 @@ def write_main_conf(prefix: Path, nginx: str, ports: LocalPorts, *, foreground: 
         f"    include {site};",
         "}",
     ]
-    main = conf / "nginx.conf"
+    main = conf / f"nginx-{site_source.stem}.conf"
     main.write_text("\n".join(line for line in lines if line) + "\n")
     return main

@@ -1,0 +1,10 @@
+"""URLs of {{ cookiecutter.project_name }}; /static/ is nginx's, not Django's."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.home),
+    path("healthz", views.healthz),
+]

@@ -1,0 +1,39 @@
+{% if cookiecutter.framework == "flask" %}
+"""The pages of {{ cookiecutter.project_name }}. Keep `/healthz`: nginx and deploy/install use it."""
+
+from flask import Blueprint, render_template, request
+
+pages = Blueprint("pages", __name__)
+
+
+@pages.get("/")
+def home() -> str:
+    return render_template("index.html", client_addr=request.remote_addr, scheme=request.scheme, host=request.host)
+
+
+@pages.get("/healthz")
+def healthz() -> tuple[str, int, dict[str, str]]:
+    return "ok\n", 200, {"Content-Type": "text/plain; charset=utf-8"}
+{% else %}
+"""The pages of {{ cookiecutter.project_name }}. Keep `/healthz`: nginx and deploy/install use it."""
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_safe
+
+
+def client_address(request: HttpRequest) -> str:
+    """nginx overwrites X-Forwarded-For with the peer it accepted: the client's own address."""
+    return request.META.get("HTTP_X_FORWARDED_FOR") or request.META.get("REMOTE_ADDR") or "unknown"
+
+
+@require_safe
+def home(request: HttpRequest) -> HttpResponse:
+    context = {"client_addr": client_address(request), "scheme": request.scheme, "host": request.get_host()}
+    return render(request, "index.html", context)
+
+
+@require_safe
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok\n", content_type="text/plain; charset=utf-8")
+{% endif %}
