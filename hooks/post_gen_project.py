@@ -39,6 +39,7 @@ def unused_files() -> list[Path]:
         unused.append(Path("deploy/systemd") / f"{ANSWERS['__unit_stem']}.socket")
     if ANSWERS["tls_mode"] != "letsencrypt":
         unused.append(Path("deploy/nginx") / f"{ANSWERS['__service']}.acme.conf")
+        unused.append(Path("deploy/certbot-deploy-hook"))
     if ANSWERS["tls_mode"] == "none":
         unused.append(Path("deploy/nginx/snippets/tls.conf"))
     return unused

@@ -85,6 +85,26 @@ def app_venv(tmp_path_factory) -> Path:
     return venv
 
 
+@pytest.fixture(scope="session")
+def framework_venv(tmp_path_factory) -> Path:
+    """One venv with every framework's pinned requirements (Flask, Django, gevent), for the variants."""
+    from cookiecutter.main import cookiecutter
+
+    requirements = set()
+    for answers in ({"framework": "flask", "worker_class": "gevent"}, {"framework": "django"}):
+        out = tmp_path_factory.mktemp("requirements")
+        project = Path(
+            cookiecutter(
+                str(TEMPLATE_DIR), no_input=True, output_dir=str(out), extra_context=answers, accept_hooks=False
+            )
+        )
+        requirements |= {line for line in (project / "requirements.txt").read_text().splitlines() if "==" in line}
+    venv = tmp_path_factory.mktemp("framework-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", *sorted(requirements)], check=True)
+    return venv
+
+
 @pytest.fixture
 def stack(baked: Baked, app_venv: Path) -> Iterator[LiveStack]:
     """The default project running under deploy/run-local: real nginx in front of real gunicorn."""

@@ -81,6 +81,22 @@ class LiveStack:
         self.wait_for(lambda: len(self.gunicorn_workers()) == expected, what=f"{expected} gunicorn workers")
         return self.gunicorn_workers()
 
+    def read_output(self) -> list[str]:
+        """run-local's output so far (what is available now, without blocking)."""
+        assert self.process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self.process.stdout, selectors.EVENT_READ)
+        while selector.select(timeout=0):
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output.append(line.rstrip("\n"))
+        return self.output
+
+    def read_state(self) -> dict:
+        self.state = json.loads((self.project / ".run-local.json").read_text())
+        return self.state
+
     def wait_for(self, condition, seconds: float = 15, what: str = "condition") -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -160,6 +176,8 @@ class LoadResult:
     errors: Counter = field(default_factory=Counter)
 
     sent_at_event: int | None = None
+    # Set to end the load before its time is up.
+    done: bool = False
 
     def mark_event(self) -> None:
         """Note how many requests had been sent when the fault was injected."""
@@ -185,7 +203,7 @@ def load(
     deadline = time.monotonic() + seconds
 
     def client() -> None:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not result.done:
             with lock:
                 if result.sent >= max_requests:
                     return

@@ -60,9 +60,10 @@ graceful_timeout = {{ cookiecutter._graceful_timeout }}
 # Sync workers close every connection after the response; nginx keeps the client side alive.
 keepalive = 2
 {% else %}
-# Longer than nginx's upstream keepalive_timeout (60s), so that gunicorn never closes an idle
-# connection at the moment nginx reuses it.
-keepalive = 75
+# Idle connections from nginx stay open this long. A worker that stops waits for them, so the
+# timeout is short (quick reloads and restarts), and longer than nginx's upstream
+# keepalive_timeout (4s), so that gunicorn never closes a connection as nginx reuses it.
+keepalive = 5
 {% endif %}
 # Restart each worker after about this many requests so that a slow leak cannot grow forever;
 # the jitter keeps the workers from restarting all at once.

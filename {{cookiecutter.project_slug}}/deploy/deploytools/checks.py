@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout
+from .envfile import read_env_file
 from .nginx import LocalPorts, find_nginx, write_main_conf
 
 EXPOSURE_LIMIT = 2.0
@@ -116,7 +117,9 @@ def check_gunicorn() -> Result:
             f"{conf} is valid; the app module {missing} is not in this folder yet (copy your code in, re-run)",
             tool_missing=False,
         )
-    result = run([*gunicorn, "--check-config", "--config", str(conf)], cwd=layout.PROJECT_DIR)
+    # The settings systemd would pass from the env file (Django's secret key, ...).
+    env = {**os.environ, **read_env_file(layout.ENV_SOURCE)}
+    result = run([*gunicorn, "--check-config", "--config", str(conf)], cwd=layout.PROJECT_DIR, env=env)
     said = (result.stdout + result.stderr).strip()
     if result.returncode:
         absent = re.search(r"No module named '([\w.]+)'", said)

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import layout
+from .envfile import read_env_file
 from .nginx import LocalPorts, find_nginx, local_static_root, local_upstreams, write_main_conf
 from .rolling import rolling_restart
 
@@ -74,9 +76,17 @@ def ensure_venv(venv: Path) -> Path:
     return gunicorn
 
 
-def answers(port: int, path: str = "/healthz") -> int | None:
+def answers(port: int, path: str = "/healthz", *, tls: bool = False) -> int | None:
     """The status nginx gives for `path` with the site's Host, or None if nothing answers yet."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    if tls:
+        # The local certificate is a throwaway self-signed one: nothing to verify it against.
+        # "localhost" goes out as the TLS server name (SNI), which the local site answers to.
+        context = ssl._create_unverified_context()
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            "localhost", port, timeout=2, context=context
+        )
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
         connection.request("GET", path, headers={"Host": layout.DOMAIN})
         return connection.getresponse().status
@@ -90,14 +100,6 @@ def tail(path: Path, lines: int = 15) -> str:
     if not path.exists():
         return ""
     return "\n".join("    " + line for line in path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def env_file_settings(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of an environment file, as systemd's EnvironmentFile= reads them."""
-    if not path.exists():
-        return {}
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    return {key.strip(): value.strip().strip('"') for key, value in pairs}
 
 
 class LocalStack:
@@ -121,7 +123,7 @@ class LocalStack:
         return self.ports.https if layout.TLS_MODE != "none" else None
 
     def app_env(self) -> dict[str, str]:
-        env = {**os.environ, **env_file_settings(layout.ENV_SOURCE)}
+        env = {**os.environ, **read_env_file(layout.ENV_SOURCE)}
         if layout.FRAMEWORK == "django":
             env |= {
                 "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1",
@@ -195,13 +197,15 @@ class LocalStack:
                 self.nginx_command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, interrupted: list[int]) -> None:
         deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline:
+            if interrupted:
+                raise RunLocalError("interrupted before the stack was ready")
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     raise RunLocalError(f"{name} exited with status {process.returncode}:\n{self.log_tails()}")
-            if answers(self.ports.http) == 200:
+            if answers(self.https_port or self.ports.http, tls=self.https_port is not None) == 200:
                 return
             time.sleep(0.05)
         raise RunLocalError(f"no answer from /healthz within {READY_SECONDS}s:\n{self.log_tails()}")
@@ -260,7 +264,7 @@ def run(port: int | None, venv: Path) -> int:
         signal.signal(number, lambda signum, frame: signals.append(signum))
     try:
         stack.start()
-        stack.wait_ready()
+        stack.wait_ready(signals)
         stack.write_state()
         print(f"ready: {stack.state().url} (nginx -> gunicorn; Host {layout.DOMAIN} answers too)")
         if stack.https_port:

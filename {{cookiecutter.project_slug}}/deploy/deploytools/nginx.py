@@ -83,10 +83,10 @@ def localize(site: str, prefix: Path, ports: LocalPorts) -> str:
         f"ssl_certificate {layout.TLS_CERTIFICATE};": f"ssl_certificate {certificate};",
         f"ssl_certificate_key {layout.TLS_CERTIFICATE_KEY};": f"ssl_certificate_key {key};",
     }
-    for server, local in zip(layout.UPSTREAM_SERVERS, local_upstreams(prefix, ports), strict=True):
-        swaps[f"server {server} "] = f"server {local} "
     for old, new in swaps.items():
         site = site.replace(old, new)
+    for server, local in zip(layout.UPSTREAM_SERVERS, local_upstreams(prefix, ports), strict=True):
+        site = re.sub(rf"^([ \t]*server ){re.escape(server)}(?=[ ;])", rf"\g<1>{local}", site, flags=re.MULTILINE)
     # The other machines' app servers are not reachable from here.
     for remote in layout.REMOTE_APP_SERVERS:
         site = re.sub(rf"^[ \t]*server {re.escape(remote)} [^;]*;\n", "", site, flags=re.MULTILINE)
