@@ -1,22 +1,4 @@
-{% if cookiecutter.framework == "asgi" %}
-"""A small ASGI application: a home page, a health check, and a websocket echo at /ws.
-
-Replace it with your own (any ASGI framework works the same way); keep `/healthz` (nginx, the
-install command and monitoring use it).
-"""
-
-from __future__ import annotations
-
-import html
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-PROJECT_NAME = {{ cookiecutter.project_name | tojson }}
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
+{% set home_page %}
 HOME_PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -37,7 +19,27 @@ HOME_PAGE = """<!doctype html>
 </body>
 </html>
 """
+{% endset %}
+{% if cookiecutter.framework == "asgi" %}
+"""A small ASGI application: a home page, a health check, and a websocket echo at /ws.
 
+Replace it with your own (any ASGI framework works the same way); keep `/healthz` (nginx, the
+install command and monitoring use it).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+PROJECT_NAME = {{ cookiecutter.project_name | tojson }}
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+{{ home_page }}
 
 def header(scope: Scope, name: bytes) -> str:
     return next((value.decode("latin-1") for key, value in scope["headers"] if key == name), "")
@@ -121,27 +123,7 @@ PROJECT_NAME = {{ cookiecutter.project_name | tojson }}
 
 StartResponse = Callable[[str, list[tuple[str, str]]], object]
 
-HOME_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>{name}</title>
-  <link rel="stylesheet" href="/static/style.css">
-</head>
-<body>
-  <main>
-    <h1>{name}</h1>
-    <p>Served by gunicorn behind nginx. The stylesheet of this page comes from nginx directly.</p>
-    <dl>
-      <dt>Your address</dt><dd id="client-addr">{client_addr}</dd>
-      <dt>Scheme</dt><dd id="scheme">{scheme}</dd>
-      <dt>Host</dt><dd id="host">{host}</dd>
-    </dl>
-  </main>
-</body>
-</html>
-"""
-
+{{ home_page }}
 
 def client_address(environ: dict) -> str:
     """The client's address as nginx saw it.
