@@ -87,7 +87,7 @@ def main() -> int:
         f"  cd {slug}\n"
         f"  deploy/setup-venv        # creates {slug}_venv from requirements.txt\n"
         f"  deploy/run-local         # the real nginx + gunicorn on 127.0.0.1\n"
-        f"  sudo deploy/install      # on the server (see README.md)"
+        f"  sudo deploy/install      # on the server (see deploy/INSTALL.md)"
     )
     return 0
 

@@ -25,6 +25,9 @@ EXPECTED_FILES = [
     "deploy/check",
     "deploy/run-local",
     "deploy/setup-venv",
+    "deploy/install",
+    "deploy/INSTALL.md",
+    "deploy/rolling-restart",
     "deploy/nginx/my_app.conf",
     "deploy/nginx/snippets/security-headers.conf",
     "deploy/nginx/snippets/proxy.conf",
@@ -33,7 +36,7 @@ EXPECTED_FILES = [
     "deploy/systemd/my_app.socket",
     "tests/test_app.py",
 ]
-EXECUTABLES = ["deploy/check", "deploy/run-local", "deploy/setup-venv"]
+EXECUTABLES = ["deploy/check", "deploy/run-local", "deploy/setup-venv", "deploy/install", "deploy/rolling-restart"]
 
 
 def generated_files(project: Path) -> list[Path]:
@@ -72,7 +75,7 @@ def test_no_file_has_runs_of_blank_lines_or_trailing_spaces(baked: Baked) -> Non
 
 def test_generated_python_is_ruff_clean(baked: Baked) -> None:
     python_files = [p for p in generated_files(baked.path) if p.suffix == ".py"]
-    python_files += [baked.path / "deploy" / name for name in ("check", "run-local")]
+    python_files += [p for p in generated_files(baked.path) if p.read_bytes().startswith(b"#!/usr/bin/env python3")]
     ruff = [sys.executable, "-m", "ruff"]
     config = ["--config", str(TEMPLATE_DIR / "pyproject.toml")]
     lint = subprocess.run([*ruff, "check", *config, *map(str, python_files)], capture_output=True, text=True)

@@ -11,6 +11,8 @@ DEPLOY_DIR = PROJECT_DIR / "deploy"
 
 SLUG = {{ cookiecutter.project_slug | tojson }}
 DOMAIN = {{ cookiecutter.domain_name | tojson }}
+# The app's health check, through nginx and on each gunicorn directly.
+HEALTH_PATH = "/healthz"
 FRAMEWORK = {{ cookiecutter.framework | tojson }}
 # What gunicorn loads (wsgi_app in gunicorn.conf.py).
 APP = {{ cookiecutter.__wsgi_app | tojson }}

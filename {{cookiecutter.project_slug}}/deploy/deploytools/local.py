@@ -76,7 +76,7 @@ def ensure_venv(venv: Path) -> Path:
     return gunicorn
 
 
-def answers(port: int, path: str = "/healthz", *, tls: bool = False) -> int | None:
+def answers(port: int, path: str = layout.HEALTH_PATH, *, tls: bool = False) -> int | None:
     """The status nginx gives for `path` with the site's Host, or None if nothing answers yet."""
     if tls:
         # The local certificate is a throwaway self-signed one: nothing to verify it against.
@@ -208,7 +208,7 @@ class LocalStack:
             if answers(self.https_port or self.ports.http, tls=self.https_port is not None) == 200:
                 return
             time.sleep(0.05)
-        raise RunLocalError(f"no answer from /healthz within {READY_SECONDS}s:\n{self.log_tails()}")
+        raise RunLocalError(f"no answer from {layout.HEALTH_PATH} within {READY_SECONDS}s:\n{self.log_tails()}")
 
     def log_tails(self) -> str:
         names = ("gunicorn.log", "nginx.stderr.log", "error.log")

@@ -24,7 +24,7 @@ def healthy(server: str, timeout: float = 2) -> bool:
     else:
         host, _, port = server.rpartition(":")
         family, address = socket.AF_INET, (host, int(port))  # type: ignore[assignment]
-    request = f"GET /healthz HTTP/1.1\r\nHost: {layout.DOMAIN}\r\nConnection: close\r\n\r\n".encode()
+    request = f"GET {layout.HEALTH_PATH} HTTP/1.1\r\nHost: {layout.DOMAIN}\r\nConnection: close\r\n\r\n".encode()
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
