@@ -18,7 +18,7 @@ import pytest
 from conftest import require_tool
 from helpers import DOMAIN, LOOPBACK, LiveStack, Response, load, request, start_stack
 
-# All of this module on one test process: the variants start once, not once per process.
+# All of this module on one test process (--dist loadscope): the variants start once.
 pytestmark = pytest.mark.xdist_group("live-options")
 
 VARIANTS = {

@@ -1,0 +1,343 @@
+"""Write what a run measured: results.json (every round), results.md (medians, targets), ratios.png."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .runner import Case, Results, Settings, Target, targets, what_if_numbers
+
+
+def write_all(results: Results, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "results.json", out / "results.md", out / "ratios.png"]
+    files[0].write_text(json.dumps(as_json(results), indent=2) + "\n")
+    files[1].write_text(markdown(results))
+    chart(results, files[2])
+    return files
+
+
+def redraw(out: Path) -> list[Path]:
+    """results.md and ratios.png again from OUT/results.json, without measuring anything."""
+    data = json.loads((out / "results.json").read_text())
+    results = Results(Settings(**data["settings"]), data["machine"], what_ifs=data.get("what_if", []))
+    for case_id, case in data["cases"].items():
+        results.cases.append(Case(case_id, case["group"], case["label"], run=None, line=None))
+        results.rounds[case_id] = case["rounds"]
+    results.targets = targets(results)
+    results.what_ifs = what_if_numbers(results)
+    files = [out / "results.md", out / "ratios.png"]
+    files[0].write_text(markdown(results))
+    chart(results, files[1])
+    return files
+
+
+def as_json(results: Results) -> dict:
+    cases = {}
+    for case in results.cases:
+        rounds = results.rounds[case.id]
+        numeric = sorted({key for r in rounds for key, value in r.items() if is_number(value)})
+        cases[case.id] = {
+            "group": case.group,
+            "label": case.label,
+            "median": {key: results.median(case.id, key) for key in numeric},
+            "rounds": rounds,
+        }
+    return {
+        "machine": results.meta,
+        "settings": asdict(results.settings),
+        "targets": [
+            {
+                "id": t.id,
+                "label": t.label,
+                "measured": round(t.measured, 4) if t.measured is not None else None,
+                "limit": t.limit,
+                "kind": t.kind,
+                "unit": t.unit,
+                "detail": t.detail,
+                "per_round": [round(value, 4) if value is not None else None for value in t.per_round],
+                "met": t.met,
+                "verdict": t.verdict,
+            }
+            for t in results.targets
+        ],
+        "what_if": results.what_ifs,
+        "cases": cases,
+    }
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# Markdown ----------------------------------------------------------------------------------------
+
+LIMIT_SIGN = {"min": ">=", "above": ">", "max": "<=", "below": "<"}
+
+
+def show_target(target: Target) -> tuple[str, str]:
+    limit = f"{LIMIT_SIGN[target.kind]} {target.limit:g}"
+    if target.measured is None:
+        return "no answer", limit
+    if target.unit == "x":
+        return f"{target.measured:.2f} x ({target.detail})", f"{limit} x"
+    if target.unit == "s":
+        return f"{target.measured:.2f} s ({target.detail})", f"{limit} s"
+    return f"{target.measured:.0f} ({target.detail})", limit
+
+
+def ms(median: dict, key: str, timed_out: bool) -> str:
+    value = median.get(key)
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + (" *" if timed_out else "")
+
+
+def markdown(results: Results) -> str:
+    s, m = results.settings, results.meta
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), Linux {m['kernel']}: nginx {m['nginx']}, "
+        f"gunicorn {m['gunicorn']}, wrk {m['wrk']}, Python {m['python']}. {s.rounds} interleaved round(s), "
+        f"{s.duration} s of load per case; each figure is the median over the rounds, and each ratio the median "
+        "of its per-round ratios (the two cases of a ratio ran seconds apart in every round). Everything on "
+        "127.0.0.1; the load generator shares the cores with the servers, so ratios are what to compare, not "
+        "absolute numbers.",
+        "",
+        other_load(results),
+        "",
+        "## Targets",
+        "",
+        "| target | measured | per round | limit | result |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for target in results.targets:
+        measured, limit = show_target(target)
+        rounds = ", ".join("-" if v is None else f"{v:.2f}" for v in target.per_round) if target.unit == "x" else ""
+        lines.append(f"| {target.label} | {measured} | {rounds} | {limit} | {target.verdict} |")
+
+    lines += throughput_table(
+        results, "dynamic", f"## Dynamic page (GET /, wrk {s.threads} threads x {s.connections} connections)"
+    )
+    lines += throughput_table(
+        results, "static", f"## Static file (100 KB, wrk {s.threads} threads x {s.connections} connections)"
+    )
+    lines += what_if_section(results)
+    lines += [
+        "",
+        f"## Slow clients ({s.slow_clients} connections sending headers one byte every 100 ms; normal requests "
+        f"from wrk: {s.normal_connections} connections, each pausing {s.normal_pause_ms} ms between requests)",
+        "",
+        "| server | idle: answered | p50 ms | p99 ms | with slow clients: answered | p50 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for case in (c for c in results.cases if c.group == "slow clients"):
+        median = json_median(results, case.id)
+        rounds = results.rounds[case.id]
+        cells = []
+        for phase in ("idle", "slow"):
+            answered = sum(r[f"{phase}_requests"] for r in rounds)
+            timed = [f"{median[f'{phase}_{p}_ms']:.2f}" if answered else "-" for p in ("p50", "p99")]
+            cells += [f"{answered:,}", *timed]
+        lines.append(f"| {case.label} | {' | '.join(cells)} |")
+    lines += [
+        "",
+        "Answered: requests over all rounds. Without an answer there is no latency to show: those "
+        "requests waited for the whole run.",
+    ]
+
+    lines += [
+        "",
+        "## Reload (HUP to gunicorn's master a third into the load, through the generated nginx)",
+        "",
+        "| case | round | requests | failed | non-2xx | connect / read / write / timeout errors | reload seen |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for case in (c for c in results.cases if c.group == "reload"):
+        for number, r in enumerate(results.rounds[case.id], 1):
+            e = r["errors"]
+            lines.append(
+                f"| {case.label} | {number} | {r['requests']:,} | {r['failed']} | {e['status']} | "
+                f"{e['connect']} / {e['read']} / {e['write']} / {e['timeout']} | {'yes' if r['reloaded'] else 'no'} |"
+            )
+
+    lines += ["", "## Bake", "", "| case | seconds per round | median |", "| --- | --- | ---: |"]
+    for case in (c for c in results.cases if c.group == "bake"):
+        seconds = ", ".join(f"{r['seconds']:.2f}" for r in results.rounds[case.id])
+        lines.append(f"| {case.label} | {seconds} | {results.median(case.id, 'seconds'):.2f} |")
+
+    lines.append("")
+    if any(r.get("timed_out") for rounds in results.rounds.values() for r in rounds):
+        lines.append("`*`: some requests got no answer within 2 s (wrk's timeout); the percentiles leave those out.")
+    lines += ["Every round of every case is in results.json.", ""]
+    return "\n".join(lines)
+
+
+def throughput_table(results: Results, group: str, title: str) -> list[str]:
+    lines = [
+        "",
+        title,
+        "",
+        "| setup | req/s | p50 ms | p99 ms | failed | CPU us per request (nginx + gunicorn + wrk) |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for case in (c for c in results.cases if c.group == group):
+        median = json_median(results, case.id)
+        timed_out = any(r["timed_out"] for r in results.rounds[case.id])
+        failed = sum(r["failed"] for r in results.rounds[case.id])
+        lines.append(
+            f"| {case.label} | {median['rps']:,.0f} | {ms(median, 'p50_ms', timed_out)} | "
+            f"{ms(median, 'p99_ms', timed_out)} | {failed} | {cpu_cell(results, case.id)} |"
+        )
+    return lines
+
+
+def what_if_section(results: Results) -> list[str]:
+    if not results.what_ifs:
+        return []
+    lines = [
+        "",
+        "## What-if: one change to the generated configs (not targets; the template is unchanged)",
+        "",
+        "Each change is made in a copy of the default project and measured through its nginx (a change to the "
+        "dynamic path as gunicorn alone too), in the same rounds as the cases above.",
+        "",
+        "| change | measured on | req/s: as generated -> changed | p99 ms: as generated -> changed "
+        "| stack vs gunicorn alone, both changed (target >= 0.95 x) | why |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for what_if in results.what_ifs:
+        if "skipped" in what_if:
+            lines.append(f"| {what_if['label']} | - | - | - | - | not measured: {what_if['skipped']} |")
+            continue
+        on = "dynamic page" if what_if["baseline"] == "dynamic-stack" else "100 KB static file"
+        versus = what_if.get("stack_vs_gunicorn")
+        lines.append(
+            f"| {what_if['label']} | {on} | {what_if['baseline_rps']:,.0f} -> {what_if['rps']:,.0f} "
+            f"({what_if['vs_baseline']:.2f} x) | {what_if['baseline_p99_ms']:.2f} -> {what_if['p99_ms']:.2f} | "
+            f"{'-' if versus is None else f'{versus:.2f} x'} | {what_if['why']} |"
+        )
+    title = "### What-if cases in detail"
+    return lines + throughput_table(results, "what-if", title)
+
+
+NOISY_CORES = 0.2  # median other load above which a run's ratios are not to be trusted
+
+
+def other_loads(results: Results) -> list[float]:
+    return sorted(
+        value
+        for rounds in results.rounds.values()
+        for r in rounds
+        for key, value in r.items()
+        if key.endswith("other_cores")
+    )
+
+
+def other_load(results: Results) -> str:
+    """How busy the machine was with other work while the cases ran: the noise in these numbers."""
+    values = other_loads(results)
+    if not values:
+        return ""
+    median = values[len(values) // 2]
+    text = (
+        f"Other load while the cases ran (CPU busy outside the measured servers and wrk, interrupts "
+        f"included): median {median:.2f} cores, highest {values[-1]:.2f} (1-minute load average "
+        f"{results.meta['load_average_before']} as the run started)."
+    )
+    if median > NOISY_CORES:
+        text += (
+            f" **Noisy run**: other work took more than {NOISY_CORES} of the {results.meta['cores']} cores; "
+            "its ratios say more about that work than about the stack. Run again on an idle machine."
+        )
+    return text
+
+
+def json_median(results: Results, case_id: str) -> dict:
+    rounds = results.rounds[case_id]
+    keys = {key for r in rounds for key, value in r.items() if is_number(value)}
+    return {key: results.median(case_id, key) for key in keys}
+
+
+def cpu_cell(results: Results, case_id: str) -> str:
+    rounds = results.rounds[case_id]
+    names = [name for name in ("nginx", "gunicorn", "wrk") if name in rounds[0]["cpu_us_per_request"]]
+    values = []
+    for name in names:
+        per_round = [r["cpu_us_per_request"][name] for r in rounds if r["cpu_us_per_request"][name] is not None]
+        values.append(sorted(per_round)[len(per_round) // 2] if per_round else None)
+    if any(v is None for v in values):
+        return "-"
+    return " + ".join(f"{v:.0f}" for v in values) + f" = {sum(values):.0f}"
+
+
+# Chart -------------------------------------------------------------------------------------------
+
+
+def chart(results: Results, path: Path) -> None:
+    """One bar per ratio target on a log scale around 1 (parity), with the target marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ratios = [t for t in results.targets if t.unit == "x"]
+    others = [t for t in results.targets if t.unit != "x"]
+    # What-if cases: the first target's ratio had the change been made (grey: not targets).
+    extras = [w for w in results.what_ifs if w.get("stack_vs_gunicorn") is not None]
+    rows = len(ratios) + len(extras)
+    fig, ax = plt.subplots(figsize=(11, 0.75 * rows + 2.6), dpi=110)
+    low, high = 0.25, 16.0
+    # (value, its target or reference, colour, line style of the target tick, each round's value)
+    bars = [(t.measured, t.limit, "#2e7d32" if t.met else "#c62828", "solid", t.per_round) for t in ratios]
+    bars += [
+        (w["stack_vs_gunicorn"], ratios[0].limit, "#9e9e9e", "dotted", w["stack_vs_gunicorn_per_round"]) for w in extras
+    ]
+    for y, (value, limit, color, style, per_round) in enumerate(bars):
+        # Each round's ratio as a dot: how far the median could have moved.
+        dots = [min(max(v, low), high) for v in per_round if v is not None]
+        ax.plot(dots, [y] * len(dots), "o", color="black", markersize=3.5, alpha=0.7, zorder=3)
+        ax.plot([limit] * 2, [y - 0.38, y + 0.38], color="black", linewidth=2.5, linestyle=style)
+        if value is None:
+            ax.text(1.05, y, "no answer to measure", va="center", fontsize=9, color=color)
+            continue
+        shown = min(max(value, low), high)
+        ax.barh(y, shown - 1, left=1, height=0.55, color=color)
+        # The value goes right of the bar, the tick and the dots (or left of them all, below 1 x).
+        if shown >= 1:
+            ax.text(max(shown, limit, *dots) * 1.08, y, f"{value:.2f} x", va="center", ha="left", fontsize=10)
+        else:
+            ax.text(min(shown, limit, *dots) / 1.08, y, f"{value:.2f} x", va="center", ha="right", fontsize=10)
+    ax.axvline(1, color="grey", linewidth=0.8)
+    labels = [
+        f"{t.label}\ntarget {LIMIT_SIGN[t.kind]} {t.limit:g} x ({'higher' if t.kind in ('min', 'above') else 'lower'}"
+        " is better)"
+        for t in ratios
+    ]
+    labels += [f"what-if, {w['short']}:\nstack vs gunicorn alone, both changed (not a target)" for w in extras]
+    ax.set_yticks(range(rows), labels, fontsize=8.5)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlim(low, high * 2.5)  # room for the value right of the longest bar
+    ticks = [0.25, 0.5, 1, 2, 4, 8, 16]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticklabels([f"{t:g} x" for t in ticks])
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("ratio (log scale)")
+    s, m = results.settings, results.meta
+    ax.set_title(
+        f"The generated stack against its baselines (bars: median of the per-round ratios)\n"
+        f"{s.rounds} round(s) x {s.duration} s per case, {m['cores']} cores, {m['date']}",
+        fontsize=10,
+    )
+    footer = "Dots: each round. Tick: the target (dotted: the first target, for reference). Green: met, red: missed.\n"
+    footer += "   ".join(f"{t.label}: {show_target(t)[0]} - {t.verdict}" for t in others)
+    fig.text(0.01, 0.01, footer, fontsize=8, ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)

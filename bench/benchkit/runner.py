@@ -1,0 +1,665 @@
+"""The cases, run in interleaved rounds against servers started once, and the targets they meet.
+
+Round r runs every case once, in the same order (A B C ... A B C ...), so a slow spell of the
+machine lands on all setups alike; each figure reported is the median over the rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from . import load, whatif
+from .procs import (
+    START_SECONDS,
+    BenchError,
+    Project,
+    Server,
+    bake,
+    children_of,
+    find_nginx,
+    free_port,
+    gunicorn_alone,
+    load_layout,
+    run_local,
+    scratch_nginx,
+    venv_for,
+    wait_answering,
+)
+
+BENCH_DIR = Path(__file__).resolve().parents[1]
+STATIC_FILE = "bench-100k.bin"
+STATIC_BYTES = 100 * 1024
+
+
+@dataclass
+class Settings:
+    rounds: int
+    duration: int  # seconds of load per case
+    connections: int = 50  # wrk's connections for the throughput cases, over `threads` threads
+    threads: int = 2
+    slow_clients: int = 100
+    # The "normal requests" measured while the slow clients are open: a few steady clients, each
+    # pausing between its requests, so that the machine is not saturated and p99 shows waiting.
+    normal_connections: int = 4
+    normal_pause_ms: int = 10
+    smoke: bool = False
+
+
+@dataclass
+class Case:
+    id: str
+    group: str
+    label: str
+    run: Callable[[], dict] | None  # None in results read back from results.json
+    line: Callable[[dict], str] | None
+
+
+@dataclass
+class Target:
+    id: str
+    label: str
+    measured: float | None
+    limit: float
+    kind: str  # "min" (measured >= limit), "above" (measured > limit), "max" (<=), "below" (<)
+    unit: str  # "x" for a ratio, "s", "failed"
+    detail: str
+    per_round: list[float | None] = field(default_factory=list)  # the same ratio (or value), round by round
+
+    @property
+    def met(self) -> bool:
+        if self.measured is None:
+            return False
+        return {
+            "min": self.measured >= self.limit,
+            "above": self.measured > self.limit,
+            "max": self.measured <= self.limit,
+            "below": self.measured < self.limit,
+        }[self.kind]
+
+    @property
+    def verdict(self) -> str:
+        if self.met:
+            return "met"
+        if self.measured is None:
+            return "missed (no answer to measure)"
+        if self.unit == "failed":
+            return f"missed by {self.measured:.0f} failed requests"
+        if self.kind in ("min", "above"):
+            return f"missed by {(self.limit - self.measured) / self.limit:.1%}"
+        return f"missed by {(self.measured - self.limit) / self.limit:.1%}"
+
+
+@dataclass
+class Results:
+    settings: Settings
+    meta: dict
+    cases: list[Case] = field(default_factory=list)
+    rounds: dict[str, list[dict]] = field(default_factory=dict)
+    targets: list[Target] = field(default_factory=list)
+    what_ifs: list[dict] = field(default_factory=list)  # what each extra case changes, and why
+
+    def median(self, case_id: str, key: str) -> float | None:
+        values = [r[key] for r in self.rounds.get(case_id, []) if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+
+def fmt_ms(metrics: dict, prefix: str = "") -> str:
+    if metrics[prefix + "timed_out"] and not metrics[prefix + "requests"]:
+        return "no answer"
+    return f"p50 {metrics[prefix + 'p50_ms']:.2f} ms  p99 {metrics[prefix + 'p99_ms']:.2f} ms"
+
+
+def throughput_line(metrics: dict) -> str:
+    cpu = metrics["cpu_us_per_request"]
+    parts = " + ".join(f"{name} {value:.0f}" for name, value in cpu.items() if value is not None)
+    return (
+        f"{metrics['rps']:>9,.0f} req/s  {fmt_ms(metrics)}  {metrics['failed']} failed  (CPU us/req: {parts}; "
+        f"other load {metrics['other_cores']:.2f} cores)"
+    )
+
+
+class Benchmark:
+    def __init__(
+        self,
+        settings: Settings,
+        template: Path,
+        variants: list[dict[str, str]],
+        work: Path,
+        venvs: Path,
+        venv: Path | None = None,
+    ):
+        self.settings = settings
+        self.template = template
+        self.variants = variants
+        self.work = work
+        self.venvs = venvs  # where virtualenvs made for the projects are kept between runs
+        self.venv_override = venv
+        self.what_ifs: list[tuple[whatif.WhatIf, Project]] = []
+        self.venv: dict[str, Path] = {}  # project name -> the virtualenv its servers run from
+        self.wrk = load.find_wrk()
+        self.nginx = find_nginx()
+        self.projects: list[Project] = []
+        self.servers: dict[str, Server] = {}
+        self.hosts: dict[str, str] = {}  # server name -> the Host its project answers (its domain_name)
+        self.results = Results(settings, {})
+
+    # Set-up -------------------------------------------------------------------------------------
+
+    def describe_machine(self) -> dict:
+        def version(command: list[str], pattern: str) -> str:
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+            except OSError:
+                return "?"
+            found = re.search(pattern, done.stdout + done.stderr)
+            return found.group(1) if found else "?"
+
+        cpu_model = "?"
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+        return {
+            "date": time.strftime("%Y-%m-%d"),
+            "load_average_before": round(os.getloadavg()[0], 2),
+            "cores": os.cpu_count(),
+            "cpu": cpu_model,
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "nginx": version([self.nginx, "-v"], r"nginx/(\S+)"),
+            "gunicorn": version([str(self.venv["default"] / "bin" / "gunicorn"), "--version"], r"\(version ([^)]+)\)"),
+            "wrk": version([self.wrk, "--version"], r"wrk (\S+)"),
+        }
+
+    def bake_projects(self) -> None:
+        for number, answers in enumerate([{}, *self.variants]):
+            name = ",".join(f"{key}={value}" for key, value in answers.items()) or "default"
+            path, seconds = bake(self.template, self.work / "projects" / str(number), answers)
+            project = Project(name, path, answers, load_layout(path, number))
+            if getattr(project.layout, "TLS_MODE", "none") != "none":
+                raise BenchError(f"{name}: the benchmark speaks plain HTTP; measure a project with tls_mode=none")
+            self.projects.append(project)
+            self.venv[name] = self.venv_override or venv_for(project, self.venvs)
+            print(f"baked: {name} -> {path} ({seconds:.2f} s; servers run from {self.venv[name]})", flush=True)
+        default = self.projects[0]
+        if default.static_dir is None:
+            raise BenchError("the default project has no static folder for nginx to serve")
+        (default.static_dir / STATIC_FILE).write_bytes(os.urandom(STATIC_BYTES))
+        for number, what_if in enumerate(whatif.CATALOGUE, len(self.projects)):
+            made = whatif.prepare(what_if, self.template, default, self.work / "projects" / str(number), number)
+            if isinstance(made, str):
+                print(f"what-if {what_if.id}: skipped, {made}", flush=True)
+                self.results.what_ifs.append({"id": what_if.id, "label": what_if.label, "skipped": made})
+                continue
+            self.what_ifs.append((what_if, made))
+            entry = {"id": what_if.id, "label": what_if.label, "short": what_if.short, "why": what_if.why}
+            self.results.what_ifs.append(entry)
+            self.venv[made.name] = self.venv_override or venv_for(made, self.venvs)
+            print(f"what-if {what_if.id}: {made.path}", flush=True)
+
+    def start_servers(self, stack: ExitStack) -> None:
+        default = self.projects[0]
+        host = default.domain
+        # Each project, and each what-if, under its run-local and (but for static ones) as gunicorn alone.
+        static_what_ifs = {project.name for what_if, project in self.what_ifs if what_if.static}
+        for project in [*self.projects, *(project for _, project in self.what_ifs)]:
+            server = stack.enter_context(run_local(project, self.venv[project.name]))
+            self.servers[f"stack:{project.name}"] = server
+            self.hosts[server.name] = project.domain
+            print(f"started: generated stack ({project.name}) on 127.0.0.1:{server.port}", flush=True)
+            if project.name in static_what_ifs:
+                continue
+            alone = gunicorn_alone(f"gunicorn-{len(self.servers)}", project, self.venv[project.name], self.work)
+            alone = stack.enter_context(alone)
+            self.hosts[alone.name] = project.domain
+            wait_answering(alone, "/healthz", project.domain, START_SECONDS, None)
+            self.servers[f"gunicorn:{project.name}"] = alone
+            print(f"started: gunicorn alone ({project.name}) on 127.0.0.1:{alone.port}", flush=True)
+
+        files = stack.enter_context(
+            gunicorn_alone(
+                "gunicorn-files",
+                default,
+                self.venv["default"],
+                self.work,
+                app=["--pythonpath", str(BENCH_DIR), "benchkit.fileapp:application"],
+                env={"BENCH_STATIC_DIR": str(default.static_dir)},
+            )
+        )
+        wait_answering(files, f"/static/{STATIC_FILE}", host, START_SECONDS, None)
+        self.servers["gunicorn-files"] = files
+        print(f"started: gunicorn file app on 127.0.0.1:{files.port}", flush=True)
+
+        port = free_port()
+        guide_site = GUIDE_SITE.format(port=port, host=host, app=self.servers["gunicorn:default"].port)
+        guide = scratch_nginx("guide", self.nginx, self.work / "servers" / "nginx-guide", guide_site, port, host)
+        guide = stack.enter_context(guide)
+        # The guide's nginx shares gunicorn with "gunicorn alone": its CPU time is counted here too.
+        guide.pids["gunicorn"] = self.servers["gunicorn:default"].pids["gunicorn"]
+        self.servers["guide"] = guide
+        print(f"started: the guide's plain nginx on 127.0.0.1:{port}", flush=True)
+
+        port = free_port()
+        ceiling_site = CEILING_SITE.format(port=port, host=host)
+        ceiling = scratch_nginx("return-200", self.nginx, self.work / "servers" / "nginx-200", ceiling_site, port, host)
+        self.servers["return-200"] = stack.enter_context(ceiling)
+        print(f"started: nginx return 200 on 127.0.0.1:{port}", flush=True)
+
+    def warm_up(self) -> None:
+        """One second of load on each app server: workers import and fill their caches first."""
+        for key, server in self.servers.items():
+            path = f"/static/{STATIC_FILE}" if key == "gunicorn-files" else "/"
+            self.load(server, path, seconds=1)
+
+    # Measurements -------------------------------------------------------------------------------
+
+    def load(self, server: Server, path: str, *, seconds: int | None = None, **kwargs) -> load.WrkResult:
+        options = {"connections": self.settings.connections, "threads": self.settings.threads, **kwargs}
+        host = self.hosts.get(server.name, self.projects[0].domain)
+        return load.wrk(self.wrk, server, path, host, seconds=seconds or self.settings.duration, **options)
+
+    def throughput(self, key: str, path: str = "/") -> dict:
+        return self.load(self.servers[key], path).metrics()
+
+    def slow_clients(self, key: str) -> dict:
+        """p99 of a few steady clients, first alone, then with 100 slow connections open."""
+        server = self.servers[key]
+        host = self.projects[0].domain
+        steady = {
+            "connections": self.settings.normal_connections,
+            "threads": 1,
+            "pause_ms": self.settings.normal_pause_ms,
+        }
+        idle = self.load(server, "/", **steady)
+        with load.slow_clients(server.port, host, self.settings.slow_clients, self.settings.duration + 5) as opened:
+            time.sleep(0.5)  # every slow connection is open and has sent its first bytes
+            busy = self.load(server, "/", **steady)
+        # A server whose workers were all held by slow clients must be back before the next case.
+        wait_answering(server, "/healthz", host, START_SECONDS, None)
+        metrics = {f"idle_{k}": v for k, v in idle.metrics().items()}
+        metrics |= {f"slow_{k}": v for k, v in busy.metrics().items()}
+        metrics["slow_connections"] = opened
+        return metrics
+
+    def reload(self, project: Project) -> dict:
+        """HUP to gunicorn's master (each one, if several instances) a third into a load through nginx."""
+        server = self.servers[f"stack:{project.name}"]
+        masters = server.pids["gunicorn"]
+        log = self.servers[f"stack:{project.name}"].log
+        log_before = log.stat().st_size
+        workers = {master: len(children_of(master)) for master in masters}
+
+        def hup() -> None:
+            for master in masters:
+                os.kill(master, signal.SIGHUP)
+
+        result = self.load(server, "/", during=(self.settings.duration / 3, hup))
+        with log.open("rb") as lines:
+            lines.seek(log_before)
+            reloads = lines.read().lower().count(b"handling signal: hup")
+        # Back to a full set of workers before anything else is measured.
+        deadline = time.monotonic() + START_SECONDS
+        while any(len(children_of(m)) < n for m, n in workers.items()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return {**result.metrics(), "reloaded": reloads >= len(masters)}
+
+    def bake_time(self, project: Project) -> dict:
+        out = self.work / "bakes" / f"{time.monotonic_ns()}"
+        _, seconds = bake(self.template, out, project.answers)
+        shutil.rmtree(out)
+        return {"seconds": round(seconds, 3)}
+
+    # The plan -----------------------------------------------------------------------------------
+
+    def plan(self) -> list[Case]:
+        """Every case of a round, in order; the baselines are measured once, for the default project."""
+        static = f"/static/{STATIC_FILE}"
+        cases = []
+        for project in self.projects:
+            tag, suffix = variant_tags(project)
+            stack, alone = f"stack:{project.name}", f"gunicorn:{project.name}"
+            bind = "TCP" if project.answers.get("bind") == "tcp" else "unix socket"
+            cases += [
+                Case(
+                    f"dynamic-stack{tag}",
+                    "dynamic",
+                    f"generated stack: nginx -> gunicorn ({bind}){suffix}",
+                    partial(self.throughput, stack),
+                    throughput_line,
+                ),
+                Case(
+                    f"dynamic-gunicorn{tag}",
+                    "dynamic",
+                    f"gunicorn alone, same gunicorn.conf.py, TCP{suffix}",
+                    partial(self.throughput, alone),
+                    throughput_line,
+                ),
+            ]
+            if project is self.projects[0]:
+                cases += [
+                    Case(
+                        "dynamic-guide",
+                        "dynamic",
+                        "the guide's plain nginx site -> same gunicorn, TCP",
+                        partial(self.throughput, "guide"),
+                        throughput_line,
+                    ),
+                    Case(
+                        "dynamic-nginx-return",
+                        "dynamic",
+                        "nginx `return 200` (the proxy's ceiling)",
+                        partial(self.throughput, "return-200"),
+                        throughput_line,
+                    ),
+                ]
+                for what_if, changed in self.what_ifs:
+                    if what_if.static:
+                        continue
+                    cases += [
+                        Case(
+                            f"what-if-{what_if.id}",
+                            "what-if",
+                            f"{what_if.label}: generated stack",
+                            partial(self.throughput, f"stack:{changed.name}"),
+                            throughput_line,
+                        ),
+                        Case(
+                            f"what-if-{what_if.id}-gunicorn",
+                            "what-if",
+                            f"{what_if.label}: gunicorn alone",
+                            partial(self.throughput, f"gunicorn:{changed.name}"),
+                            throughput_line,
+                        ),
+                    ]
+                cases += [
+                    Case(
+                        "static-nginx",
+                        "static",
+                        "via the generated nginx /static/",
+                        partial(self.throughput, stack, static),
+                        throughput_line,
+                    ),
+                    Case(
+                        "static-gunicorn",
+                        "static",
+                        "via gunicorn (a file app with sendfile, same gunicorn.conf.py)",
+                        partial(self.throughput, "gunicorn-files", static),
+                        throughput_line,
+                    ),
+                    *(
+                        Case(
+                            f"what-if-{what_if.id}",
+                            "what-if",
+                            f"{what_if.label}: 100 KB file via nginx",
+                            partial(self.throughput, f"stack:{changed.name}", static),
+                            throughput_line,
+                        )
+                        for what_if, changed in self.what_ifs
+                        if what_if.static
+                    ),
+                    Case(
+                        "slow-nginx",
+                        "slow clients",
+                        "behind the generated nginx",
+                        partial(self.slow_clients, stack),
+                        slow_line,
+                    ),
+                    Case(
+                        "slow-gunicorn",
+                        "slow clients",
+                        "gunicorn exposed directly",
+                        partial(self.slow_clients, alone),
+                        slow_line,
+                    ),
+                ]
+            cases += [
+                Case(
+                    f"reload{tag}",
+                    "reload",
+                    f"HUP to gunicorn under load, through nginx{suffix}",
+                    partial(self.reload, project),
+                    reload_line,
+                ),
+                Case(
+                    f"bake{tag}",
+                    "bake",
+                    f"cookiecutter --no-input + deploy/check{suffix}",
+                    partial(self.bake_time, project),
+                    lambda m: f"{m['seconds']:.2f} s",
+                ),
+            ]
+        return cases
+
+    def run(self) -> Results:
+        self.bake_projects()
+        self.results.meta = self.describe_machine()
+        busy_before, _ = load.machine_cpu()
+        time.sleep(1)
+        busy = load.machine_cpu()[0] - busy_before
+        if busy > 0.2:
+            print(
+                f"note: other work keeps {busy:.1f} cores busy: the numbers will be noisy (each case prints its "
+                "other load; an idle machine gives ratios to trust)",
+                flush=True,
+            )
+        cases = self.plan()
+        self.results.cases = cases
+        with ExitStack() as stack:
+            self.start_servers(stack)
+            if not self.settings.smoke:  # a smoke run's numbers mean nothing anyway
+                self.warm_up()
+            for number in range(1, self.settings.rounds + 1):
+                for case in cases:
+                    metrics = case.run()
+                    self.results.rounds.setdefault(case.id, []).append(metrics)
+                    print(f"round {number}/{self.settings.rounds}  {case.id:<28} {case.line(metrics)}", flush=True)
+        self.results.targets = targets(self.results)
+        self.results.what_ifs = what_if_numbers(self.results)
+        return self.results
+
+
+def targets(r: Results) -> list[Target]:
+    """Every target, from the rounds alone (so that results.json is enough to compute them again)."""
+    # "" for the default project, then "[bind=tcp]" and so on for each variant, in the order run.
+    tags = [case.removeprefix("dynamic-stack") for case in r.rounds if case.startswith("dynamic-stack")]
+    found = []
+    for tag in tags:
+        suffix = f" {tag}" if tag else ""
+        found.append(
+            ratio_target(
+                r,
+                f"stack-vs-gunicorn{tag}",
+                f"dynamic: generated stack vs gunicorn alone{suffix}",
+                0.95,
+                "min",
+                (f"dynamic-stack{tag}", "rps"),
+                (f"dynamic-gunicorn{tag}", "rps"),
+            )
+        )
+        if not tag:
+            found += [
+                ratio_target(
+                    r,
+                    "stack-vs-guide",
+                    "dynamic: generated stack vs the guide's plain setup",
+                    1.0,
+                    "above",
+                    ("dynamic-stack", "rps"),
+                    ("dynamic-guide", "rps"),
+                ),
+                ratio_target(
+                    r,
+                    "static-nginx-vs-gunicorn",
+                    "static 100 KB: via nginx vs via gunicorn",
+                    4.0,
+                    "min",
+                    ("static-nginx", "rps"),
+                    ("static-gunicorn", "rps"),
+                ),
+                ratio_target(
+                    r,
+                    "slow-clients-p99",
+                    "slow clients: p99 behind nginx vs its idle p99",
+                    2.0,
+                    "max",
+                    ("slow-nginx", "slow_p99_ms"),
+                    ("slow-nginx", "idle_p99_ms"),
+                ),
+            ]
+        reloads = r.rounds[f"reload{tag}"]
+        found.append(
+            Target(
+                f"reload-failed{tag}",
+                f"reload: failed requests during a HUP{suffix}",
+                sum(m["failed"] for m in reloads),
+                0,
+                "max",
+                "failed",
+                "per round: " + ", ".join(str(m["failed"]) for m in reloads),
+            )
+        )
+        bakes = r.rounds[f"bake{tag}"]
+        found.append(
+            Target(
+                f"bake-seconds{tag}",
+                f"bake + validation{suffix}",
+                r.median(f"bake{tag}", "seconds"),
+                3.0,
+                "below",
+                "s",
+                "median of " + ", ".join(f"{m['seconds']:.2f}" for m in bakes) + " s",
+                per_round=[m["seconds"] for m in bakes],
+            )
+        )
+    return found
+
+
+def paired_ratio(r: Results, top: tuple[str, str], bottom: tuple[str, str]) -> tuple[float | None, list]:
+    """The median of the per-round ratios top / bottom (each a case and one of its metrics), and those.
+
+    Round by round, the two cases ran seconds apart: their ratio is free of the machine's slower
+    and faster spells, which a ratio of two medians taken from different rounds is not.
+    """
+    pairs = zip(r.rounds[top[0]], r.rounds[bottom[0]], strict=True)
+    per_round = [ratio(a[top[1]], b[bottom[1]]) for a, b in pairs]
+    if not per_round or None in per_round:
+        return None, per_round
+    return statistics.median(per_round), per_round
+
+
+def ratio_target(
+    r: Results, target_id: str, label: str, limit: float, kind: str, top: tuple[str, str], bottom: tuple[str, str]
+) -> Target:
+    """A target on a ratio of two measurements, as the median of its per-round values."""
+    measured, per_round = paired_ratio(r, top, bottom)
+    unit = "ms" if top[1].endswith("_ms") else "req/s"
+    # A latency with requests left unanswered is no latency: no ratio to compare then.
+    if unit == "ms" and any(m.get(top[1].replace("p99_ms", "timed_out")) for m in r.rounds[top[0]]):
+        measured = None
+    if measured is None:
+        return Target(target_id, label, None, limit, kind, "x", "no answer", per_round)
+    digits = ",.0f" if unit == "req/s" else ".2f"
+    medians = f"medians {r.median(*top):{digits}} / {r.median(*bottom):{digits}} {unit}"
+    return Target(target_id, label, measured, limit, kind, "x", medians, per_round)
+
+
+def what_if_numbers(r: Results) -> list[dict]:
+    """The what-if entries with their figures: against the same case as generated, and (dynamic ones)
+    against gunicorn alone with the same change, the first target's ratio had the change been made."""
+    found = []
+    for entry in r.what_ifs:
+        case = f"what-if-{entry['id']}"
+        if "skipped" not in entry:
+            alone = f"{case}-gunicorn"
+            baseline = "dynamic-stack" if alone in r.rounds else "static-nginx"
+            vs_baseline, _ = paired_ratio(r, (case, "rps"), (baseline, "rps"))
+            entry = {**entry, "case": case, "baseline": baseline, "vs_baseline": vs_baseline}
+            for key in ("rps", "p99_ms"):
+                entry[key], entry[f"baseline_{key}"] = r.median(case, key), r.median(baseline, key)
+            if alone in r.rounds:
+                ratio_alone, per_round = paired_ratio(r, (case, "rps"), (alone, "rps"))
+                entry |= {
+                    "gunicorn_rps": r.median(alone, "rps"),
+                    "stack_vs_gunicorn": ratio_alone,
+                    "stack_vs_gunicorn_per_round": per_round,
+                }
+        found.append(entry)
+    return found
+
+
+def prepare_work(work: Path) -> Path:
+    """An empty WORK/run for this run's projects and servers; WORK/venvs, made earlier, stays."""
+    run = work / "run"
+    if run.exists():
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
+    run.chmod(0o755)  # nginx's workers read the static files in it
+    return run
+
+
+def variant_tags(project: Project) -> tuple[str, str]:
+    """What a variant adds to case ids ("[bind=tcp]") and to labels (" [bind=tcp]")."""
+    if project.name == "default":
+        return "", ""
+    return f"[{project.name}]", f" [{project.name}]"
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def slow_line(metrics: dict) -> str:
+    idle, busy = fmt_ms(metrics, "idle_"), fmt_ms(metrics, "slow_")
+    return (
+        f"idle: {metrics['idle_requests']:,} answered, {idle}  |  with {metrics['slow_connections']} slow clients: "
+        f"{metrics['slow_requests']:,} answered, {busy}"
+    )
+
+
+def reload_line(metrics: dict) -> str:
+    seen = "reloaded" if metrics["reloaded"] else "no reload seen in the log"
+    return f"{metrics['requests']:,} requests, {metrics['failed']} failed ({seen})"
+
+
+# The guide's site: nginx proxies to gunicorn on TCP with Debian's proxy_params, nothing else.
+GUIDE_SITE = """\
+server {{
+    listen 127.0.0.1:{port};
+    server_name {host};
+
+    location / {{
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_pass http://127.0.0.1:{app};
+    }}
+}}
+"""
+
+# What nginx alone answers on this machine: no upstream, no file.
+CEILING_SITE = """\
+server {{
+    listen 127.0.0.1:{port};
+    server_name {host};
+
+    location / {{
+        return 200 "ok\\n";
+    }}
+}}
+"""

@@ -1,0 +1,166 @@
+"""bench/run: the benchmark's machinery end to end, in its --smoke form (about half a minute).
+
+The smoke run measures too briefly for its numbers to mean anything: these tests check that every
+case ran and was reported (table, JSON, chart), not which targets were met.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TEMPLATE_DIR, require_tool
+
+BENCH = TEMPLATE_DIR / "bench" / "run"
+CASES = [
+    "dynamic-stack",
+    "dynamic-gunicorn",
+    "dynamic-guide",
+    "dynamic-nginx-return",
+    "static-nginx",
+    "static-gunicorn",
+    "slow-nginx",
+    "slow-gunicorn",
+    "reload",
+    "bake",
+]
+THROUGHPUT_CASES = [case for case in CASES if case.startswith(("dynamic-", "static-"))]
+TARGETS = [
+    "stack-vs-gunicorn",
+    "stack-vs-guide",
+    "static-nginx-vs-gunicorn",
+    "slow-clients-p99",
+    "reload-failed",
+    "bake-seconds",
+]
+
+
+def bench(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """bench/run with these arguments; past `timeout`, SIGTERM, so that it stops every server it started."""
+    command = [sys.executable, str(BENCH), *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=120)
+            pytest.fail(f"bench/run {' '.join(args)} took over {timeout}s:\n{stdout}{stderr}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory, worker_id: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One smoke run for the whole test session, whichever test process asks first (the others wait)."""
+    require_tool("nginx", "apt-get install nginx")
+    require_tool("wrk", "apt-get install wrk")
+    # The folder that every test process of this session shares (pytest-xdist's recipe).
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent
+    out, record = shared / "bench-results", shared / "bench-smoke.json"
+    with open(shared / "bench-smoke.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            done = bench("--smoke", "--out", str(out), "--work", str(shared / "bench-work"))
+            record.write_text(json.dumps([done.returncode, done.stdout, done.stderr]))
+    returncode, stdout, stderr = json.loads(record.read_text())
+    return subprocess.CompletedProcess(["bench/run", "--smoke"], returncode, stdout, stderr), out
+
+
+@pytest.fixture(scope="session")
+def results(smoke) -> dict:
+    done, out = smoke
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads((out / "results.json").read_text())
+
+
+def test_smoke_run_measures_every_case_once(results: dict) -> None:
+    assert set(CASES) <= set(results["cases"])
+    extra = set(results["cases"]) - set(CASES)
+    measured = {w["case"] for w in results["what_if"] if "skipped" not in w}
+    assert measured <= extra and all(case.startswith("what-if-") for case in extra)
+    assert all(len(case["rounds"]) == 1 for case in results["cases"].values())
+    assert results["settings"]["rounds"] == 1 and results["settings"]["duration"] == 1
+
+
+def test_what_if_cases_are_measured_or_say_why_not(results: dict) -> None:
+    assert results["what_if"]
+    for what_if in results["what_if"]:
+        if "skipped" in what_if:
+            assert what_if["skipped"], what_if["id"]  # the template changed under the edit
+        else:
+            assert what_if["rps"] > 0 and what_if["vs_baseline"] > 0, what_if["id"]
+            assert what_if["baseline"] in ("dynamic-stack", "static-nginx"), what_if["id"]
+
+
+def test_every_throughput_case_got_answers_without_errors(results: dict) -> None:
+    for name in THROUGHPUT_CASES:
+        (measured,) = results["cases"][name]["rounds"]
+        assert measured["requests"] > 0 and measured["rps"] > 0, name
+        assert measured["failed"] == 0, (name, measured["errors"])
+
+
+def test_slow_clients_and_reload_were_really_exercised(results: dict) -> None:
+    (slow,) = results["cases"]["slow-nginx"]["rounds"]
+    assert slow["slow_connections"] == 100
+    assert slow["idle_requests"] > 0 and slow["slow_requests"] > 0
+    (reload,) = results["cases"]["reload"]["rounds"]
+    assert reload["reloaded"], "no HUP in gunicorn's log"
+
+
+def test_every_target_has_a_verdict(results: dict) -> None:
+    targets = {target["id"]: target for target in results["targets"]}
+    assert list(targets) == TARGETS
+    for target in targets.values():
+        assert isinstance(target["met"], bool)
+        assert target["verdict"] == "met" or target["verdict"].startswith("missed")
+
+
+def test_table_names_every_case_and_target(smoke, results: dict) -> None:
+    _, out = smoke
+    table = (out / "results.md").read_text()
+    for case in results["cases"].values():
+        assert case["label"] in table
+    for target in results["targets"]:
+        assert f"| {target['label']} |" in table
+        assert target["verdict"] in table
+
+
+def test_progress_is_one_line_per_case(smoke, results: dict) -> None:
+    done, _ = smoke
+    lines = [line for line in done.stdout.splitlines() if line.startswith("round 1/1 ")]
+    assert [line.split()[2] for line in lines] == list(results["cases"])
+
+
+def test_chart_is_a_png(smoke, results: dict) -> None:
+    _, out = smoke
+    assert (out / "ratios.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_missing_wrk_says_how_to_install_it(tmp_path: Path) -> None:
+    done = bench("--smoke", "--out", str(tmp_path), env={**os.environ, "PATH": str(tmp_path)}, timeout=30)
+    assert done.returncode == 2
+    assert "wrk is not installed: apt-get install wrk" in done.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_help_names_the_options() -> None:
+    done = bench("--help", timeout=30)
+    assert done.returncode == 0
+    for option in ("--smoke", "--rounds", "--duration", "--out", "VARIANT"):
+        assert option in done.stdout
+
+
+def test_redraw_rebuilds_the_table_from_the_json_alone(smoke, tmp_path: Path) -> None:
+    _, out = smoke
+    (tmp_path / "results.json").write_text((out / "results.json").read_text())
+    done = bench("--redraw", "--out", str(tmp_path), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "results.md").read_text() == (out / "results.md").read_text()
+    assert (tmp_path / "ratios.png").read_bytes().startswith(b"\x89PNG")
