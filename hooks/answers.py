@@ -287,7 +287,10 @@ def _check(rules: Mapping[str, Rule], answers: Mapping[str, object]) -> list[str
 def cross_field(answers: Mapping[str, object]) -> list[str]:
     """Rules that tie two answers together: combinations that cannot work."""
     found = []
-    get = lambda key: str(answers.get(key, ""))  # noqa: E731 - a short local accessor
+
+    def get(key: str) -> str:
+        return str(answers.get(key, ""))
+
     if get("server_user") and get("server_user") == get("__nginx_user"):
         found.append(describe("server_user", get("server_user"), "must differ from nginx's user"))
     worker, framework = get("__worker_class"), get("framework")

@@ -18,9 +18,6 @@ import pytest
 from conftest import require_tool
 from helpers import DOMAIN, LOOPBACK, LiveStack, Response, load, request, start_stack
 
-# All of this module on one test process (--dist loadscope): the variants start once.
-pytestmark = pytest.mark.xdist_group("live-options")
-
 VARIANTS = {
     "flask-gthread-tls": {"framework": "flask", "worker_class": "gthread", "tls_mode": "existing"},
     "django-gevent-tcp": {"framework": "django", "worker_class": "gevent", "bind": "tcp"},

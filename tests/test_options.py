@@ -142,3 +142,13 @@ def test_impossible_combinations_are_refused(cookies, capfd, answers: dict[str, 
     result = cookies.bake(extra_context=answers)
     assert isinstance(result.exception, FailedHookException)
     assert message in capfd.readouterr().err
+
+
+def test_rolling_restart_command_restarts_each_instance_in_turn(bake) -> None:
+    project = bake(bind="tcp", instances="3", app_port="9001")
+    result = project.run(sys.executable, "deploy/rolling-restart", "--dry-run", check=True)
+    assert result.stdout.splitlines() == [
+        f"restart: systemctl restart my_app@{port}.service" for port in (9001, 9002, 9003)
+    ]
+    unit = (project.path / "deploy/systemd/my_app@.service").read_text()
+    assert "Environment=GUNICORN_BIND=127.0.0.1:%i" in unit
