@@ -12,7 +12,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -29,7 +28,6 @@ from types import ModuleType
 LOOPBACK = "127.0.0.1"
 START_SECONDS = 60
 STOP_SECONDS = 30
-TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -286,45 +284,28 @@ def gunicorn_alone(
 # nginx with a site of the benchmark's own (the baselines) ----------------------------------------
 
 
-def main_conf(prefix: Path, nginx: str, site: Path) -> str:
-    """A main configuration like run-local's, in `prefix`: pid, logs and temporary files inside it."""
-    built = subprocess.run([nginx, "-V"], capture_output=True, text=True, check=False).stderr
-    found = re.search(r"--conf-path=(\S+)", built)
-    conf_dir = Path(found.group(1)).parent if found else Path("/etc/nginx")
-    temp = [f"    {name}_temp_path {prefix}/tmp/{name};" for name in TEMP_PATHS]
-    lines = [
-        f"# Scratch main configuration for a benchmark baseline: everything stays under {prefix}.",
-        # As root, workers would otherwise run as `nobody`; the same choice as run-local's.
-        "user root;" if os.geteuid() == 0 else "",
-        "worker_processes auto;",
-        f"pid {prefix}/nginx.pid;",
-        f"error_log {prefix}/logs/error.log;",
-        "daemon off;",
-        "events {",
-        "    worker_connections 1024;",
-        "}",
-        "http {",
-        f"    include {conf_dir}/mime.types;",
-        "    default_type application/octet-stream;",
-        "    sendfile on;",
-        "    tcp_nopush on;",
-        f"    access_log {prefix}/logs/access.log;",
-        *temp,
-        f"    include {site};",
-        "}",
-    ]
-    return "\n".join(line for line in lines if line) + "\n"
+def project_nginx(project: Path) -> ModuleType:
+    """The baked project's deploytools.nginx: the scratch nginx of run-local and deploy/check."""
+    deploy = str(project / "deploy")
+    if deploy not in sys.path:
+        sys.path.insert(0, deploy)
+    import deploytools.nginx  # type: ignore[import-not-found]
+
+    return deploytools.nginx
 
 
 @contextmanager
-def scratch_nginx(name: str, nginx: str, prefix: Path, site: str, port: int, host: str) -> Iterator[Server]:
-    """nginx in the foreground with `site` (which listens on 127.0.0.1:`port`), in a scratch prefix."""
-    for folder in ("conf", "logs", *(f"tmp/{temp}" for temp in TEMP_PATHS)):
-        (prefix / folder).mkdir(parents=True, exist_ok=True)
+def scratch_nginx(
+    name: str, nginx: str, prefix: Path, site: str, port: int, host: str, project: Path
+) -> Iterator[Server]:
+    """nginx in the foreground with `site` (which listens on 127.0.0.1:`port`), in a scratch prefix
+    laid out as the baked `project`'s run-local lays out its own."""
+    scratch = project_nginx(project)
+    scratch.make_prefix(prefix)
     site_file = prefix / "conf" / "site.conf"
     site_file.write_text(site)
     conf = prefix / "conf" / "nginx.conf"
-    conf.write_text(main_conf(prefix, nginx, site_file))
+    conf.write_text(scratch.main_conf(prefix, nginx, site_file, foreground=True))
     log = prefix / "logs" / "error.log"
     checked = subprocess.run([nginx, "-t", "-q", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True)
     if checked.returncode != 0:

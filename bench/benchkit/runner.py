@@ -245,7 +245,9 @@ class Benchmark:
 
         port = free_port()
         guide_site = GUIDE_SITE.format(port=port, host=host, app=self.servers["gunicorn:default"].port)
-        guide = scratch_nginx("guide", self.nginx, self.work / "servers" / "nginx-guide", guide_site, port, host)
+        guide = scratch_nginx(
+            "guide", self.nginx, self.work / "servers" / "nginx-guide", guide_site, port, host, default.path
+        )
         guide = stack.enter_context(guide)
         # The guide's nginx shares gunicorn with "gunicorn alone": its CPU time is counted here too.
         guide.pids["gunicorn"] = self.servers["gunicorn:default"].pids["gunicorn"]
@@ -254,7 +256,9 @@ class Benchmark:
 
         port = free_port()
         ceiling_site = CEILING_SITE.format(port=port, host=host)
-        ceiling = scratch_nginx("return-200", self.nginx, self.work / "servers" / "nginx-200", ceiling_site, port, host)
+        ceiling = scratch_nginx(
+            "return-200", self.nginx, self.work / "servers" / "nginx-200", ceiling_site, port, host, default.path
+        )
         self.servers["return-200"] = stack.enter_context(ceiling)
         print(f"started: nginx return 200 on 127.0.0.1:{port}", flush=True)
 

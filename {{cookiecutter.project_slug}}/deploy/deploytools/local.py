@@ -286,12 +286,19 @@ def run(port: int | None, venv: Path) -> int:
     return 0
 
 
-def restart() -> int:
-    """Ask the running run-local for a rolling restart of its gunicorn instances."""
+def running() -> State | None:
+    """What .run-local.json says of the running stack, or None (and says so) when there is none."""
     if not STATE_FILE.exists():
         print("not running (no .run-local.json)")
+        return None
+    return State(**json.loads(STATE_FILE.read_text()))
+
+
+def restart() -> int:
+    """Ask the running run-local for a rolling restart of its gunicorn instances."""
+    state = running()
+    if state is None:
         return 1
-    state = State(**json.loads(STATE_FILE.read_text()))
     os.kill(state.pid, signal.SIGHUP)
     print(f"restart: asked run-local (pid {state.pid}); its output shows each instance")
     return 0
@@ -299,10 +306,9 @@ def restart() -> int:
 
 def stop() -> int:
     """Stop the stack that .run-local.json describes, even if its run-local was killed."""
-    if not STATE_FILE.exists():
-        print("not running (no .run-local.json)")
+    state = running()
+    if state is None:
         return 0
-    state = State(**json.loads(STATE_FILE.read_text()))
     try:
         os.kill(state.pid, signal.SIGTERM)
     except ProcessLookupError:

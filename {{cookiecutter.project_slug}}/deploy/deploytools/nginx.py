@@ -105,24 +105,9 @@ def localize(site: str, prefix: Path, ports: LocalPorts) -> str:
     return site.replace(f"server_name {layout.DOMAIN};", f"server_name {names};")
 
 
-def write_main_conf(
-    prefix: Path, nginx: str, ports: LocalPorts, *, foreground: bool, site_source: Path = layout.NGINX_SITE
-) -> Path:
-    """Lay out `prefix` for nginx -p and return the main configuration that includes the site."""
-    conf = prefix / "conf"
-    (conf / "snippets").mkdir(parents=True, exist_ok=True)
-    (prefix / "logs").mkdir(exist_ok=True)
-    (prefix / "acme").mkdir(exist_ok=True)
-    snippets = conf / "snippets" / layout.NGINX_SNIPPETS_NAME
-    if not snippets.exists():
-        snippets.symlink_to(layout.NGINX_SNIPPETS)
-    if layout.TLS_MODE != "none" and not tls_files(prefix)[0].exists():
-        make_self_signed(prefix)
-    site = conf / site_source.name
-    site.write_text(localize(site_source.read_text(), prefix, ports))
+def main_conf(prefix: Path, nginx: str, site: Path, *, foreground: bool) -> str:
+    """A main configuration that includes `site` and keeps pid, logs and temporary files in `prefix`."""
     temp = [f"    {name}_temp_path {prefix}/tmp/{name};" for name in TEMP_PATHS]
-    for name in TEMP_PATHS:
-        (prefix / "tmp" / name).mkdir(parents=True, exist_ok=True)
     lines = [
         f"# Scratch main configuration: pid, logs and temporary files stay under {prefix}.",
         # As root, workers would drop to `nobody` and could not read a private checkout.
@@ -144,6 +129,28 @@ def write_main_conf(
         f"    include {site};",
         "}",
     ]
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def make_prefix(prefix: Path) -> None:
+    """The folders nginx -p `prefix` writes to."""
+    for folder in ("conf/snippets", "logs", "acme", *(f"tmp/{name}" for name in TEMP_PATHS)):
+        (prefix / folder).mkdir(parents=True, exist_ok=True)
+
+
+def write_main_conf(
+    prefix: Path, nginx: str, ports: LocalPorts, *, foreground: bool, site_source: Path = layout.NGINX_SITE
+) -> Path:
+    """Lay out `prefix` for nginx -p and return the main configuration that includes the site."""
+    make_prefix(prefix)
+    conf = prefix / "conf"
+    snippets = conf / "snippets" / layout.NGINX_SNIPPETS_NAME
+    if not snippets.exists():
+        snippets.symlink_to(layout.NGINX_SNIPPETS)
+    if layout.TLS_MODE != "none" and not tls_files(prefix)[0].exists():
+        make_self_signed(prefix)
+    site = conf / site_source.name
+    site.write_text(localize(site_source.read_text(), prefix, ports))
     main = conf / f"nginx-{site_source.stem}.conf"
-    main.write_text("\n".join(line for line in lines if line) + "\n")
+    main.write_text(main_conf(prefix, nginx, site, foreground=foreground))
     return main
