@@ -9,7 +9,10 @@ from pathlib import Path
 # The answers arrive as data: a quote in an answer must never become Python code here.
 ANSWERS = json.loads({{cookiecutter | tojson | tojson}})
 
-sys.path.insert(0, str(Path(ANSWERS["_repo_dir"]) / "hooks"))
+# The template's own folder, absolute (`_repo_dir` is as the user typed it, e.g. "." and this
+# hook runs from the new project's folder): local_extensions.py knows where it was loaded from.
+TEMPLATE_DIR = Path({{ template_dir | tojson }})
+sys.path.insert(0, str(TEMPLATE_DIR / "hooks"))
 from answers import problems  # noqa: E402
 
 

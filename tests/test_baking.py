@@ -7,10 +7,12 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 from conftest import TEMPLATE_DIR, Baked, require_tool
+from helpers import start_stack
 
 EXPECTED_FILES = [
     "README.md",
@@ -112,36 +114,93 @@ def test_answers_are_recorded_for_a_rebake(baked: Baked, tmp_path: Path) -> None
     assert (rebaked / "deploy/nginx/my_app.conf").read_text() == (baked.path / "deploy/nginx/my_app.conf").read_text()
 
 
-def test_bake_from_a_git_url(tmp_path: Path) -> None:
-    """`cookiecutter gh:...` clones with git; a git+file:// URL takes the same path."""
+def template_files() -> list[str]:
+    """The template's files as a clone has them (tracked or new, not ignored)."""
     git = shutil.which("git") or pytest.skip("git is not installed")
-    repo = tmp_path / "template.git"
-    files = (
-        subprocess.run(
-            [git, "ls-files", "-co", "--exclude-standard", "-z"], cwd=TEMPLATE_DIR, capture_output=True, check=True
-        )
-        .stdout.decode()
-        .split("\0")
+    listed = subprocess.run(
+        [git, "ls-files", "-co", "--exclude-standard", "-z"], cwd=TEMPLATE_DIR, capture_output=True, check=True
     )
-    for name in filter(None, files):
-        if (TEMPLATE_DIR / name).exists():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(TEMPLATE_DIR / name, repo / name)
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
+    return [name for name in listed.stdout.decode().split("\0") if name and (TEMPLATE_DIR / name).exists()]
+
+
+def copy_template(to: Path) -> Path:
+    for name in template_files():
+        (to / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(TEMPLATE_DIR / name, to / name)
+    return to
+
+
+def git_repo(folder: Path) -> Path:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
     for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "template"]):
-        subprocess.run([git, *command], cwd=repo, check=True, env=env)
+        subprocess.run(["git", *command], cwd=folder, check=True, env=env)
+    return folder
+
+
+def zipped(folder: Path) -> Path:
+    """The template as GitHub's "Download ZIP" has it: one top folder inside the archive."""
+    archive = folder.with_suffix(".zip")
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in [folder, *sorted(folder.rglob("*"))]:
+            if ".git" not in path.relative_to(folder).parts:
+                out.write(path, Path(folder.name) / path.relative_to(folder))
+    return archive
+
+
+# How people name the template: (where cookiecutter runs, the argument), from a copy at tmp/cookiecutter-wsgi-deploy.
+TEMPLATE_ARGUMENTS = {
+    "dot": ("cookiecutter-wsgi-deploy", "."),
+    "relative-path": (".", "cookiecutter-wsgi-deploy"),
+    "relative-path-from-elsewhere": ("elsewhere", "../cookiecutter-wsgi-deploy"),
+    "absolute-path": ("elsewhere", "{template}"),
+    "git-file-url": ("elsewhere", "git+file://{template}"),
+    "zip": ("elsewhere", "{template}.zip"),
+}
+
+
+@pytest.mark.parametrize("where", TEMPLATE_ARGUMENTS.values(), ids=TEMPLATE_ARGUMENTS.keys())
+def test_bakes_from_every_way_of_naming_the_template(tmp_path: Path, where: tuple[str, str]) -> None:
+    template = git_repo(copy_template(tmp_path / "cookiecutter-wsgi-deploy"))
+    zipped(template)
+    (tmp_path / "elsewhere").mkdir()
+    cwd, argument = where
     out = tmp_path / "out"
-    out.mkdir()
-    result = cookiecutter_cli("--no-input", f"git+file://{repo}", cwd=out, home=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = cookiecutter_cli(
+        "--no-input", "-o", str(out), argument.format(template=template), cwd=tmp_path / cwd, home=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "all checks passed" in result.stdout
     assert (out / "my_app" / "deploy" / "check").is_file()
+
+
+# Characters a shell or nginx treats specially, in the folder a project is baked into.
+AWKWARD_FOLDERS = {"space": "my projects", "dollar-quote-semicolon": "a$HOME'b;c"}
+
+
+@pytest.mark.parametrize("folder", AWKWARD_FOLDERS.values(), ids=AWKWARD_FOLDERS.keys())
+def test_project_in_a_folder_with_special_characters_checks_runs_and_stages(
+    tmp_path: Path, folder: str, app_venv: Path
+) -> None:
+    require_tool("nginx", "apt-get install nginx")
+    out = tmp_path / folder
+    result = cookiecutter_cli("--no-input", "-o", str(out), str(TEMPLATE_DIR), cwd=tmp_path, home=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    project = out / "my_app"
+    check = subprocess.run([sys.executable, "deploy/check"], cwd=project, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    assert "ok    nginx" in check.stdout
+    with start_stack(project, app_venv) as stack:
+        assert stack.get("/static/style.css").status == 200
+        assert stack.get("/healthz").status == 200
+    staged = subprocess.run(
+        [sys.executable, "deploy/install", "--root", str(out / "staged root")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert staged.returncode == 0, staged.stdout + staged.stderr
+    assert (out / "staged root" / "etc/systemd/system/my_app.service").is_file()
 
 
 def test_tcp_bind_drops_the_socket_unit(bake) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import layout
 from .envfile import read_env_file
-from .nginx import LocalPorts, find_nginx, write_main_conf
+from .nginx import LocalPorts, find_nginx, scratch_dir, write_main_conf
 
 EXPOSURE_LIMIT = 2.0
 VENV_NAMES = ("venv", ".venv", layout.LOCAL_VENV.name)
@@ -76,9 +76,10 @@ def check_python() -> Result:
 
 
 def gunicorn_command() -> list[str] | None:
-    local = layout.LOCAL_VENV / "bin" / "gunicorn"
-    if local.exists():
-        return [str(local)]
+    local = layout.LOCAL_VENV / "bin"
+    if (local / "gunicorn").exists():
+        # Through python -m: the script's own first lines break on a path with `$` or quotes.
+        return [str(local / "python"), "-m", "gunicorn"]
     if found := shutil.which("gunicorn"):
         return [found]
     if run([sys.executable, "-c", "import gunicorn"]).returncode == 0:
@@ -147,12 +148,14 @@ def check_nginx() -> Result:
     # Ports are never bound by -t; unprivileged ones let a normal user run the check.
     app_ports = [int(server.rsplit(":", 1)[1]) for server in layout.UPSTREAM_SERVERS if not server.startswith("unix:")]
     for site in sites():
-        with tempfile.TemporaryDirectory(prefix=f"{layout.SLUG}-check-") as scratch:
-            prefix = Path(scratch)
+        prefix = scratch_dir("check")
+        try:
             main = write_main_conf(
                 prefix, nginx, LocalPorts(http=8080, app=app_ports), foreground=False, site_source=site
             )
             result = run([nginx, "-t", "-p", str(prefix), "-c", str(main)])
+        finally:
+            shutil.rmtree(prefix)
         said = [line for line in result.stderr.splitlines() if "[warn]" in line or "[emerg]" in line]
         if result.returncode or said:
             relative = site.relative_to(layout.PROJECT_DIR)

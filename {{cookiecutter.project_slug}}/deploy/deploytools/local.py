@@ -17,14 +17,13 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import layout
 from .envfile import read_env_file
-from .nginx import LocalPorts, find_nginx, local_static_root, local_upstreams, write_main_conf
+from .nginx import LocalPorts, find_nginx, local_static_root, local_upstreams, scratch_dir, write_main_conf
 from .rolling import rolling_restart
 
 STATE_FILE = layout.PROJECT_DIR / ".run-local.json"
@@ -69,11 +68,16 @@ def port_is_free(port: int) -> bool:
 
 
 def ensure_venv(venv: Path) -> Path:
-    gunicorn = venv / "bin" / "gunicorn"
-    if not gunicorn.exists():
+    """The venv's python, after deploy/setup-venv if it has no gunicorn yet.
+
+    gunicorn runs as `python -m gunicorn`: the venv's own gunicorn script names its interpreter in
+    a shell line that breaks on a project path holding `$` or quotes.
+    """
+    python = venv / "bin" / "python"
+    if not (venv / "bin" / "gunicorn").exists():
         print(f"venv: {venv} has no gunicorn, running deploy/setup-venv", flush=True)
         subprocess.run([str(layout.DEPLOY_DIR / "setup-venv"), str(venv)], check=True)
-    return gunicorn
+    return python
 
 
 def answers(port: int, path: str = layout.HEALTH_PATH, *, tls: bool = False) -> int | None:
@@ -103,10 +107,10 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 class LocalStack:
-    def __init__(self, nginx: str, gunicorn: Path, port: int) -> None:
-        self.prefix = Path(tempfile.mkdtemp(prefix=f"{layout.SLUG}-local-"))
+    def __init__(self, nginx: str, python: Path, port: int) -> None:
+        self.prefix = scratch_dir("local")
         self.prefix.chmod(0o755)
-        self.gunicorn = gunicorn
+        self.python = python
         self.ports = LocalPorts(
             http=port,
             https=free_port(),
@@ -145,7 +149,7 @@ class LocalStack:
 
     def prepare_django(self) -> None:
         """collectstatic and migrate, as the install command does on the server."""
-        python = str(self.gunicorn.with_name("python"))
+        python = str(self.python)
         for command in (["collectstatic", "--noinput"], ["migrate", "--noinput"]):
             print(f"django: manage.py {' '.join(command)}", flush=True)
             subprocess.run(
@@ -159,7 +163,7 @@ class LocalStack:
     def start_gunicorn(self, index: int) -> None:
         with open(self.logs / "gunicorn.log", "ab") as log:
             self.processes[f"gunicorn-{index + 1}"] = subprocess.Popen(
-                [str(self.gunicorn), "--config", str(layout.GUNICORN_CONF)],
+                [str(self.python), "-m", "gunicorn", "--config", str(layout.GUNICORN_CONF)],
                 cwd=layout.PROJECT_DIR,
                 env=self.gunicorn_env(index),
                 stdout=log,
@@ -257,8 +261,8 @@ def run(port: int | None, venv: Path) -> int:
         raise RunLocalError(f"already running or not stopped cleanly ({STATE_FILE}): deploy/run-local --stop")
     if port is not None and not port_is_free(port):
         raise RunLocalError(f"port {port} on 127.0.0.1 is in use: pick another with --port")
-    gunicorn = ensure_venv(venv)
-    stack = LocalStack(nginx, gunicorn, port if port is not None else free_port())
+    python = ensure_venv(venv)
+    stack = LocalStack(nginx, python, port if port is not None else free_port())
     signals: list[int] = []
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, lambda signum, frame: signals.append(signum))

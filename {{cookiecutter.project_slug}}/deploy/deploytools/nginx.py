@@ -12,11 +12,14 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
 
+# A path nginx reads as one word, unquoted: no spaces, quotes, `;`, `$` (a variable) or braces.
+NGINX_WORD = re.compile(r"[A-Za-z0-9_./+@%,:=-]+")
 LISTEN = re.compile(r"^(?P<indent>[ \t]*)listen[ \t]+(?P<address>[^\s;]+)(?P<rest>[^;]*);[ \t]*\n", re.MULTILINE)
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -56,7 +59,32 @@ def local_upstreams(prefix: Path, ports: LocalPorts) -> list[str]:
 
 
 def local_static_root(prefix: Path) -> Path:
+    """Where Django's collectstatic writes locally; other apps ship their static folder."""
     return layout.STATIC_SOURCE or prefix / "static"
+
+
+def scratch_dir(kind: str) -> Path:
+    """A new private folder for nginx's prefix, at a path nginx can read unquoted.
+
+    The site names files only inside it: the project's own folders are linked in, so a project
+    under "~/my projects" or "/tmp/a$b" works without quoting every path nginx sees.
+    """
+    parent = tempfile.gettempdir()
+    if not NGINX_WORD.fullmatch(parent):
+        parent = "/tmp"
+    return Path(tempfile.mkdtemp(prefix=f"{layout.SLUG}-{kind}-", dir=parent))
+
+
+def link_project_folders(prefix: Path) -> None:
+    """prefix/static and prefix/errors: the project's folders, under the prefix's plain path."""
+    links = {prefix / "errors": layout.ERROR_PAGES}
+    if layout.STATIC_SOURCE:
+        links[prefix / "static"] = layout.STATIC_SOURCE
+    else:
+        (prefix / "static").mkdir(exist_ok=True)
+    for link, target in links.items():
+        if not link.is_symlink():
+            link.symlink_to(target)
 
 
 def tls_files(prefix: Path) -> tuple[Path, Path]:
@@ -77,8 +105,8 @@ def localize(site: str, prefix: Path, ports: LocalPorts) -> str:
     """The site with the server's paths and ports replaced by local ones on 127.0.0.1."""
     certificate, key = tls_files(prefix)
     swaps = {
-        layout.STATIC_ROOT + "/": f"{local_static_root(prefix)}/",
-        layout.ERRORS_ROOT + ";": f"{layout.ERROR_PAGES};",
+        layout.STATIC_ROOT + "/": f"{prefix / 'static'}/",
+        layout.ERRORS_ROOT + ";": f"{prefix / 'errors'};",
         layout.ACME_ROOT + ";": f"{prefix / 'acme'};",
         f"ssl_certificate {layout.TLS_CERTIFICATE};": f"ssl_certificate {certificate};",
         f"ssl_certificate_key {layout.TLS_CERTIFICATE_KEY};": f"ssl_certificate_key {key};",
@@ -142,7 +170,10 @@ def write_main_conf(
     prefix: Path, nginx: str, ports: LocalPorts, *, foreground: bool, site_source: Path = layout.NGINX_SITE
 ) -> Path:
     """Lay out `prefix` for nginx -p and return the main configuration that includes the site."""
+    if not NGINX_WORD.fullmatch(str(prefix)):
+        raise ValueError(f"{prefix}: nginx's scratch folder needs a plain path (no spaces, quotes, ; or $)")
     make_prefix(prefix)
+    link_project_folders(prefix)
     conf = prefix / "conf"
     snippets = conf / "snippets" / layout.NGINX_SNIPPETS_NAME
     if not snippets.exists():

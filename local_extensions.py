@@ -1,0 +1,229 @@
+"""Everything the template derives from the answers, computed once, in Python.
+
+cookiecutter loads this module through `_extensions` in cookiecutter.json. Templates, file names
+and hooks read the derived names from here (`{% set derived = cookiecutter | derive %}`) instead of
+assembling strings; nothing here can be set from the command line, because none of it is an
+answer. The platform table is the one place that knows what each server operating system differs in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment
+from jinja2.ext import Extension
+
+TEMPLATE_DIR = Path(__file__).resolve().parent
+
+# gunicorn's version in the generated requirements.txt, and the timeouts nginx and systemd follow.
+GUNICORN_VERSION = "27.0.1"
+# Seconds a sync worker may spend on one request before gunicorn restarts it.
+TIMEOUT = 30
+# Seconds workers get to finish their requests on a stop or reload.
+GRACEFUL_TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What a server operating system decides for the generated files and the installer."""
+
+    name: str
+    # As /etc/os-release says it: the installer compares these with the server it runs on.
+    os_id: str
+    os_version_id: str
+    # The nginx release the distribution ships, as (major, minor).
+    nginx_version: tuple[int, int]
+    nginx_user: str
+    # Where sites live; `site_link_dir` is None where nginx reads the folder as it is (conf.d).
+    site_dir: str
+    site_link_dir: str | None
+    # The distribution's own site that answers unknown hosts on port 80, if it has one.
+    stock_site: str | None
+    python: str
+    selinux: bool
+
+    @property
+    def http2_directive(self) -> bool:
+        """`http2 on;` exists from nginx 1.25.1; before it, `listen ... http2`."""
+        return self.nginx_version >= (1, 25)
+
+
+PLATFORMS: dict[str, Platform] = {
+    platform.name: platform
+    for platform in (
+        Platform(
+            name="debian-13",
+            os_id="debian",
+            os_version_id="13",
+            nginx_version=(1, 26),
+            nginx_user="www-data",
+            site_dir="/etc/nginx/sites-available",
+            site_link_dir="/etc/nginx/sites-enabled",
+            stock_site="/etc/nginx/sites-enabled/default",
+            python="3.13",
+            selinux=False,
+        ),
+        Platform(
+            name="debian-12",
+            os_id="debian",
+            os_version_id="12",
+            nginx_version=(1, 22),
+            nginx_user="www-data",
+            site_dir="/etc/nginx/sites-available",
+            site_link_dir="/etc/nginx/sites-enabled",
+            stock_site="/etc/nginx/sites-enabled/default",
+            python="3.11",
+            selinux=False,
+        ),
+        Platform(
+            name="ubuntu-24.04",
+            os_id="ubuntu",
+            os_version_id="24.04",
+            nginx_version=(1, 24),
+            nginx_user="www-data",
+            site_dir="/etc/nginx/sites-available",
+            site_link_dir="/etc/nginx/sites-enabled",
+            stock_site="/etc/nginx/sites-enabled/default",
+            python="3.12",
+            selinux=False,
+        ),
+        Platform(
+            name="rhel-9",
+            os_id="rhel",
+            os_version_id="9",
+            nginx_version=(1, 20),
+            nginx_user="nginx",
+            site_dir="/etc/nginx/conf.d",
+            site_link_dir=None,
+            stock_site=None,
+            python="3.11",
+            selinux=True,
+        ),
+    )
+}
+DEFAULT_PLATFORM = "debian-13"
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Names and paths that follow from the answers; templates loop over the lists."""
+
+    service: str
+    upstream: str
+    app_dir: str
+    venv_dir: str
+    static_root: str
+    errors_root: str
+    acme_root: str
+    state_dir: str
+    runtime_dir: str
+    env_file: str
+    # systemd: `my_app` or, with several instances, the template `my_app@` and its instance names.
+    unit_stem: str
+    instance_names: list[str]
+    app_services: list[str]
+    socket_units: list[str]
+    # nginx's upstream servers on this machine, one per gunicorn instance: unix:/path or 127.0.0.1:port.
+    upstream_servers: list[str]
+    # The socket path as the unit spells it (%i: the instance name), when bind is unix.
+    socket_path: str | None
+    remote_app_servers: list[str]
+    worker_class: str
+    wsgi_app: str
+    tls: bool
+    tls_certificate: str
+    tls_certificate_key: str
+    platform: Platform
+    nginx_site_path: str
+    nginx_site_link: str | None
+    nginx_snippets_dir: str
+    gunicorn_version: str = GUNICORN_VERSION
+    timeout: int = TIMEOUT
+    graceful_timeout: int = GRACEFUL_TIMEOUT
+
+    @property
+    def several_instances(self) -> bool:
+        return bool(self.instance_names)
+
+    @property
+    def upstream_size(self) -> int:
+        return len(self.upstream_servers) + len(self.remote_app_servers)
+
+
+def worker_class(answers: Mapping[str, object]) -> str:
+    chosen = str(answers["worker_class"])
+    if chosen != "auto":
+        return chosen
+    return "asgi" if answers["framework"] == "asgi" else "sync"
+
+
+def wsgi_app(answers: Mapping[str, object]) -> str:
+    framework = answers["framework"]
+    if framework == "existing":
+        return str(answers["existing_app"])
+    return "asgi:application" if framework == "asgi" else "wsgi:application"
+
+
+def derive(answers: Mapping[str, object]) -> Derived:
+    """The derived names for these answers (assumed valid: the pre-generation hook checked them)."""
+    slug = str(answers["project_slug"])
+    install_dir = str(answers["install_dir"])
+    platform = PLATFORMS[str(answers["platform"])]
+    instances = int(str(answers["instances"]))
+    tcp = answers["bind"] == "tcp"
+    several = instances > 1
+    unit_stem = f"{slug}@" if several else slug
+    if tcp:
+        ports = [int(str(answers["app_port"])) + index for index in range(instances)]
+        instance_names = [str(port) for port in ports] if several else []
+        upstream_servers = [f"127.0.0.1:{port}" for port in ports]
+        socket_path = None
+    else:
+        instance_names = [str(number) for number in range(1, instances + 1)] if several else []
+        socket_path = f"/run/{slug}/gunicorn-%i.sock" if several else f"/run/{slug}/gunicorn.sock"
+        upstream_servers = [f"unix:{socket_path.replace('%i', name)}" for name in instance_names or ["1"]]
+    app_services = [f"{unit_stem}{name}.service" for name in instance_names] or [f"{slug}.service"]
+    letsencrypt = answers["tls_mode"] == "letsencrypt"
+    live = f"/etc/letsencrypt/live/{answers['domain_name']}"
+    remote = str(answers["remote_app_servers"])
+    return Derived(
+        service=slug,
+        upstream=f"{slug}_app",
+        app_dir=f"{install_dir}/app",
+        venv_dir=f"{install_dir}/{slug}_venv",
+        static_root=f"{install_dir}/static",
+        errors_root=f"{install_dir}/errors",
+        acme_root=f"{install_dir}/acme",
+        state_dir=f"/var/lib/{slug}",
+        runtime_dir=f"/run/{slug}",
+        env_file=f"/etc/{slug}/{slug}.env",
+        unit_stem=unit_stem,
+        instance_names=instance_names,
+        app_services=app_services,
+        socket_units=[] if tcp else [name.removesuffix(".service") + ".socket" for name in app_services],
+        upstream_servers=upstream_servers,
+        socket_path=socket_path,
+        remote_app_servers=remote.split(",") if remote else [],
+        worker_class=worker_class(answers),
+        wsgi_app=wsgi_app(answers),
+        tls=answers["tls_mode"] != "none",
+        tls_certificate=f"{live}/fullchain.pem" if letsencrypt else str(answers["tls_certificate"]),
+        tls_certificate_key=f"{live}/privkey.pem" if letsencrypt else str(answers["tls_certificate_key"]),
+        platform=platform,
+        nginx_site_path=f"{platform.site_dir}/{slug}.conf",
+        nginx_site_link=f"{platform.site_link_dir}/{slug}.conf" if platform.site_link_dir else None,
+        nginx_snippets_dir=f"/etc/nginx/snippets/{slug}",
+    )
+
+
+class DeploymentExtension(Extension):
+    """`cookiecutter | derive`, `cookiecutter | unit_stem` (for file names) and `template_dir`."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.filters["derive"] = derive
+        environment.filters["unit_stem"] = lambda answers: derive(answers).unit_stem
+        environment.globals["template_dir"] = str(TEMPLATE_DIR)
+        environment.globals["platforms"] = PLATFORMS
