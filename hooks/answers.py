@@ -11,7 +11,7 @@ import json
 import keyword
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 # A rule returns None when the value is fine, or the reason it is not.
 Rule = Callable[[str], str | None]
@@ -225,7 +225,7 @@ ANSWER_RULES: dict[str, Rule] = {
     "tls_email": email,
     "tls_certificate": absolute_path,
     "tls_certificate_key": absolute_path,
-    "platform": one_of("debian-12", "ubuntu-24.04", "rhel-9"),
+    "platform": one_of("debian-13", "debian-12", "ubuntu-24.04", "rhel-9"),
 }
 
 # Names derived from the answers in cookiecutter.json. They can still be overridden on the
@@ -269,47 +269,63 @@ def describe(field: str, value: object, reason: str) -> str:
     return f"{field}: {json.dumps(value, ensure_ascii=False)} {reason}"
 
 
-def _check(rules: Mapping[str, Rule], answers: Mapping[str, object]) -> list[str]:
-    found = []
+def _check(rules: Mapping[str, Rule], answers: Mapping[str, object]) -> dict[str, str]:
+    """field -> the line that refuses its value, for every field that breaks its rule."""
+    found = {}
     for field, rule in rules.items():
         if field not in answers:
             continue
         value = answers[field]
         if isinstance(value, bool) or not isinstance(value, (str, int)):
-            found.append(describe(field, value, "must be a single value, not a list or yes/no"))
+            found[field] = describe(field, value, "must be a single value, not a list or yes/no")
             continue
         reason = rule(str(value))
         if reason:
-            found.append(describe(field, value, reason))
+            found[field] = describe(field, value, reason)
     return found
 
 
-def cross_field(answers: Mapping[str, object]) -> list[str]:
-    """Rules that tie two answers together: combinations that cannot work."""
+def cross_field(answers: Mapping[str, object], refused: Collection[str] = ()) -> list[str]:
+    """Rules that tie two answers together: combinations that cannot work.
+
+    A rule runs only when each answer it reads is there and passed its own rule (`refused` lists
+    those that did not), so that one bad answer gives one message and every other problem is still
+    reported.
+    """
     found = []
 
     def get(key: str) -> str:
         return str(answers.get(key, ""))
 
-    if get("server_user") and get("server_user") == get("__nginx_user"):
+    def usable(*keys: str) -> bool:
+        return all(key in answers and key not in refused for key in keys)
+
+    if usable("server_user", "platform") and get("server_user") and get("server_user") == get("__nginx_user"):
         found.append(describe("server_user", get("server_user"), "must differ from nginx's user"))
     worker, framework = get("__worker_class"), get("framework")
-    if framework == "asgi" and worker not in ("", "asgi"):
-        found.append(
-            describe(
-                "worker_class", get("worker_class"), "cannot serve an ASGI app (use asgi or auto for framework asgi)"
+    if usable("worker_class", "framework"):
+        if framework == "asgi" and worker not in ("", "asgi"):
+            found.append(
+                describe(
+                    "worker_class",
+                    get("worker_class"),
+                    "cannot serve an ASGI app (use asgi or auto for framework asgi)",
+                )
             )
-        )
-    if worker == "asgi" and framework in ("wsgi", "flask", "django"):
-        found.append(
-            describe("worker_class", "asgi", f"needs an ASGI app, and framework {framework} generates a WSGI one")
-        )
-    if get("bind") == "tcp" and get("instances").isdigit() and get("app_port").isdigit():
+        if worker == "asgi" and framework in ("wsgi", "flask", "django"):
+            found.append(
+                describe("worker_class", "asgi", f"needs an ASGI app, and framework {framework} generates a WSGI one")
+            )
+    if usable("bind", "instances", "app_port") and get("bind") == "tcp":
         last = int(get("app_port")) + int(get("instances")) - 1
         if last > 65535:
             found.append(describe("instances", get("instances"), f"would need ports up to {last}, above 65535"))
     domain = get("domain_name")
-    if get("tls_mode") == "letsencrypt" and ("." not in domain or _full(IPV4, domain) or domain.endswith(".localhost")):
+    if (
+        usable("tls_mode", "domain_name")
+        and get("tls_mode") == "letsencrypt"
+        and ("." not in domain or _full(IPV4, domain) or domain.endswith(".localhost"))
+    ):
         found.append(
             describe("domain_name", domain, "cannot get a Let's Encrypt certificate (a public domain name is needed)")
         )
@@ -318,7 +334,8 @@ def cross_field(answers: Mapping[str, object]) -> list[str]:
 
 def problems(answers: Mapping[str, object]) -> list[str]:
     """Every reason to refuse these answers, one line each; empty when they are all fine."""
-    found = _check(ANSWER_RULES, answers)
-    if not found:
-        found = _check(DERIVED_RULES, answers) + cross_field(answers)
+    refused = _check(ANSWER_RULES, answers)
+    found = [*refused.values(), *cross_field(answers, refused)]
+    if not refused:
+        found += _check(DERIVED_RULES, answers).values()
     return found

@@ -57,6 +57,9 @@ def write_env_file() -> None:
     if ANSWERS["framework"] != "django":
         return
     path = Path(f"{ANSWERS['project_slug']}.env")
+    if path.exists():
+        # Baked again over the project (cookiecutter -f): the key already in use stays.
+        return
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as env:
         env.write(

@@ -96,10 +96,21 @@ def test_generated_shell_is_shellcheck_clean(baked: Baked) -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_generated_app_tests_pass(baked: Baked) -> None:
-    result = baked.run(sys.executable, "-m", "unittest", "-v")
+GENERATED_TEST_COUNTS = {"wsgi": 5, "flask": 5, "django": 5, "asgi": 5}
+
+
+@pytest.mark.parametrize("framework", GENERATED_TEST_COUNTS)
+def test_each_frameworks_own_tests_pass_in_its_own_venv(bake, framework: str) -> None:
+    """What the generated README says: deploy/setup-venv, then the venv's python -m unittest."""
+    project = bake(framework=framework)
+    setup = project.run("deploy/setup-venv")
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    readme = (project.path / "README.md").read_text()
+    command = "my_app_venv/bin/python -m unittest -v"
+    assert command in readme
+    result = project.run(*command.split())
     assert result.returncode == 0, result.stderr
-    assert "Ran 5 tests" in result.stderr
+    assert f"Ran {GENERATED_TEST_COUNTS[framework]} tests" in result.stderr
 
 
 def test_answers_are_recorded_for_a_rebake(baked: Baked, tmp_path: Path) -> None:
@@ -201,6 +212,21 @@ def test_project_in_a_folder_with_special_characters_checks_runs_and_stages(
     )
     assert staged.returncode == 0, staged.stdout + staged.stderr
     assert (out / "staged root" / "etc/systemd/system/my_app.service").is_file()
+
+
+def test_baking_again_over_a_django_project_keeps_its_secret_key(tmp_path: Path) -> None:
+    def bake_django() -> subprocess.CompletedProcess[str]:
+        return cookiecutter_cli(
+            "--no-input", "-f", "-o", str(tmp_path), str(TEMPLATE_DIR), "framework=django", cwd=tmp_path, home=tmp_path
+        )
+
+    first = bake_django()
+    assert first.returncode == 0, first.stdout + first.stderr
+    env_file = tmp_path / "my_app" / "my_app.env"
+    key = env_file.read_text()
+    again = bake_django()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert env_file.read_text() == key
 
 
 def test_tcp_bind_drops_the_socket_unit(bake) -> None:

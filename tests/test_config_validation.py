@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -102,10 +103,31 @@ def test_without_nginx_check_parses_with_crossplane_and_says_so(baked: Baked) ->
 
 
 def test_strict_mode_turns_a_missing_tool_into_a_failure(baked: Baked) -> None:
-    result = check(baked, NGINX="/nonexistent/nginx", CI="true")
+    result = check(baked, NGINX="/nonexistent/nginx", WSGI_DEPLOY_STRICT="1")
     assert result.returncode == 1
     assert statuses(result.stdout)["nginx"] == "FAIL"
     assert "strict: a missing tool is a failure" in result.stdout
+
+
+def test_ci_variable_alone_changes_nothing_and_no_venv_yet_is_not_a_failure(baked: Baked, tmp_path: Path) -> None:
+    """CI services set CI=true for every job; a bake there has no venv (gunicorn) yet."""
+    bare = tmp_path / "bare-python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    environment = {**os.environ, "CI": "true", "PATH": f"{bare / 'bin'}:/usr/bin:/bin"}
+    result = baked.run(str(bare / "bin" / "python"), "deploy/check", env=environment)
+    assert result.returncode == 0, result.stdout
+    assert statuses(result.stdout)["gunicorn"] == "skip"
+    assert "run deploy/setup-venv" in result.stdout
+    strict = baked.run(str(bare / "bin" / "python"), "deploy/check", "--strict", env=environment)
+    assert statuses(strict.stdout)["gunicorn"] == "skip", strict.stdout
+
+
+def test_check_counts_files_in_plain_english(baked: Baked) -> None:
+    said = check(baked).stdout
+    counted = re.search(r"ok +python +(\d+) Python (files?) and (\d+) shell (scripts?) parse", said)
+    assert counted, said
+    for number, noun in ((counted[1], counted[2]), (counted[3], counted[4])):
+        assert (number == "1") == (not noun.endswith("s")), counted[0]
 
 
 def test_check_runs_unprivileged(baked: Baked, tools) -> None:

@@ -160,3 +160,19 @@ def test_good_answers_bake_and_pass_check(bake, field: str, value: str) -> None:
     project = bake(**{field: value})
     assert (project.path / "deploy" / "check").exists()
     assert project.answers[field] == value
+
+
+def test_cross_field_rules_report_alongside_single_field_ones(cookies, capfd) -> None:
+    answers = {"domain_name": "localhost", "tls_mode": "letsencrypt", "workers": "many", "framework": "asgi"}
+    result = cookies.bake(extra_context={**answers, "worker_class": "sync"})
+    assert isinstance(result.exception, FailedHookException)
+    err = capfd.readouterr().err
+    assert '  - workers: "many"' in err
+    assert '  - domain_name: "localhost" cannot get a Let\'s Encrypt certificate' in err
+    assert '  - worker_class: "sync" cannot serve an ASGI app' in err
+
+
+def test_a_very_long_project_name_is_refused_with_the_rule(cookies, capfd) -> None:
+    result = cookies.bake(extra_context={"project_name": "A" * 5000})
+    assert isinstance(result.exception, FailedHookException)
+    assert "project_name: " in capfd.readouterr().err

@@ -21,7 +21,7 @@ OPTIONS = {
     "bind": ["unix", "tcp"],
     "instances": ["1", "3"],
     "tls_mode": ["none", "letsencrypt", "existing"],
-    "platform": ["debian-12", "ubuntu-24.04", "rhel-9"],
+    "platform": ["debian-13", "debian-12", "ubuntu-24.04", "rhel-9"],
     "remote_app_servers": ["", "10.0.0.5:8000"],
 }
 

@@ -89,6 +89,7 @@ class Platform:
 
 
 PLATFORMS = {
+    "debian-13": Platform("apt-get install", "python3 python3-venv", "python3"),
     "debian-12": Platform("apt-get install", "python3 python3-venv", "python3"),
     "ubuntu-24.04": Platform("apt-get install", "python3 python3-venv", "python3"),
     "rhel-9": Platform("dnf install", "python3.11", "python3.11"),

@@ -38,6 +38,31 @@ def conf_dir(nginx: str) -> Path:
     return Path(found.group(1)).parent if found else Path("/etc/nginx")
 
 
+def version(nginx: str) -> tuple[int, ...]:
+    """The nginx binary's version, e.g. (1, 22, 1)."""
+    said = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False).stderr
+    found = re.search(r"nginx/(\d+(?:\.\d+)*)", said)
+    return tuple(int(part) for part in found.group(1).split(".")) if found else (0,)
+
+
+def http2_for(site: str, nginx_version: tuple[int, ...]) -> str:
+    """The site's HTTP/2 switch spelled the way this machine's nginx wants it.
+
+    The site is written for the server's nginx: `http2 on;` from 1.25.1, `listen ... http2` before
+    (deprecated, with a warning, after). A workstation's nginx may be older or newer than the
+    server's; only the spelling changes, never what is served.
+    """
+    if nginx_version >= (1, 25, 1):
+        if re.search(r"^[ \t]*listen[^;]* http2[ ;]", site, re.MULTILINE) and "http2 on;" not in site:
+            site = re.sub(r"^([ \t]*listen[^;]*) http2(?=[ ;])", r"\1", site, flags=re.MULTILINE)
+            site = re.sub(r"^([ \t]*)(ssl_certificate )", r"\1http2 on;\n\1\2", site, count=1, flags=re.MULTILINE)
+        return site
+    if "http2 on;" not in site:
+        return site
+    site = re.sub(r"^[ \t]*http2 on;\n", "", site, flags=re.MULTILINE)
+    return re.sub(r"^([ \t]*listen[^;]* ssl)(?=[ ;])", r"\1 http2", site, flags=re.MULTILINE)
+
+
 @dataclass
 class LocalPorts:
     """Where the local copy listens: `http` for port 80, `https` for 443, `app` for gunicorn on TCP."""
@@ -101,8 +126,9 @@ def make_self_signed(prefix: Path) -> None:
     subprocess.run([*command, "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True)
 
 
-def localize(site: str, prefix: Path, ports: LocalPorts) -> str:
+def localize(site: str, prefix: Path, ports: LocalPorts, nginx_version: tuple[int, ...] = (1, 25, 1)) -> str:
     """The site with the server's paths and ports replaced by local ones on 127.0.0.1."""
+    site = http2_for(site, nginx_version)
     certificate, key = tls_files(prefix)
     swaps = {
         layout.STATIC_ROOT + "/": f"{prefix / 'static'}/",
@@ -181,7 +207,7 @@ def write_main_conf(
     if layout.TLS_MODE != "none" and not tls_files(prefix)[0].exists():
         make_self_signed(prefix)
     site = conf / site_source.name
-    site.write_text(localize(site_source.read_text(), prefix, ports))
+    site.write_text(localize(site_source.read_text(), prefix, ports, version(nginx)))
     main = conf / f"nginx-{site_source.stem}.conf"
     main.write_text(main_conf(prefix, nginx, site, foreground=foreground))
     return main
