@@ -73,7 +73,7 @@ class LiveStack:
 
     def gunicorn_workers(self) -> set[int]:
         """Live processes whose parent is gunicorn's master (its threads fork workers too)."""
-        return children_of(self.state["gunicorn_pid"])
+        return children_of(self.state["gunicorn_pids"][0])
 
     def all_workers(self) -> set[int]:
         """gunicorn's workers once all have booted (the default: 2 x cores + 1)."""

@@ -10,10 +10,23 @@ import os
 import signal
 import socket
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
-from helpers import DOMAIN, LOOPBACK, LiveStack, load, process_gone, request, slow_clients, timed_get
+from conftest import Baked, require_tool
+from helpers import (
+    DOMAIN,
+    LOOPBACK,
+    LiveStack,
+    load,
+    process_gone,
+    request,
+    slow_clients,
+    start_stack,
+    timed_get,
+)
 
 
 def gunicorn_lines(stack: LiveStack, needle: str) -> list[str]:
@@ -137,7 +150,7 @@ def test_http11_keep_alive_from_the_client_works(stack: LiveStack) -> None:
 
 
 def test_gunicorn_down_shows_the_error_page_from_nginx(stack: LiveStack) -> None:
-    master = stack.state["gunicorn_pid"]
+    master = stack.state["gunicorn_pids"][0]
     os.kill(master, signal.SIGTERM)
     stack.wait_for(lambda: process_gone(master), what="gunicorn stopped")
     answer = stack.get("/")
@@ -152,7 +165,7 @@ def test_reload_under_load_loses_no_request(stack: LiveStack) -> None:
     with load(stack.port, seconds=3, max_requests=6000, concurrency=4) as result:
         time.sleep(1)
         result.mark_event()
-        os.kill(stack.state["gunicorn_pid"], signal.SIGHUP)
+        os.kill(stack.state["gunicorn_pids"][0], signal.SIGHUP)
     print(f"HUP under load: {result.sent} sent ({result.sent_after_event} after the HUP), {result.failed} failed")
     assert result.sent_at_event >= 100 and result.sent_after_event >= 100
     assert result.failed == 0, (result.statuses, result.errors)
@@ -189,3 +202,19 @@ def test_slow_clients_do_not_stall_normal_requests(stack: LiveStack) -> None:
     assert statuses == {200}
     # Sync workers exposed directly would all be stuck reading the slow headers; nginx buffers them.
     assert max(seconds for _, seconds in busy) < 1.0
+
+
+def test_stop_keeps_the_logs_it_advertised(baked: Baked, app_venv: Path) -> None:
+    require_tool("nginx", "apt-get install nginx")
+    with start_stack(baked.path, app_venv) as stack:
+        assert stack.get("/").status == 200
+        stopped = subprocess.run(
+            [str(baked.path / "deploy" / "run-local"), "--stop"], capture_output=True, text=True, timeout=120
+        )
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        logs = Path(stack.state["nginx_access_log"]).parent
+        assert f"logs kept in {logs}/" in stopped.stdout
+        assert "GET / HTTP/1.1" in Path(stack.state["nginx_access_log"]).read_text()
+        assert Path(stack.state["gunicorn_log"]).read_text()
+        # Only the logs are left of the scratch folder.
+        assert [entry.name for entry in Path(stack.state["prefix"]).iterdir()] == ["logs"]

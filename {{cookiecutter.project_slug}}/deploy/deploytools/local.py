@@ -1,8 +1,9 @@
 """deploy/run-local: the generated nginx site and gunicorn.conf.py, running for real on 127.0.0.1.
 
 Everything the run creates lives in one scratch folder (nginx's prefix: pid, logs, temporary
-files, gunicorn's socket); stopping removes it. While it runs, .run-local.json in the project says
-where things are, for `deploy/run-local --stop` and for scripts that drive the stack.
+files, gunicorn's socket); stopping removes it, all but the logs. While it runs, .run-local.json in
+the project says where things are, for `deploy/run-local --stop` and `--restart` and for scripts
+that drive the stack.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from . import layout
 from .envfile import read_env_file
 from .nginx import LocalPorts, find_nginx, local_static_root, local_upstreams, scratch_dir, write_main_conf
-from .rolling import rolling_restart
+from .rolling import HEALTHY_SECONDS, rolling_restart
 
 STATE_FILE = layout.PROJECT_DIR / ".run-local.json"
 READY_SECONDS = 30
@@ -43,13 +44,15 @@ class State:
     port: int
     https_port: int | None
     prefix: str
-    gunicorn_pid: int
     gunicorn_pids: list[int]
     app_servers: list[str]
     nginx_pid: int
     gunicorn_log: str
     nginx_access_log: str
     nginx_error_log: str
+    # Rolling restarts asked for with --restart (SIGHUP): how many ended, and how the last one did.
+    restarts: int = 0
+    last_restart: str = ""
 
 
 def free_port() -> int:
@@ -85,7 +88,9 @@ def answers(port: int, path: str = layout.HEALTH_PATH, *, tls: bool = False) -> 
     if tls:
         # The local certificate is a throwaway self-signed one: nothing to verify it against.
         # "localhost" goes out as the TLS server name (SNI), which the local site answers to.
-        context = ssl._create_unverified_context()
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
         connection: http.client.HTTPConnection = http.client.HTTPSConnection(
             "localhost", port, timeout=2, context=context
         )
@@ -98,6 +103,19 @@ def answers(port: int, path: str = layout.HEALTH_PATH, *, tls: bool = False) -> 
         return None
     finally:
         connection.close()
+
+
+def remove_all_but_logs(prefix: Path) -> None:
+    """The scratch folder goes, but for logs/: what went wrong stays readable after a stop."""
+    if not prefix.is_dir():
+        return
+    for entry in prefix.iterdir():
+        if entry.name == "logs":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -121,6 +139,8 @@ class LocalStack:
         self.main_conf = write_main_conf(self.prefix, nginx, self.ports, foreground=True)
         self.nginx_command = [nginx, "-p", str(self.prefix), "-c", str(self.main_conf)]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts = 0
+        self.last_restart = ""
 
     @property
     def https_port(self) -> int | None:
@@ -188,6 +208,8 @@ class LocalStack:
             self.start_gunicorn(index)
 
         done = rolling_restart(self.app_servers, restart, lambda line: print(line, flush=True))
+        self.restarts += 1
+        self.last_restart = "ok" if done else "failed: an instance did not answer /healthz (see gunicorn.log)"
         self.write_state()
         return done
 
@@ -226,20 +248,21 @@ class LocalStack:
             port=self.ports.http,
             https_port=self.https_port,
             prefix=str(self.prefix),
-            gunicorn_pid=gunicorn_pids[0],
             gunicorn_pids=gunicorn_pids,
             app_servers=self.app_servers,
             nginx_pid=self.processes["nginx"].pid,
             gunicorn_log=str(self.logs / "gunicorn.log"),
             nginx_access_log=str(self.logs / "access.log"),
             nginx_error_log=str(self.logs / "error.log"),
+            restarts=self.restarts,
+            last_restart=self.last_restart,
         )
 
     def write_state(self) -> None:
         STATE_FILE.write_text(json.dumps(asdict(self.state()), indent=2) + "\n")
 
     def stop(self) -> None:
-        """Graceful first (gunicorn TERM, nginx QUIT), then KILL; then remove the scratch folder."""
+        """Graceful first (gunicorn TERM, nginx QUIT), then KILL; then remove all but the logs."""
         for name, process in self.processes.items():
             if process.poll() is None:
                 process.send_signal(signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
@@ -250,7 +273,7 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        shutil.rmtree(self.prefix, ignore_errors=True)
+        remove_all_but_logs(Path(self.prefix))
 
 
 def run(port: int | None, venv: Path) -> int:
@@ -286,7 +309,7 @@ def run(port: int | None, venv: Path) -> int:
         print("stopping: nginx and gunicorn", flush=True)
         stack.stop()
         STATE_FILE.unlink(missing_ok=True)
-    print("stopped: scratch folder removed")
+    print(f"stopped: logs kept in {stack.logs}/")
     return 0
 
 
@@ -299,13 +322,25 @@ def running() -> State | None:
 
 
 def restart() -> int:
-    """Ask the running run-local for a rolling restart of its gunicorn instances."""
+    """Ask the running run-local for a rolling restart, wait until it ended, and say how it went."""
     state = running()
     if state is None:
         return 1
     os.kill(state.pid, signal.SIGHUP)
-    print(f"restart: asked run-local (pid {state.pid}); its output shows each instance")
-    return 0
+    print(f"restart: asked run-local (pid {state.pid}), one gunicorn instance at a time", flush=True)
+    # Each instance gets its stop time and its health time, as in rolling_restart.
+    deadline = time.monotonic() + len(state.gunicorn_pids) * (STOP_SECONDS + HEALTHY_SECONDS) + 5
+    while time.monotonic() < deadline:
+        now = running()
+        if now is None:
+            print("restart: run-local stopped meanwhile", file=sys.stderr)
+            return 1
+        if now.restarts > state.restarts:
+            print(f"restart: {now.last_restart}; gunicorn pids {state.gunicorn_pids} -> {now.gunicorn_pids}")
+            return 0 if now.last_restart == "ok" else 1
+        time.sleep(0.1)
+    print("restart: not finished in time; see the output of run-local", file=sys.stderr)
+    return 1
 
 
 def stop() -> int:
@@ -320,14 +355,17 @@ def stop() -> int:
         for pid, number in [(pid, signal.SIGTERM) for pid in state.gunicorn_pids] + [(state.nginx_pid, signal.SIGQUIT)]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, number)
-        shutil.rmtree(state.prefix, ignore_errors=True)
+        remove_all_but_logs(Path(state.prefix))
         STATE_FILE.unlink(missing_ok=True)
-        print("stopped: left-overs of a run-local that had died")
+        print(f"stopped: left-overs of a run-local that had died; logs kept in {state.prefix}/logs/")
         return 0
     deadline = time.monotonic() + STOP_SECONDS + 5
     while STATE_FILE.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    print("stopped" if not STATE_FILE.exists() else f"run-local (pid {state.pid}) did not stop in time")
+    if STATE_FILE.exists():
+        print(f"run-local (pid {state.pid}) did not stop in time")
+    else:
+        print(f"stopped; logs kept in {Path(state.prefix) / 'logs'}/")
     return 0 if not STATE_FILE.exists() else 1
 
 

@@ -137,6 +137,8 @@ def localize(site: str, prefix: Path, ports: LocalPorts, nginx_version: tuple[in
         f"ssl_certificate {layout.TLS_CERTIFICATE};": f"ssl_certificate {certificate};",
         f"ssl_certificate_key {layout.TLS_CERTIFICATE_KEY};": f"ssl_certificate_key {key};",
     }
+    # The redirect to HTTPS names the local HTTPS port, which is not 443.
+    swaps["return 301 https://$host$request_uri;"] = f"return 301 https://$host:{ports.https}$request_uri;"
     for old, new in swaps.items():
         site = site.replace(old, new)
     for server, local in zip(layout.UPSTREAM_SERVERS, local_upstreams(prefix, ports), strict=True):
