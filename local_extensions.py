@@ -8,9 +8,13 @@ answer. The platform table is the one place that knows what each server operatin
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from jinja2 import Environment
 from jinja2.ext import Extension
@@ -218,12 +222,36 @@ def derive(answers: Mapping[str, object]) -> Derived:
     )
 
 
+# This file as it was when Python imported it.
+_IMPORTED = Path(__file__).read_bytes()
+
+
+def as_on_disk() -> ModuleType:
+    """This module as its file reads now.
+
+    One process can render two versions of the template from one folder (cruft's update checks
+    out the old commit, renders it, then the new one), and Python's import cache would hand the
+    second render the first version's code.
+    """
+    current = Path(__file__).read_bytes()
+    if current == _IMPORTED:
+        return sys.modules[__name__]
+    name = f"{__name__}_{hashlib.sha256(current).hexdigest()[:12]}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, __file__)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 class DeploymentExtension(Extension):
     """`cookiecutter | derive`, `cookiecutter | unit_stem` (for file names) and `template_dir`."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        environment.filters["derive"] = derive
-        environment.filters["unit_stem"] = lambda answers: derive(answers).unit_stem
-        environment.globals["template_dir"] = str(TEMPLATE_DIR)
-        environment.globals["platforms"] = PLATFORMS
+        current = as_on_disk()
+        environment.filters["derive"] = current.derive
+        environment.filters["unit_stem"] = lambda answers: current.derive(answers).unit_stem
+        environment.globals["template_dir"] = str(current.TEMPLATE_DIR)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -9,9 +10,15 @@ import sys
 from pathlib import Path
 
 ANSWERS = json.loads({{cookiecutter | tojson | tojson}})
-# Where the template happened to be on this machine: no use to anyone re-baking elsewhere.
-MACHINE_KEYS = ("_output_dir", "_repo_dir", "_checkout")
+TEMPLATE_DIR = Path({{template_dir | tojson}})
+sys.path.insert(0, str(TEMPLATE_DIR))
+from local_extensions import derive  # noqa: E402
+
+DERIVED = derive(ANSWERS)
 REPLAY_FILE = Path(".cookiecutter-answers.json")
+CRUFT_FILE = Path(".cruft.json")
+# cookiecutter's short names for git hosts, as `cookiecutter gh:org/repo` expands them.
+ABBREVIATIONS = {"gh": "https://github.com/{0}.git", "gl": "https://gitlab.com/{0}.git", "bb": "https://bitbucket.org/{0}"}
 
 
 # Files only some answers use: path -> the frameworks that keep it.
@@ -28,6 +35,8 @@ FRAMEWORK_FILES = {
     "{slug}/settings.py": {"django"},
     "{slug}/urls.py": {"django"},
 }
+# The user's own code and secrets: a template update never touches them.
+USER_OWNED = ["{slug}", "tests", "wsgi.py", "asgi.py", "manage.py", "static", "{slug}.env"]
 
 
 def unused_files() -> list[Path]:
@@ -35,10 +44,10 @@ def unused_files() -> list[Path]:
     unused = [
         Path(name.format(slug=slug)) for name, keep in FRAMEWORK_FILES.items() if ANSWERS["framework"] not in keep
     ]
-    if ANSWERS["bind"] != "unix":
-        unused.append(Path("deploy/systemd") / f"{ANSWERS['__unit_stem']}.socket")
+    if not DERIVED.socket_units:
+        unused.append(Path("deploy/systemd") / f"{DERIVED.unit_stem}.socket")
     if ANSWERS["tls_mode"] != "letsencrypt":
-        unused.append(Path("deploy/nginx") / f"{ANSWERS['__service']}.acme.conf")
+        unused.append(Path("deploy/nginx") / f"{DERIVED.service}.acme.conf")
         unused.append(Path("deploy/certbot-deploy-hook"))
     if ANSWERS["tls_mode"] == "none":
         unused.append(Path("deploy/nginx/snippets/tls.conf"))
@@ -63,16 +72,56 @@ def write_env_file() -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as env:
         env.write(
-            "# Made at bake time; deploy/install copies it once to "
-            f"{ANSWERS['__env_file']} (mode 0600). Never commit it.\n"
+            f"# Made at bake time; deploy/install copies it once to {DERIVED.env_file} (mode 0600). Never commit it.\n"
             f"DJANGO_SECRET_KEY={secrets.token_urlsafe(50)}\n"
         )
 
 
+def user_answers() -> dict[str, object]:
+    """What the user answered: every prompt's value, nothing derived, nothing about this machine."""
+    return {key: value for key, value in ANSWERS.items() if not key.startswith("_")}
+
+
 def record_answers() -> None:
     """`cookiecutter --replay-file .cookiecutter-answers.json <template>` bakes this project again."""
-    kept = {key: value for key, value in ANSWERS.items() if key not in MACHINE_KEYS}
-    REPLAY_FILE.write_text(json.dumps({"cookiecutter": kept}, indent=2, sort_keys=True) + "\n")
+    REPLAY_FILE.write_text(json.dumps({"cookiecutter": user_answers()}, indent=2, sort_keys=True) + "\n")
+
+
+def template_source() -> str | None:
+    """The template as git can clone it again, or None (a zip or a folder outside git)."""
+    given = str(ANSWERS.get("_template", ""))
+    prefix, _, rest = given.partition(":")
+    if prefix in ABBREVIATIONS and rest and not rest.startswith("//"):
+        return ABBREVIATIONS[prefix].format(rest)
+    if re.match(r"(git\+)?(https?|ssh|file|git)://|[\w.-]+@[\w.-]+:", given):
+        return given.removeprefix("git+")
+    inside = subprocess.run(
+        ["git", "-C", str(TEMPLATE_DIR), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False
+    )
+    return str(TEMPLATE_DIR) if inside.returncode == 0 else None
+
+
+def record_template() -> None:
+    """.cruft.json: the template, its commit and the answers, for `cruft check` and `cruft update`."""
+    if "_commit" in ANSWERS:
+        return  # cruft itself is rendering (an update): it writes this file
+    source = template_source()
+    commit = subprocess.run(
+        ["git", "-C", str(TEMPLATE_DIR), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    if source is None or commit.returncode:
+        print(f"updates: {ANSWERS.get('_template')} is not a git repository; no {CRUFT_FILE} written")
+        return
+    slug = ANSWERS["project_slug"]
+    record = {
+        "template": source,
+        "commit": commit.stdout.strip(),
+        "checkout": ANSWERS.get("_checkout"),
+        "context": {"cookiecutter": {**user_answers(), "_template": source}},
+        "directory": None,
+        "skip": sorted({name.format(slug=slug) for name in USER_OWNED} | {str(CRUFT_FILE)}),
+    }
+    CRUFT_FILE.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main() -> int:
@@ -80,6 +129,7 @@ def main() -> int:
         remove(path)
     write_env_file()
     record_answers()
+    record_template()
     print(f"Checking the generated configs of {ANSWERS['project_slug']} (deploy/check):", flush=True)
     if subprocess.run([sys.executable, "deploy/check"], check=False).returncode:
         print("deploy/check failed: the project was not kept (see above).", file=sys.stderr)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +114,61 @@ def stack(baked: Baked, app_venv: Path) -> Iterator[LiveStack]:
         yield live
 
 
+def cookiecutter_cli(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    """The cookiecutter command a user runs, with its config and clones kept under `home`."""
+    config = home / "cookiecutter.yaml"
+    config.write_text(f"cookiecutters_dir: {home / 'templates'}\nreplay_dir: {home / 'replay'}\n")
+    command = [str(Path(sys.executable).with_name("cookiecutter")), "--config-file", str(config), *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def template_files() -> list[str]:
+    """The template's files as a clone has them (tracked or new, not ignored)."""
+    git = shutil.which("git") or pytest.skip("git is not installed")
+    listed = subprocess.run(
+        [git, "ls-files", "-co", "--exclude-standard", "-z"], cwd=TEMPLATE_DIR, capture_output=True, check=True
+    )
+    return [name for name in listed.stdout.decode().split("\0") if name and (TEMPLATE_DIR / name).exists()]
+
+
+def copy_template(to: Path) -> Path:
+    for name in template_files():
+        (to / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(TEMPLATE_DIR / name, to / name)
+    return to
+
+
+def git_repo(folder: Path) -> Path:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "template"]):
+        subprocess.run(["git", *command], cwd=folder, check=True, env=env)
+    return folder
+
+
+def zipped(folder: Path) -> Path:
+    """The template as GitHub's "Download ZIP" has it: one top folder inside the archive."""
+    archive = folder.with_suffix(".zip")
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in [folder, *sorted(folder.rglob("*"))]:
+            if ".git" not in path.relative_to(folder).parts:
+                out.write(path, Path(folder.name) / path.relative_to(folder))
+    return archive
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-__all__ = ["STRICT", "TEMPLATE_DIR", "Baked", "read_json", "require_tool", "sys"]
+__all__ = [
+    "STRICT",
+    "TEMPLATE_DIR",
+    "Baked",
+    "cookiecutter_cli",
+    "copy_template",
+    "git_repo",
+    "read_json",
+    "require_tool",
+    "sys",
+    "zipped",
+]
