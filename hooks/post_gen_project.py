@@ -18,7 +18,11 @@ DERIVED = derive(ANSWERS)
 REPLAY_FILE = Path(".cookiecutter-answers.json")
 CRUFT_FILE = Path(".cruft.json")
 # cookiecutter's short names for git hosts, as `cookiecutter gh:org/repo` expands them.
-ABBREVIATIONS = {"gh": "https://github.com/{0}.git", "gl": "https://gitlab.com/{0}.git", "bb": "https://bitbucket.org/{0}"}
+ABBREVIATIONS = {
+    "gh": "https://github.com/{0}.git",
+    "gl": "https://gitlab.com/{0}.git",
+    "bb": "https://bitbucket.org/{0}",
+}
 
 
 # Files only some answers use: path -> the frameworks that keep it.

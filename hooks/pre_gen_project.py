@@ -12,7 +12,7 @@ ANSWERS = json.loads({{cookiecutter | tojson | tojson}})
 # The template's own folder, absolute (`_repo_dir` is as the user typed it, e.g. "." and this
 # hook runs from the new project's folder): local_extensions.py knows where it was loaded from.
 TEMPLATE_DIR = Path({{template_dir | tojson}})
-sys.path.insert(0, str(TEMPLATE_DIR / "hooks"))
+sys.path[:0] = [str(TEMPLATE_DIR), str(TEMPLATE_DIR / "hooks")]
 from answers import problems  # noqa: E402
 
 

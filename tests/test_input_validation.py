@@ -10,7 +10,7 @@ import pytest
 from conftest import TEMPLATE_DIR
 from cookiecutter.exceptions import FailedHookException
 
-sys.path.insert(0, str(TEMPLATE_DIR / "hooks"))
+sys.path[:0] = [str(TEMPLATE_DIR), str(TEMPLATE_DIR / "hooks")]
 from answers import problems
 
 REFUSED = [
