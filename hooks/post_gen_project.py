@@ -30,6 +30,8 @@ FRAMEWORK_FILES = {
     "wsgi.py": {"wsgi", "flask", "django"},
     "asgi.py": {"asgi"},
     "manage.py": {"django"},
+    "deploy/manage": {"django"},
+    "deploy/deploytools/manage.py": {"django"},
     "static": {"existing"},
     "{slug}": {"wsgi", "flask", "django", "asgi"},
     "tests": {"wsgi", "flask", "django", "asgi"},

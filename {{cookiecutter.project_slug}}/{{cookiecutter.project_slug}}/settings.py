@@ -1,4 +1,4 @@
-"""Django settings for {{ cookiecutter.project_name }}.
+"""Django settings for {{ cookiecutter.project_name }}: startproject's, set up for production behind nginx.
 
 Everything that differs between machines comes from the environment: on the server from
 {{ cookiecutter.__env_file }} (systemd's EnvironmentFile=, mode 0600), locally from
@@ -9,46 +9,94 @@ import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+
+
+def env_list(name: str) -> list[str]:
+    """A comma-separated setting from the environment, e.g. DJANGO_ALLOWED_HOSTS=a.example,b.example."""
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
 
 SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
 DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
 # nginx answers only for this name (any other Host is closed at nginx); extra local names come
 # from DJANGO_ALLOWED_HOSTS (deploy/run-local sets localhost).
-ALLOWED_HOSTS = [{{ cookiecutter.domain_name | tojson }}, *filter(None, os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(","))]
+ALLOWED_HOSTS = [{{ cookiecutter.domain_name | tojson }}, *env_list("DJANGO_ALLOWED_HOSTS")]
 
-INSTALLED_APPS = ["django.contrib.staticfiles"]
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 ROOT_URLCONF = "{{ cookiecutter.project_slug }}.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [PACKAGE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
     }
 ]
+WSGI_APPLICATION = "wsgi.application"
 
-# SQLite in systemd's StateDirectory (/var/lib/{{ cookiecutter.__service }}), the one folder the service may write.
+# SQLite in the service's state folder, the one folder the service may write: systemd makes
+# /var/lib/{{ cookiecutter.__service }} for the unit's StateDirectory= and passes its path in STATE_DIRECTORY.
+# Local runs (deploy/run-local, deploy/manage) keep the database in .state/ of the project.
+STATE_DIR = Path(os.environ.get("STATE_DIRECTORY") or PROJECT_DIR / ".state")
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("DJANGO_DB_PATH", "/var/lib/{{ cookiecutter.__service }}/db.sqlite3"),
+        "NAME": STATE_DIR / "db.sqlite3",
     }
 }
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
-# collectstatic gathers the files into the folder nginx serves at /static/.
+# collectstatic gathers the app's and the admin's files into the folder nginx serves at /static/.
 STATIC_URL = "/static/"
 STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT", "{{ cookiecutter.__static_root }}")
 STATICFILES_DIRS = [PACKAGE_DIR / "static"]
 
-# nginx sets X-Forwarded-Proto from the real connection and clears what clients send.
+# Behind nginx. It sets X-Forwarded-Proto from the real connection and clears what clients send,
+# so request.is_secure() is true for HTTPS: CSRF's origin check and secure cookies rely on it.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 {% if cookiecutter.tls_mode != "none" %}
+# Session and CSRF cookies travel over HTTPS only (nginx redirects plain HTTP to HTTPS).
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
-CSRF_TRUSTED_ORIGINS = ["https://{{ cookiecutter.domain_name }}"]
+# POSTs must come from pages of this site. deploy/run-local adds its https://localhost:port,
+# whose port the Host header nginx passes on leaves out.
+CSRF_TRUSTED_ORIGINS = ["https://{{ cookiecutter.domain_name }}", *env_list("DJANGO_CSRF_TRUSTED_ORIGINS")]
+{% else %}
+# POSTs must come from pages of this site (the Host nginx passes on); deploy/run-local adds its
+# http://localhost:port, whose port nginx's Host leaves out.
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 {% endif %}
+# nginx's security headers snippet sends these too: the same values, so the two never disagree.
+X_FRAME_OPTIONS = "SAMEORIGIN"
+SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
 
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,5 +1,6 @@
 """URLs of {{ cookiecutter.project_name }}; /static/ is nginx's, not Django's."""
 
+from django.contrib import admin
 from django.urls import path
 
 from . import views
@@ -7,4 +8,5 @@ from . import views
 urlpatterns = [
     path("", views.home),
     path("healthz", views.healthz),
+    path("admin/", admin.site.urls),
 ]

@@ -98,6 +98,10 @@ ERROR_PAGES = DEPLOY_DIR / "nginx" / "errors"
 {% if cookiecutter.framework == "django" %}
 # Django collects static files (manage.py collectstatic) instead of shipping a folder.
 STATIC_SOURCE: Path | None = None
+# Django's database lives in the service's state folder (StateDirectory=, STATE_DIRECTORY) on the
+# server, in .state/ of the project elsewhere (not installed: deploy/install leaves hidden files behind).
+STATE_DIR = "/var/lib/{{ cookiecutter.__service }}"
+LOCAL_STATE_DIR = PROJECT_DIR / ".state"
 {% elif cookiecutter.framework == "existing" %}
 STATIC_SOURCE: Path | None = PROJECT_DIR / "static"
 {% else %}

@@ -149,10 +149,12 @@ class LocalStack:
     def app_env(self) -> dict[str, str]:
         env = {**os.environ, **read_env_file(layout.ENV_SOURCE)}
         if layout.FRAMEWORK == "django":
+            # nginx passes Host without the port: the browser's Origin (with it) must be trusted as such.
+            scheme, port = ("https", self.https_port) if self.https_port else ("http", self.ports.http)
             env |= {
                 "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1",
+                "DJANGO_CSRF_TRUSTED_ORIGINS": f"{scheme}://localhost:{port},{scheme}://127.0.0.1:{port}",
                 "DJANGO_STATIC_ROOT": str(local_static_root(self.prefix)),
-                "DJANGO_DB_PATH": str(self.prefix / "db.sqlite3"),
             }
         return env
 
@@ -168,7 +170,12 @@ class LocalStack:
         }
 
     def prepare_django(self) -> None:
-        """collectstatic and migrate, as the install command does on the server."""
+        """collectstatic and migrate, as the install command does on the server.
+
+        The database stays in the project's .state/ between runs (the settings' local state
+        folder), so that a superuser made with deploy/manage is there the next time.
+        """
+        layout.LOCAL_STATE_DIR.mkdir(mode=0o700, exist_ok=True)
         python = str(self.python)
         for command in (["collectstatic", "--noinput"], ["migrate", "--noinput"]):
             print(f"django: manage.py {' '.join(command)}", flush=True)
