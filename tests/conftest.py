@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,11 +18,24 @@ from helpers import LiveStack, start_stack
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 STRICT = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Screenshots of the pages a failed browser test opened (ignored by git).
+SCREENSHOTS = TEMPLATE_DIR / "screenshots"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # pytest-cookies bakes the template from --template, which defaults to the working folder.
     config.option.template = str(TEMPLATE_DIR)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
+    """A failed test that used the `browser` fixture saves its screenshots; the report says where."""
+    report = yield
+    browser = getattr(item, "funcargs", {}).get("browser")
+    if report.when == "call" and report.failed and browser is not None:
+        folder = browser.save_screenshots(SCREENSHOTS / re.sub(r"[^\w.-]+", "_", item.nodeid))
+        report.sections.append(("screenshots", f"the pages this test opened: {folder}/"))
+    return report
 
 
 def require_tool(name: str, install: str) -> str:
