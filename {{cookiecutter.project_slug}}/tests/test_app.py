@@ -70,21 +70,109 @@ class AppTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+{% elif cookiecutter.framework == "django" %}
+"""The app answers as nginx and the install command expect, and its admin works behind nginx.
+
+Run: python3 -m unittest -v (in the venv). The tests make a database of their own.
+"""
+
+import os
+import shutil
+import tempfile
+import unittest
+
+# The real key lives in the env file; the tests need one of their own, and a state folder
+# (database) of their own instead of the service's or run-local's.
+os.environ["DJANGO_SECRET_KEY"] = "only-for-tests"
+os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"
+os.environ["STATE_DIRECTORY"] = tempfile.mkdtemp(prefix="{{ cookiecutter.project_slug }}-tests-")
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+
+import wsgi  # noqa: F401  (sets Django up, as gunicorn does)
+
+{% if cookiecutter.tls_mode != "none" %}
+SCHEME = "https"
+{% else %}
+SCHEME = "http"
+{% endif %}
+# What nginx sets on each request it passes on (deploy/nginx/snippets/proxy.conf).
+FROM_NGINX = {"HTTP_HOST": "testserver", "HTTP_X_FORWARDED_PROTO": SCHEME, "HTTP_X_FORWARDED_FOR": "203.0.113.7"}
+PASSWORD = "a-long-test-password-42"
+
+
+def setUpModule() -> None:
+    call_command("migrate", verbosity=0)
+    get_user_model().objects.create_superuser("admin", "admin@example.com", PASSWORD)
+
+
+def tearDownModule() -> None:
+    shutil.rmtree(os.environ["STATE_DIRECTORY"])
+
+
+class AppTest(unittest.TestCase):
+    def setUp(self) -> None:
+        # As a browser: the CSRF checks apply (Django's test client skips them by default).
+        self.client = Client(enforce_csrf_checks=True, **FROM_NGINX)
+
+    def test_health_check_answers_ok(self) -> None:
+        answer = self.client.get("/healthz")
+        self.assertEqual((answer.status_code, answer.content), (200, b"ok\n"))
+
+    def test_home_page_links_the_static_stylesheet(self) -> None:
+        answer = self.client.get("/")
+        self.assertEqual(answer.status_code, 200)
+        self.assertIn(b'href="/static/style.css"', answer.content)
+
+    def test_home_page_shows_the_client_address_nginx_forwarded(self) -> None:
+        self.assertIn(b'<dd id="client-addr">203.0.113.7</dd>', self.client.get("/").content)
+
+    def test_home_page_knows_the_scheme_nginx_forwarded(self) -> None:
+        self.assertIn(f'<dd id="scheme">{SCHEME}</dd>'.encode(), self.client.get("/").content)
+
+    def test_unknown_path_is_404(self) -> None:
+        self.assertEqual(self.client.get("/nope").status_code, 404)
+
+    def test_post_without_csrf_token_is_refused(self) -> None:
+        self.assertEqual(self.client.post("/").status_code, 403)
+
+    def test_admin_asks_for_a_login(self) -> None:
+        answer = self.client.get("/admin/")
+        self.assertEqual((answer.status_code, answer["Location"]), (302, "/admin/login/?next=/admin/"))
+
+    def log_in(self, origin: str) -> int:
+        """The login form sent as a browser sends it: its CSRF token, the page's Origin."""
+        self.client.get("/admin/login/")
+        token = self.client.cookies["csrftoken"].value
+        form = {"username": "admin", "password": PASSWORD, "csrfmiddlewaretoken": token, "next": "/admin/"}
+        return self.client.post("/admin/login/", form, headers={"Origin": origin}).status_code
+
+    def test_superuser_logs_into_the_admin(self) -> None:
+        self.assertEqual(self.log_in(f"{SCHEME}://testserver"), 302)
+        self.assertIn(b"Site administration", self.client.get("/admin/").content)
+{% if cookiecutter.tls_mode != "none" %}
+        self.assertTrue(self.client.cookies["sessionid"]["secure"])
+{% endif %}
+
+    def test_login_from_another_site_is_refused(self) -> None:
+        self.assertEqual(self.log_in(f"{SCHEME}://attacker.example"), 403)
+        self.assertNotIn("sessionid", self.client.cookies)
+
+    def test_admin_pages_cannot_be_framed_by_other_sites(self) -> None:
+        self.assertEqual(self.client.get("/admin/login/")["X-Frame-Options"], "SAMEORIGIN")
+
+
+if __name__ == "__main__":
+    unittest.main()
 {% else %}
 """The app answers as nginx and the install command expect. Run: {{ cookiecutter.project_slug }}_venv/bin/python -m unittest -v"""
 
 import io
-{% if cookiecutter.framework == "django" %}
-import os
-{% endif %}
 import unittest
 from wsgiref.util import setup_testing_defaults
 
-{% if cookiecutter.framework == "django" %}
-# The real key lives in the env file; the tests need one of their own.
-os.environ.setdefault("DJANGO_SECRET_KEY", "only-for-tests")
-os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1")
-{% endif %}
 from wsgi import application
 
 
