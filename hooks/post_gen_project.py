@@ -141,11 +141,13 @@ def main() -> int:
         print("deploy/check failed: the project was not kept (see above).", file=sys.stderr)
         return 1
     slug = ANSWERS["project_slug"]
+    admin = "  deploy/manage createsuperuser   # then log in at /admin/ (see README.md)\n"
     print(
         f"\nNext steps:\n"
         f"  cd {slug}\n"
         f"  deploy/setup-venv        # creates {slug}_venv from requirements.txt\n"
         f"  deploy/run-local         # the real nginx + gunicorn on 127.0.0.1\n"
+        f"{admin if ANSWERS['framework'] == 'django' else ''}"
         f"  sudo deploy/install      # on the server (see deploy/INSTALL.md)"
     )
     return 0
