@@ -81,17 +81,18 @@ import shutil
 import tempfile
 import unittest
 
+import django
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+
 # The real key lives in the env file; the tests need one of their own, and a state folder
 # (database) of their own instead of the service's or run-local's.
 os.environ["DJANGO_SECRET_KEY"] = "only-for-tests"
 os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"
 os.environ["STATE_DIRECTORY"] = tempfile.mkdtemp(prefix="{{ cookiecutter.project_slug }}-tests-")
-
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from django.test import Client
-
-import wsgi  # noqa: F401  (sets Django up, as gunicorn does)
+os.environ["DJANGO_SETTINGS_MODULE"] = "{{ cookiecutter.project_slug }}.settings"
+django.setup()
 
 {% if cookiecutter.tls_mode != "none" %}
 SCHEME = "https"
@@ -116,6 +117,11 @@ class AppTest(unittest.TestCase):
     def setUp(self) -> None:
         # As a browser: the CSRF checks apply (Django's test client skips them by default).
         self.client = Client(enforce_csrf_checks=True, **FROM_NGINX)
+
+    def test_gunicorn_loads_the_wsgi_application(self) -> None:
+        from wsgi import application
+
+        self.assertTrue(callable(application))
 
     def test_health_check_answers_ok(self) -> None:
         answer = self.client.get("/healthz")
