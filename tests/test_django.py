@@ -1,5 +1,6 @@
-"""A Django project's README, followed as written: its first steps on a workstation, and its
-commands on the server, each answering createsuperuser's questions on a terminal of its own.
+"""A baked Django project: its own tests pass, and its README works when followed as written (the
+first steps on a workstation, the commands on the server), answering createsuperuser's questions
+on a terminal of its own.
 
 The server's part runs in a private mount namespace whose /etc, /var/lib and /srv are throwaway
 layers over this machine's: the service's user, env file, app folder and database exist there
@@ -89,6 +90,14 @@ def log_in(port: int) -> str:
     body = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token.group(1)}).encode()
     request = urllib.request.Request(f"{site}/admin/login/", data=body, headers={"Origin": site})
     return browser.open(request, timeout=30).read().decode()
+
+
+@pytest.mark.parametrize("tls_mode", ["none", "existing"])
+def test_django_app_tests_pass(bake, framework_venv: Path, tls_mode: str) -> None:
+    project: Baked = bake(framework="django", tls_mode=tls_mode)
+    result = project.run(framework_venv / "bin" / "python", "-m", "unittest", "-v")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^test_superuser_logs_into_the_admin .* \.\.\. ok$", result.stderr, re.MULTILINE), result.stderr
 
 
 def test_readme_first_steps_make_a_superuser_who_logs_in(bake, framework_venv: Path) -> None:
