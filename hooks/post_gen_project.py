@@ -141,7 +141,7 @@ def main() -> int:
         print("deploy/check failed: the project was not kept (see above).", file=sys.stderr)
         return 1
     slug = ANSWERS["project_slug"]
-    admin = "  deploy/manage createsuperuser   # then log in at /admin/ (see README.md)\n"
+    admin = "  deploy/manage createsuperuser   # in another terminal; then log in at /admin/\n"
     print(
         f"\nNext steps:\n"
         f"  cd {slug}\n"

@@ -303,6 +303,9 @@ def run(port: int | None, venv: Path) -> int:
         print(f"ready: {stack.state().url} (nginx -> gunicorn; Host {layout.DOMAIN} answers too)")
         if stack.https_port:
             print(f"https: https://localhost:{stack.https_port}/ (a throwaway self-signed certificate)")
+        if layout.FRAMEWORK == "django":
+            site = f"https://localhost:{stack.https_port}/" if stack.https_port else stack.state().url
+            print(f"admin: {site}admin/ (a user for it: deploy/manage createsuperuser)")
         print(f"logs: {stack.logs}/ (gunicorn.log, access.log, error.log)")
         print("stop: Ctrl-C, or deploy/run-local --stop; rolling restart: deploy/run-local --restart", flush=True)
         while not any(number != signal.SIGHUP for number in signals):
