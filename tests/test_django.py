@@ -78,11 +78,11 @@ def on_a_terminal(command: list[str], *, cwd: Path, env: dict[str, str] | None =
         os.close(main)
 
 
-def log_in(port: int) -> str:
-    """The admin's login form, sent as a browser sends it; the page it ends on."""
+def log_in(admin: str) -> str:
+    """The admin's login form at `admin`, sent as a browser sends it; the page it ends on."""
     jar = http.cookiejar.CookieJar()
     browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    site = f"http://127.0.0.1:{port}"
+    site = admin.removesuffix("/admin/")
     form = browser.open(f"{site}/admin/login/", timeout=10).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)
     assert token, form
@@ -113,7 +113,10 @@ def test_readme_first_steps_make_a_superuser_who_logs_in(bake, framework_venv: P
     with start_stack(project.path, project.path / "my_app_venv") as stack:
         status, said = on_a_terminal(shlex.split(first_steps[2]), cwd=project.path)
         assert status == 0 and "Superuser created successfully." in said, said
-        assert "Site administration" in log_in(stack.port)
+        admin = f"http://localhost:{stack.port}/admin/"
+        assert "Site administration" in log_in(admin)
+    # The address the README sends the user to, as run-local printed it.
+    assert f"admin: {admin} " in stack.process.stdout.read()
     assert (project.path / ".state" / "db.sqlite3").is_file()  # kept for the next run-local
 
 
