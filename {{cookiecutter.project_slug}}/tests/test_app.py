@@ -73,7 +73,7 @@ if __name__ == "__main__":
 {% elif cookiecutter.framework == "django" %}
 """The app answers as nginx and the install command expect, and its admin works behind nginx.
 
-Run: python3 -m unittest -v (in the venv). The tests make a database of their own.
+Run: {{ cookiecutter.project_slug }}_venv/bin/python -m unittest -v (the tests make a database of their own)
 """
 
 import os
