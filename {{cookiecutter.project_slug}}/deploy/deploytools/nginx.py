@@ -82,6 +82,9 @@ def localize(site: str, prefix: Path, ports: LocalPorts) -> str:
         layout.ACME_ROOT + ";": f"{prefix / 'acme'};",
         f"ssl_certificate {layout.TLS_CERTIFICATE};": f"ssl_certificate {certificate};",
         f"ssl_certificate_key {layout.TLS_CERTIFICATE_KEY};": f"ssl_certificate_key {key};",
+        # The site's access log and its cache folder (with the cache answer) live under nginx's folders.
+        f"/var/log/nginx/{layout.NGINX_SNIPPETS_NAME}.access.log ": f"{prefix}/logs/access.log ",
+        "proxy_cache_path /var/lib/nginx/": f"proxy_cache_path {prefix}/tmp/",
     }
     for old, new in swaps.items():
         site = site.replace(old, new)
