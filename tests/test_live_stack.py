@@ -332,7 +332,7 @@ def test_https_with_another_host_gets_no_version(tls_stack: LiveStack) -> None:
 @pytest.fixture(scope="module")
 def two_threaded_instances(cookies_session, app_venv: Path) -> Iterator[LiveStack]:
     """Two gthread instances with a 2 s timeout."""
-    with probed_stack(cookies_session, app_venv, worker_class="gthread", instances="2", _timeout="2") as live:
+    with probed_stack(cookies_session, app_venv, worker_class="gthread", instances="2", _timeout=2) as live:
         yield live
 
 

@@ -119,6 +119,8 @@ def main_conf(prefix: Path, nginx: str, site: Path, *, foreground: bool) -> str:
         f"pid {prefix}/nginx.pid;",
         f"error_log {prefix}/logs/error.log;",
         "daemon off;" if foreground else "",
+        # Every connection proxied takes two descriptors (client and app server).
+        "worker_rlimit_nofile 2048;",
         "events {",
         "    worker_connections 1024;",
         "}",
