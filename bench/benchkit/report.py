@@ -275,7 +275,8 @@ def tls_section(results: Results) -> list[str]:
         "",
         "| case | figure | per round |",
         "| --- | ---: | --- |",
-        f"| GET / over HTTP/2 (h2load, {results.settings.connections} connections, 1 stream each) | "
+        f"| {next(c.label for c in results.cases if c.id == 'tls-h2')} ({results.settings.connections} connections, "
+        "1 stream each) | "
         f"{h2['rps']:,.0f} req/s ({h2['rps'] / plain:.2f} x plain HTTP/1.1) | "
         + ", ".join(f"{r['rps']:,.0f}" for r in results.rounds["tls-h2"])
         + " |",
