@@ -428,3 +428,17 @@ def test_one_access_log_by_default_nginx_with_timings(probed: LiveStack) -> None
     line = next(line for line in log.read_text().splitlines() if "GET /healthz?log-check" in line)
     assert " rt=0." in line and " urt=0." in line
     assert "/healthz?log-check" not in probed.gunicorn_log()
+
+
+def test_emptying_the_cache_folder_empties_the_cache(cached: LiveStack) -> None:
+    """The purge step after a deploy: delete the files, and the next request goes to the app."""
+    path = "/probe/page?cache-control=public,max-age=600&n=purge"
+    first, second = twice(cached, path)
+    assert second.headers["x-cache-status"] == "HIT"
+    folder = Path(cached.state["prefix"]) / "tmp" / "my_app-cache"
+    entries = [entry for entry in folder.rglob("*") if entry.is_file()]
+    assert entries
+    for entry in entries:
+        entry.unlink()
+    third = cached.get(path)
+    assert third.headers["x-cache-status"] == "MISS" and third.body != first.body
