@@ -113,6 +113,7 @@ CATALOGUE = [
         "gunicorn formats and writes a second line per request in Python; nginx's log has the same facts",
         edits=((GUNICORN, r"accesslog = .*", 'accesslog = "-"'),),
         alone=True,
+        in_smoke=True,
     ),
     WhatIf(
         "forwarded-allow-all",
