@@ -21,19 +21,31 @@ BENCH = TEMPLATE_DIR / "bench" / "run"
 CASES = [
     "dynamic-stack",
     "dynamic-gunicorn",
+    "dynamic-bare",
+    "dynamic-gzip",
     "dynamic-guide",
     "dynamic-nginx-return",
+    "cache-stack",
+    "cache-gunicorn",
     "static-nginx",
     "static-gunicorn",
+    "io-sync",
+    "io-gthread",
+    "io-gevent",
+    "tls-h2",
+    "tls-handshakes-new",
+    "tls-handshakes-resumed",
     "slow-nginx",
     "slow-gunicorn",
     "reload",
     "bake",
 ]
-THROUGHPUT_CASES = [case for case in CASES if case.startswith(("dynamic-", "static-"))]
+THROUGHPUT_CASES = [case for case in CASES if case.startswith(("dynamic-", "static-", "cache-", "io-"))]
 TARGETS = [
-    "stack-vs-gunicorn",
+    "stack-vs-bare",
     "stack-vs-guide",
+    "stack-vs-previous-defaults",
+    "cache-vs-gunicorn",
     "static-nginx-vs-gunicorn",
     "slow-clients-p99",
     "reload-failed",
@@ -67,7 +79,8 @@ def smoke(tmp_path_factory, worker_id: str) -> tuple[subprocess.CompletedProcess
     with open(shared / "bench-smoke.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not record.exists():
-            done = bench("--smoke", "--out", str(out), "--work", str(shared / "bench-work"))
+            # About a minute on an idle machine; the limit leaves room for a busy one.
+            done = bench("--smoke", "--out", str(out), "--work", str(shared / "bench-work"), timeout=300)
             record.write_text(json.dumps([done.returncode, done.stdout, done.stderr]))
     returncode, stdout, stderr = json.loads(record.read_text())
     return subprocess.CompletedProcess(["bench/run", "--smoke"], returncode, stdout, stderr), out
@@ -104,6 +117,29 @@ def test_every_throughput_case_got_answers_without_errors(results: dict) -> None
         (measured,) = results["cases"][name]["rounds"]
         assert measured["requests"] > 0 and measured["rps"] > 0, name
         assert measured["failed"] == 0, (name, measured["errors"])
+
+
+def test_io_bound_case_knows_each_worker_class_limit(results: dict) -> None:
+    parallel = {name: results["cases"][f"io-{name}"]["rounds"][0]["parallel"] for name in ("sync", "gthread", "gevent")}
+    workers = 2 * os.cpu_count() + 1
+    assert parallel == {"sync": workers, "gthread": min(4 * workers, 50), "gevent": 50}
+
+
+def test_https_case_speaks_http2_and_resumes_sessions(results: dict) -> None:
+    (h2,) = results["cases"]["tls-h2"]["rounds"]
+    assert h2["protocol"] == "h2" and h2["requests"] > 0 and h2["failed"] == 0
+    (new,) = results["cases"]["tls-handshakes-new"]["rounds"]
+    (resumed,) = results["cases"]["tls-handshakes-resumed"]["rounds"]
+    assert new["connections"] > 0 and new["resumed"] == 0 and new["errors"] == 0
+    # Every connection but each client's first offers a session; the server accepts them.
+    assert resumed["resumed"] >= resumed["connections"] - 4 > 0
+
+
+def test_cached_page_comes_from_nginx_not_gunicorn(results: dict) -> None:
+    (cached,) = results["cases"]["cache-stack"]["rounds"]
+    (uncached,) = results["cases"]["cache-gunicorn"]["rounds"]
+    # gunicorn made the page once (and ticked over idle); nginx served every other request.
+    assert cached["cpu_us_per_request"]["gunicorn"] < uncached["cpu_us_per_request"]["gunicorn"] / 20
 
 
 def test_slow_clients_and_reload_were_really_exercised(results: dict) -> None:

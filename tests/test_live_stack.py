@@ -6,27 +6,65 @@ Every request goes to 127.0.0.1; every load and fault loop is bounded in count a
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
-from conftest import Baked, require_tool
-from helpers import (
-    DOMAIN,
-    LOOPBACK,
-    LiveStack,
-    load,
-    process_gone,
-    request,
-    slow_clients,
-    start_stack,
-    timed_get,
-)
+from conftest import Baked, bake_or_fail, require_tool
+from helpers import DOMAIN, LOOPBACK, LiveStack, load, process_gone, request, slow_clients, start_stack, timed_get
+
+PROBE_APP = Path(__file__).with_name("probe_app.py")
+
+
+@pytest.fixture
+def stack(baked: Baked, app_venv: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveStack]:
+    """The default project under run-local, with gunicorn's own access log on (GUNICORN_ACCESSLOG=-)
+    so that the tests can see which requests reached gunicorn."""
+    require_tool("nginx", "apt-get install nginx")
+    monkeypatch.setenv("GUNICORN_ACCESSLOG", "-")
+    with start_stack(baked.path, app_venv) as live:
+        yield live
+
+
+def with_probe(project: Path) -> Path:
+    """The baked project with tests/probe_app.py in front of its own app (wsgi.py), nothing else changed."""
+    shutil.copy(PROBE_APP, project / "probe_app.py")
+    wsgi = project / "wsgi.py"
+    wrapped = "\nfrom probe_app import wrap  # noqa: E402\n\napplication = wrap(application)\n"
+    wsgi.write_text(wsgi.read_text() + wrapped)
+    return project
+
+
+@contextmanager
+def probed_stack(cookies_session, app_venv: Path, **answers: str) -> Iterator[LiveStack]:
+    require_tool("nginx", "apt-get install nginx")
+    project = with_probe(bake_or_fail(cookies_session, **answers).path)
+    with start_stack(project, app_venv) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def probed(cookies_session, app_venv: Path) -> Iterator[LiveStack]:
+    """The default project, as generated (gunicorn's access log off), with the probe app."""
+    with probed_stack(cookies_session, app_venv) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def cached(cookies_session, app_venv: Path) -> Iterator[LiveStack]:
+    """The default project baked with cache=on, with the probe app."""
+    with probed_stack(cookies_session, app_venv, cache="on") as live:
+        yield live
 
 
 def gunicorn_lines(stack: LiveStack, needle: str) -> list[str]:
@@ -170,7 +208,7 @@ def test_reload_under_load_loses_no_request(stack: LiveStack) -> None:
     assert result.sent_at_event >= 100 and result.sent_after_event >= 100
     assert result.failed == 0, (result.statuses, result.errors)
     stack.wait_for(lambda: stack.gunicorn_workers().isdisjoint(before), what="all workers replaced")
-    assert gunicorn_lines(stack, "reloading")
+    assert gunicorn_lines(stack, "Hang up: Master")
 
 
 def test_killed_worker_is_replaced_and_requests_keep_succeeding(stack: LiveStack) -> None:
@@ -218,3 +256,206 @@ def test_stop_keeps_the_logs_it_advertised(baked: Baked, app_venv: Path) -> None
         assert Path(stack.state["gunicorn_log"]).read_text()
         # Only the logs are left of the scratch folder.
         assert [entry.name for entry in Path(stack.state["prefix"]).iterdir()] == ["logs"]
+
+
+# Headers a client forges --------------------------------------------------------------------------
+
+FORGED = {
+    "X-Real-IP": "203.0.113.9",
+    "X-Forwarded-Port": "4444",
+    "X-Forwarded-Host": "evil.example",
+    "X-Forwarded-Prefix": "/evil",
+    "X-Forwarded-Server": "evil.example",
+    "X-Forwarded-Scheme": "https",
+    "X-Scheme": "https",
+    "X-Host": "evil.example",
+    "X-Original-URL": "/admin",
+    "X-Rewrite-URL": "/admin",
+    "X-Original-Host": "evil.example",
+}
+
+
+def echo(stack: LiveStack, headers: dict[str, str] | None = None) -> dict:
+    answer = stack.get("/probe/echo", headers=headers)
+    assert answer.status == 200, answer.text
+    return json.loads(answer.body)
+
+
+def test_forged_proxy_headers_are_replaced_or_removed_before_the_app(probed: LiveStack) -> None:
+    seen = echo(probed, FORGED)["headers"]
+    # Set from what nginx itself knows.
+    assert seen["x-real-ip"] == LOOPBACK
+    assert seen["x-forwarded-port"] == str(probed.port)
+    assert seen["x-forwarded-host"] == DOMAIN
+    # Nothing nginx could vouch for: removed.
+    removed = {name.lower() for name in FORGED} - {"x-real-ip", "x-forwarded-port", "x-forwarded-host"}
+    assert removed.isdisjoint(seen), {name: seen[name] for name in removed & seen.keys()}
+
+
+# No version anywhere ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GARBAGE\r\n\r\n",
+        "GET /.env HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    ],
+    ids=["http11-without-host", "garbage-request-line", "403-from-the-site"],
+)
+def test_error_answers_from_nginx_name_no_version(probed: LiveStack, head: str) -> None:
+    with socket.create_connection((LOOPBACK, probed.port), timeout=5) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 403 ")), answer[:200]
+    assert b"\r\nServer: nginx\r\n" in answer
+    assert b"nginx/" not in answer
+
+
+@pytest.fixture(scope="module")
+def tls_stack(cookies_session, app_venv: Path) -> Iterator[LiveStack]:
+    with probed_stack(cookies_session, app_venv, tls_mode="existing") as live:
+        yield live
+
+
+def https_raw(port: int, head: str) -> bytes:
+    """`head` over TLS with the site's own name as SNI, whatever Host it carries; the whole answer."""
+    context = ssl._create_unverified_context()  # run-local's certificate is a throwaway self-signed one
+    with (
+        socket.create_connection((LOOPBACK, port), timeout=5) as sock,
+        context.wrap_socket(sock, server_hostname=DOMAIN) as tls,
+    ):
+        tls.sendall(head.encode())
+        answer = b""
+        with suppress(ssl.SSLError, ConnectionResetError):
+            while chunk := tls.recv(65536):
+                answer += chunk
+        return answer
+
+
+def test_https_with_another_host_gets_no_version(tls_stack: LiveStack) -> None:
+    head = "GET / HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+    answer = https_raw(tls_stack.state["https_port"], head)
+    assert b"nginx/" not in answer
+    assert b"probe" not in answer and b"My App" not in answer  # never the app
+
+
+# Timeouts and retries ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_threaded_instances(cookies_session, app_venv: Path) -> Iterator[LiveStack]:
+    """Two gthread instances with a 2 s timeout."""
+    with probed_stack(cookies_session, app_venv, worker_class="gthread", instances="2", _timeout=2) as live:
+        yield live
+
+
+def slow_starts(stack: LiveStack) -> list[str]:
+    return [line for line in stack.gunicorn_log().splitlines() if "probe-slow-start" in line]
+
+
+def test_a_slow_request_ends_at_the_timeout_and_runs_on_one_instance_only(two_threaded_instances: LiveStack) -> None:
+    stack = two_threaded_instances
+    before = len(slow_starts(stack))
+    started = time.monotonic()
+    answer = stack.get("/probe/slow?seconds=6")
+    took = time.monotonic() - started
+    assert answer.status == 504
+    # nginx's proxy_read_timeout (= gunicorn's timeout, 2 s) ends it; a threaded worker would not.
+    assert took < 4, f"{took:.1f} s"
+    time.sleep(1)  # a retry on the other instance would have started by now (no readiness to wait on)
+    assert len(slow_starts(stack)) - before == 1, slow_starts(stack)
+
+
+# The shared cache (cache=on) ---------------------------------------------------------------------
+
+
+def twice(stack: LiveStack, path: str, headers: dict[str, str] | None = None) -> list:
+    answers = [stack.get(path, headers=headers) for _ in range(2)]
+    assert [a.status for a in answers] == [200, 200]
+    return answers
+
+
+def test_a_public_page_is_served_from_the_cache(cached: LiveStack) -> None:
+    first, second = twice(cached, "/probe/page?cache-control=public,max-age=60&n=public")
+    assert (first.headers["x-cache-status"], second.headers["x-cache-status"]) == ("MISS", "HIT")
+    assert first.body == second.body  # made once by the app
+    assert second.headers["x-content-type-options"] == "nosniff"  # security headers on cached answers too
+
+
+def test_the_generated_cached_page_is_cacheable(cached: LiveStack) -> None:
+    first, second = twice(cached, "/cached")
+    assert first.headers["cache-control"] == "public, max-age=60"
+    assert second.headers["x-cache-status"] == "HIT" and first.body == second.body
+    # The home page shows the visitor's address: no Cache-Control, never cached.
+    assert [answer.headers["x-cache-status"] for answer in twice(cached, "/")] == ["MISS", "MISS"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cache-control=public,max-age=60&set-cookie=1",
+        "cache-control=private,max-age=60",
+        "cache-control=no-store",
+        "cache-control=public,no-store",
+        "cache-control=max-age=60",
+        "",
+    ],
+    ids=["public-with-set-cookie", "private", "no-store", "public-no-store", "max-age-not-public", "no-cache-control"],
+)
+def test_the_cache_never_stores_a_page_the_app_did_not_mark_public(cached: LiveStack, query: str) -> None:
+    first, second = twice(cached, f"/probe/page?{query}&n={query or 'none'}")
+    assert second.headers["x-cache-status"] != "HIT"
+    assert first.body != second.body  # the app made it twice
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Authorization": "Bearer secret"}, {"Cookie": "sessionid=abc"}, {"Cookie": "theme=dark; session=xyz"}],
+    ids=["authorization", "django-session", "flask-session"],
+)
+def test_requests_with_credentials_never_use_nor_fill_the_cache(cached: LiveStack, headers: dict[str, str]) -> None:
+    path = f"/probe/page?cache-control=public,max-age=60&n={'-'.join(headers.values()).replace(' ', '')}"
+    first, second = twice(cached, path, headers)
+    assert (first.headers["x-cache-status"], second.headers["x-cache-status"]) == ("BYPASS", "BYPASS")
+    assert first.body != second.body
+    anonymous = cached.get(path)
+    assert anonymous.headers["x-cache-status"] == "MISS"  # the answers to them were not stored
+    # and what anonymous visitors filled is not served to them either.
+    assert cached.get(path, headers=headers).headers["x-cache-status"] == "BYPASS"
+
+
+def test_without_the_cache_answer_nothing_is_cached(probed: LiveStack) -> None:
+    first, second = twice(probed, "/probe/page?cache-control=public,max-age=60")
+    assert "x-cache-status" not in second.headers
+    assert first.body != second.body
+
+
+# Logs ----------------------------------------------------------------------------------------------
+
+
+def test_one_access_log_by_default_nginx_with_timings(probed: LiveStack) -> None:
+    probed.get("/healthz?log-check")
+    log = Path(probed.state["nginx_access_log"])
+    # Buffered: written at least once a second.
+    probed.wait_for(lambda: "GET /healthz?log-check" in log.read_text(), seconds=5, what="the access log line")
+    line = next(line for line in log.read_text().splitlines() if "GET /healthz?log-check" in line)
+    assert " rt=0." in line and " urt=0." in line
+    assert "/healthz?log-check" not in probed.gunicorn_log()
+
+
+def test_emptying_the_cache_folder_empties_the_cache(cached: LiveStack) -> None:
+    """The purge step after a deploy: delete the files, and the next request goes to the app."""
+    path = "/probe/page?cache-control=public,max-age=600&n=purge"
+    first, second = twice(cached, path)
+    assert second.headers["x-cache-status"] == "HIT"
+    folder = Path(cached.state["prefix"]) / "tmp" / "my_app-cache"
+    entries = [entry for entry in folder.rglob("*") if entry.is_file()]
+    assert entries
+    for entry in entries:
+        entry.unlink()
+    third = cached.get(path)
+    assert third.headers["x-cache-status"] == "MISS" and third.body != first.body

@@ -19,11 +19,10 @@ raw_env = ["DJANGO_SETTINGS_MODULE={{ cookiecutter.project_slug }}.settings"]
 {% if cookiecutter.bind == "unix" %}
 # Under systemd the listening socket comes from {{ cookiecutter.__unit_stem }}.socket (socket
 # activation) and wins over `bind`; the bind below serves runs without systemd.
-bind = [os.environ.get("GUNICORN_BIND", "{{ cookiecutter.__upstream_servers.split(',')[0] }}")]
 {% else %}
 # Loopback only: nginx is the one public entry point.{{ " Each instance's unit sets its own port." if cookiecutter.instances | int > 1 }}
-bind = [os.environ.get("GUNICORN_BIND", "{{ cookiecutter.__upstream_servers.split(',')[0] }}")]
 {% endif %}
+bind = [os.environ.get("GUNICORN_BIND", "{{ cookiecutter.__upstream_servers.split(',')[0] }}")]
 # Connections the kernel queues while every worker is busy; nginx retries nothing on its own.
 backlog = 2048
 
@@ -51,8 +50,14 @@ worker_connections = 1000
 worker_class = "asgi"
 worker_connections = 1000
 {% endif %}
-# A worker silent for this long is killed and replaced; nginx's proxy_read_timeout is longer, so
-# nginx never gives up on a request gunicorn is still allowed to finish.
+{% if cookiecutter.__worker_class == "sync" %}
+# A worker silent for this long, which for a sync worker means stuck in one request, is killed
+# and replaced; nginx's proxy_read_timeout is longer, so gunicorn gives up first.
+{% else %}
+# A worker whose main loop is silent for this long is killed and replaced. A slow request does
+# not silence a {{ cookiecutter.__worker_class }} worker, so this does not bound a request: nginx's
+# proxy_read_timeout (the same value) does, with a 504.
+{% endif %}
 timeout = {{ cookiecutter._timeout }}
 # Time a worker gets to finish its request on reload or stop; systemd's TimeoutStopSec is longer.
 graceful_timeout = {{ cookiecutter._graceful_timeout }}
@@ -66,9 +71,10 @@ keepalive = 2
 keepalive = 5
 {% endif %}
 # Restart each worker after about this many requests so that a slow leak cannot grow forever;
-# the jitter keeps the workers from restarting all at once.
-max_requests = 1000
-max_requests_jitter = 100
+# the jitter keeps the workers from restarting all at once. Each restart forks and imports the
+# app again: every 20,000 requests that costs under 2% at full load (bench/README.md).
+max_requests = 20000
+max_requests_jitter = 2000
 # The heartbeat file workers touch; on a tmpfs a slow disk cannot make workers look dead.
 worker_tmp_dir = "/dev/shm"
 
@@ -90,12 +96,16 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 
 # Logging ---------------------------------------------------------------------
-# Both logs go to stdout/stderr: journald on the server, a log file under run-local.
-accesslog = "-"
+# nginx's access log has every request, with gunicorn's time in it ($upstream_response_time); a
+# second line per request from gunicorn cost 15-20% of the throughput (bench/README.md). Set
+# GUNICORN_ACCESSLOG=- to have it in the journal as well (the client address nginx saw, the
+# request, status, bytes, referrer, user agent and milliseconds).
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+access_log_format = '%({x-forwarded-for}i)s "%(r)s" %(s)s %(B)s "%(f)s" "%(a)s" %(M)sms'
+# Errors and gunicorn's own lines (workers started, reloads, timeouts) go to stderr: journald on
+# the server, a log file under run-local.
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
-# The client address nginx saw (X-Forwarded-For), not nginx's own, plus the time taken in ms.
-access_log_format = '%({x-forwarded-for}i)s "%(r)s" %(s)s %(B)s "%(f)s" "%(a)s" %(M)sms'
 
 # Process naming --------------------------------------------------------------
 # `ps` and `top` show "gunicorn: master [{{ cookiecutter.__service }}]" and the workers alike.
@@ -111,24 +121,3 @@ if _runtime_dir:
 else:
     control_socket_disable = True
 
-
-# Server hooks ----------------------------------------------------------------
-def when_ready(server):
-    server.log.info("%s ready: %s workers on %s", proc_name, server.cfg.workers, ", ".join(server.cfg.bind))
-
-
-def on_reload(server):
-    server.log.info("%s reloading: new workers start, old ones finish their requests", proc_name)
-
-
-def worker_abort(worker):
-    # SIGABRT: the worker missed its heartbeat for `timeout` seconds, usually a stuck request.
-    worker.log.warning("worker %s timed out after %ss and is being replaced", worker.pid, timeout)
-
-
-def child_exit(server, worker):
-    server.log.info("worker %s exited", worker.pid)
-
-
-def on_exit(server):
-    server.log.info("%s stopped", proc_name)

@@ -6,9 +6,11 @@ Every load is bounded in time (wrk's -d, the slow clients' deadline) and in coun
 from __future__ import annotations
 
 import json
+import re
 import resource
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .procs import CLOCK_TICKS, LOOPBACK, BenchError, Server, cpu_seconds
+
+INSTALL_H2LOAD = "h2load is not installed: apt-get install nghttp2-client (Debian, Ubuntu)"
 
 WRK_SUMMARY = Path(__file__).with_name("wrk-summary.lua")
 INSTALL_WRK = "wrk is not installed: apt-get install wrk (Debian, Ubuntu)"
@@ -95,11 +99,13 @@ def wrk(
     threads: int,
     pause_ms: int = 0,
     during: tuple[float, Callable[[], object]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> WrkResult:
     """Run wrk against `server` for `seconds`.
 
     pause_ms: each connection waits that long between requests (a steady rate instead of flat out).
     during: (after_seconds, action), run once while the load goes on.
+    headers: sent with every request besides Host.
     """
     command = [
         wrk_binary,
@@ -109,6 +115,7 @@ def wrk(
         f"--timeout={WRK_TIMEOUT_SECONDS}s",
         f"--script={WRK_SUMMARY}",
         f"--header=Host: {host}",
+        *(f"--header={name}: {value}" for name, value in (headers or {}).items()),
         f"http://{LOOPBACK}:{server.port}{path}",
         "--",
         str(pause_ms),
@@ -191,3 +198,79 @@ def slow_clients(port: int, host: str, count: int, seconds: float, interval: flo
         thread.join(timeout=seconds + 5)
         for sock in sockets:
             sock.close()
+
+
+def h2load(server: Server, port: int, path: str, name: str, *, seconds: int, connections: int, threads: int) -> dict:
+    """HTTP/2 over TLS with h2load (nghttp2): `connections` clients, one request in flight each, for
+    `seconds`, against https://`name`:`port` (the name goes out as SNI and :authority)."""
+    found = shutil.which("h2load")
+    if not found:
+        raise BenchError(INSTALL_H2LOAD)
+    command = [found, f"--duration={seconds}", f"--clients={connections}", "--max-concurrent-streams=1"]
+    command += [f"--threads={threads}", f"--connect-to={LOOPBACK}:{port}", f"https://{name}:{port}{path}"]
+    cpu_before = {key: cpu_seconds(pids) for key, pids in server.pids.items()}
+    busy_before, _ = machine_cpu()
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    elapsed = time.monotonic() - started
+    finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", done.stdout)
+    counts = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", done.stdout)
+    protocol = re.search(r"Application protocol: (\S+)", done.stdout)
+    if done.returncode != 0 or not finished or not counts:
+        raise BenchError(f"h2load failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    cpu = {key: cpu_seconds(pids) - cpu_before[key] for key, pids in server.pids.items()}
+    requests = int(counts.group(2))
+    return {
+        "rps": float(finished.group(2)),
+        "requests": requests,
+        "failed": int(counts.group(3)),
+        "protocol": protocol.group(1) if protocol else "?",
+        "cpu_us_per_request": {
+            key: round(value / requests * 1e6, 1) if requests else None for key, value in cpu.items()
+        },
+        "other_cores": round(max(0.0, machine_cpu()[0] - busy_before - sum(cpu.values())) / elapsed, 2),
+    }
+
+
+def tls_handshakes(port: int, name: str, path: str, *, seconds: float, clients: int = 4, resume: bool) -> dict:
+    """New TLS connections per second to 127.0.0.1:`port` (SNI `name`) from `clients` threads, each a
+    handshake, a HEAD of `path` (a static file: nginx answers it alone) and a close; with `resume`,
+    each offers the session of its previous connection. TLS 1.3 hands out the session after the
+    handshake, hence the one request.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # run-local's throwaway self-signed certificate
+    request = f"HEAD {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
+    counts = {"connections": 0, "resumed": 0, "errors": 0}
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client() -> None:
+        session = None
+        while time.monotonic() < deadline:
+            try:
+                with (
+                    socket.create_connection((LOOPBACK, port), timeout=5) as sock,
+                    context.wrap_socket(sock, server_hostname=name, session=session if resume else None) as tls,
+                ):
+                    tls.sendall(request)
+                    while tls.recv(4096):
+                        pass
+                    reused = tls.session_reused
+                    session = tls.session
+                with lock:
+                    counts["connections"] += 1
+                    counts["resumed"] += reused
+            except (OSError, ssl.SSLError):
+                with lock:
+                    counts["errors"] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 10)
+    elapsed = time.monotonic() - started
+    return {**counts, "per_second": round(counts["connections"] / elapsed, 1), "seconds": round(elapsed, 2)}

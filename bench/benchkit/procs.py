@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -87,6 +87,9 @@ class Server:
     port: int
     pids: dict[str, list[int]]  # component ("nginx", "gunicorn") -> its master processes
     log: Path
+    # Under run-local: its HTTPS port (TLS projects) and gunicorn's addresses ("unix:/path").
+    https_port: int | None = None
+    app_servers: list[str] = field(default_factory=list)
 
 
 def free_port() -> int:
@@ -217,7 +220,14 @@ def run_local(project: Project, venv: Path) -> Iterator[Server]:
         state = json.loads((project.path / ".run-local.json").read_text())
         # One or more gunicorn instances, each its own master.
         pids = {"nginx": [state["nginx_pid"]], "gunicorn": state.get("gunicorn_pids", [state["gunicorn_pid"]])}
-        yield Server(f"run-local ({project.name})", state["port"], pids, Path(state["gunicorn_log"]))
+        yield Server(
+            f"run-local ({project.name})",
+            state["port"],
+            pids,
+            Path(state["gunicorn_log"]),
+            https_port=state.get("https_port"),
+            app_servers=state.get("app_servers", []),
+        )
     finally:
         # run-local stops its own nginx and gunicorn (gracefully, up to its own time limit) and
         # removes its scratch folder: give it the time, so that nothing it started is left behind.

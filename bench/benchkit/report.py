@@ -125,6 +125,11 @@ def markdown(results: Results) -> str:
         results, "static", f"## Static file (100 KB, wrk {s.threads} threads x {s.connections} connections)"
     )
     lines += what_if_section(results)
+    lines += throughput_table(
+        results, "cache", f"## Shared cache (wrk {s.threads} threads x {s.connections} connections)"
+    )
+    lines += io_section(results)
+    lines += tls_section(results)
     lines += [
         "",
         f"## Slow clients ({s.slow_clients} connections sending headers one byte every 100 ms; normal requests "
@@ -199,28 +204,97 @@ def what_if_section(results: Results) -> list[str]:
         return []
     lines = [
         "",
-        "## What-if: one change to the generated configs (not targets; the template is unchanged)",
+        "## What-if: what each part of the configs costs (not targets; the template is unchanged)",
         "",
-        "Each change is made in a copy of the default project and measured through its nginx (a change to the "
-        "dynamic path as gunicorn alone too), in the same rounds as the cases above.",
+        "Each change is made in a copy of the default project and measured through its nginx (a change on "
+        "gunicorn's side as gunicorn alone too), in the same rounds as the cases above. The ratio is the median "
+        "of the per-round ratios changed / as generated: above 1 x, the part left out costs that much. CPU: "
+        "nginx's and gunicorn's time per request, medians over the rounds.",
         "",
-        "| change | measured on | req/s: as generated -> changed | p99 ms: as generated -> changed "
-        "| stack vs gunicorn alone, both changed (target >= 0.95 x) | why |",
-        "| --- | --- | ---: | ---: | ---: | --- |",
+        "| change | measured on | req/s: as generated -> changed | per round | CPU us/request: as generated -> "
+        "changed | p99 ms | stack vs gunicorn alone, both changed | why |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for what_if in results.what_ifs:
         if "skipped" in what_if:
-            lines.append(f"| {what_if['label']} | - | - | - | - | not measured: {what_if['skipped']} |")
+            lines.append(f"| {what_if['label']} | - | - | - | - | - | - | not measured: {what_if['skipped']} |")
             continue
         on = "dynamic page" if what_if["baseline"] == "dynamic-stack" else "100 KB static file"
         versus = what_if.get("stack_vs_gunicorn")
+        rounds = ", ".join("-" if v is None else f"{v:.2f}" for v in what_if.get("vs_baseline_per_round", []))
+        cpu = (
+            f"{what_if['baseline_cpu_us']:.0f} -> {what_if['cpu_us']:.0f}"
+            if what_if.get("cpu_us") is not None and what_if.get("baseline_cpu_us") is not None
+            else "-"
+        )
         lines.append(
             f"| {what_if['label']} | {on} | {what_if['baseline_rps']:,.0f} -> {what_if['rps']:,.0f} "
-            f"({what_if['vs_baseline']:.2f} x) | {what_if['baseline_p99_ms']:.2f} -> {what_if['p99_ms']:.2f} | "
-            f"{'-' if versus is None else f'{versus:.2f} x'} | {what_if['why']} |"
+            f"({what_if['vs_baseline']:.2f} x) | {rounds} | {cpu} | {what_if['baseline_p99_ms']:.2f} -> "
+            f"{what_if['p99_ms']:.2f} | {'-' if versus is None else f'{versus:.2f} x'} | {what_if['why']} |"
         )
     title = "### What-if cases in detail"
     return lines + throughput_table(results, "what-if", title)
+
+
+def io_section(results: Results) -> list[str]:
+    cases = [c for c in results.cases if c.group == "io-bound"]
+    if not cases:
+        return []
+    s = results.settings
+    lines = [
+        "",
+        f"## I/O-bound page (waits 20 ms, as on a database; wrk {s.threads} threads x {s.connections} connections)",
+        "",
+        "At most: requests the workers can have in progress at once (workers x threads, or the connections "
+        "wrk opens, whichever is fewer), each taking 20 ms.",
+        "",
+        "| worker class | in progress at once | at most req/s | req/s | share of the most | p50 ms | p99 ms | "
+        "failed | CPU us per request |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for case in cases:
+        median = json_median(results, case.id)
+        timed_out = any(r["timed_out"] for r in results.rounds[case.id])
+        failed = sum(r["failed"] for r in results.rounds[case.id])
+        lines.append(
+            f"| {case.label} | {median['parallel']:.0f} | {median['limit_rps']:,.0f} | {median['rps']:,.0f} | "
+            f"{median['share_of_limit']:.0%} | {ms(median, 'p50_ms', timed_out)} | {ms(median, 'p99_ms', timed_out)} | "
+            f"{failed} | {cpu_cell(results, case.id)} |"
+        )
+    return lines
+
+
+def tls_section(results: Results) -> list[str]:
+    if "tls-h2" not in results.rounds:
+        return []
+    h2 = json_median(results, "tls-h2")
+    plain = results.median("dynamic-stack", "rps")
+    lines = [
+        "",
+        "## HTTPS (tls_mode=existing, HTTP/2, TLS 1.3; the same page as the dynamic case)",
+        "",
+        "| case | figure | per round |",
+        "| --- | ---: | --- |",
+        f"| {next(c.label for c in results.cases if c.id == 'tls-h2')} ({results.settings.connections} connections, "
+        "1 stream each) | "
+        f"{h2['rps']:,.0f} req/s ({h2['rps'] / plain:.2f} x plain HTTP/1.1) | "
+        + ", ".join(f"{r['rps']:,.0f}" for r in results.rounds["tls-h2"])
+        + " |",
+    ]
+    for case_id in ("tls-handshakes-new", "tls-handshakes-resumed"):
+        rounds = results.rounds.get(case_id, [])
+        if not rounds:
+            continue
+        median = json_median(results, case_id)
+        resumed = sum(r["resumed"] for r in rounds)
+        total = sum(r["connections"] for r in rounds)
+        label = next(c.label for c in results.cases if c.id == case_id)
+        lines.append(
+            f"| {label} | {median['per_second']:,.0f} connections/s ({resumed:,} of {total:,} resumed) | "
+            + ", ".join(f"{r['per_second']:,.0f}" for r in rounds)
+            + " |"
+        )
+    return lines
 
 
 NOISY_CORES = 0.2  # median other load above which a run's ratios are not to be trusted

@@ -153,6 +153,8 @@ class Benchmark:
         self.projects: list[Project] = []
         self.servers: dict[str, Server] = {}
         self.hosts: dict[str, str] = {}  # server name -> the Host its project answers (its domain_name)
+        # Projects of the cache, TLS and I/O-bound cases, by the key of EXTRAS.
+        self.extras: dict[str, Project] = {}
         self.results = Results(settings, {})
 
     # Set-up -------------------------------------------------------------------------------------
@@ -199,6 +201,8 @@ class Benchmark:
             raise BenchError("the default project has no static folder for nginx to serve")
         (default.static_dir / STATIC_FILE).write_bytes(os.urandom(STATIC_BYTES))
         for number, what_if in enumerate(whatif.CATALOGUE, len(self.projects)):
+            if self.settings.smoke and not what_if.in_smoke:
+                continue
             made = whatif.prepare(what_if, self.template, default, self.work / "projects" / str(number), number)
             if isinstance(made, str):
                 print(f"what-if {what_if.id}: skipped, {made}", flush=True)
@@ -206,21 +210,32 @@ class Benchmark:
                 continue
             self.what_ifs.append((what_if, made))
             entry = {"id": what_if.id, "label": what_if.label, "short": what_if.short, "why": what_if.why}
+            entry["static"] = what_if.static
             self.results.what_ifs.append(entry)
             self.venv[made.name] = self.venv_override or venv_for(made, self.venvs)
             print(f"what-if {what_if.id}: {made.path}", flush=True)
+        first = len(self.projects) + len(whatif.CATALOGUE)
+        for number, (key, answers) in enumerate(EXTRAS.items(), first):
+            path, _ = bake(self.template, self.work / "projects" / str(number), {**default.answers, **answers})
+            if key.startswith("io-"):
+                shutil.copy(BENCH_DIR / "benchkit" / "ioapp.py", path / "wsgi.py")
+            extra = Project(key, path, {**default.answers, **answers}, load_layout(path, number))
+            self.extras[key] = extra
+            self.venv[key] = self.venv_override or venv_for(extra, self.venvs)
+            print(f"baked: {key} -> {path}", flush=True)
 
     def start_servers(self, stack: ExitStack) -> None:
         default = self.projects[0]
         host = default.domain
         # Each project, and each what-if, under its run-local and (but for static ones) as gunicorn alone.
-        static_what_ifs = {project.name for what_if, project in self.what_ifs if what_if.static}
-        for project in [*self.projects, *(project for _, project in self.what_ifs)]:
+        stack_only = {project.name for what_if, project in self.what_ifs if not what_if.alone}
+        stack_only |= {project.name for project in self.extras.values()}
+        for project in [*self.projects, *(project for _, project in self.what_ifs), *self.extras.values()]:
             server = stack.enter_context(run_local(project, self.venv[project.name]))
             self.servers[f"stack:{project.name}"] = server
             self.hosts[server.name] = project.domain
             print(f"started: generated stack ({project.name}) on 127.0.0.1:{server.port}", flush=True)
-            if project.name in static_what_ifs:
+            if project.name in stack_only:
                 continue
             alone = gunicorn_alone(f"gunicorn-{len(self.servers)}", project, self.venv[project.name], self.work)
             alone = stack.enter_context(alone)
@@ -255,6 +270,16 @@ class Benchmark:
         print(f"started: the guide's plain nginx on 127.0.0.1:{port}", flush=True)
 
         port = free_port()
+        generated = self.servers["stack:default"]
+        bare_site = BARE_SITE.format(port=port, host=host, app=generated.app_servers[0])
+        prefix = self.work / "servers" / "nginx-bare"
+        bare = stack.enter_context(scratch_nginx("bare", self.nginx, prefix, bare_site, port, host, default.path))
+        # The bare proxy shares gunicorn with the generated stack: its CPU time is counted here too.
+        bare.pids["gunicorn"] = generated.pids["gunicorn"]
+        self.servers["bare"] = bare
+        print(f"started: bare nginx proxy to the stack's gunicorn on 127.0.0.1:{port}", flush=True)
+
+        port = free_port()
         ceiling_site = CEILING_SITE.format(port=port, host=host)
         ceiling = scratch_nginx(
             "return-200", self.nginx, self.work / "servers" / "nginx-200", ceiling_site, port, host, default.path
@@ -265,6 +290,8 @@ class Benchmark:
     def warm_up(self) -> None:
         """One second of load on each app server: workers import and fill their caches first."""
         for key, server in self.servers.items():
+            if key == "stack:tls":
+                continue  # its port 80 only redirects; the TLS cases warm themselves up
             path = f"/static/{STATIC_FILE}" if key == "gunicorn-files" else "/"
             self.load(server, path, seconds=1)
 
@@ -275,8 +302,31 @@ class Benchmark:
         host = self.hosts.get(server.name, self.projects[0].domain)
         return load.wrk(self.wrk, server, path, host, seconds=seconds or self.settings.duration, **options)
 
-    def throughput(self, key: str, path: str = "/") -> dict:
-        return self.load(self.servers[key], path).metrics()
+    def throughput(self, key: str, path: str = "/", headers: dict[str, str] | None = None) -> dict:
+        return self.load(self.servers[key], path, headers=headers).metrics()
+
+    def io_bound(self, key: str) -> dict:
+        """The 20 ms page through the stack, and the most its workers could answer in parallel."""
+        project = self.extras[key]
+        workers = 2 * (os.cpu_count() or 1) + 1
+        worker_class = project.layout.WORKER_CLASS
+        per_worker = {"sync": 1, "gthread": int(project.answers.get("threads", 4))}.get(worker_class, 1000)
+        parallel = min(workers * per_worker, self.settings.connections)
+        metrics = self.throughput(f"stack:{key}")
+        limit = parallel / 0.020
+        return {**metrics, "parallel": parallel, "limit_rps": limit, "share_of_limit": round(metrics["rps"] / limit, 3)}
+
+    def tls_h2(self) -> dict:
+        server = self.servers["stack:tls"]
+        assert server.https_port is not None
+        options = {"connections": self.settings.connections, "threads": self.settings.threads}
+        return load.h2load(server, server.https_port, "/", "localhost", seconds=self.settings.duration, **options)
+
+    def tls_handshakes(self, resume: bool) -> dict:
+        server = self.servers["stack:tls"]
+        assert server.https_port is not None
+        path = "/static/style.css"
+        return load.tls_handshakes(server.https_port, "localhost", path, seconds=self.settings.duration, resume=resume)
 
     def slow_clients(self, key: str) -> dict:
         """p99 of a few steady clients, first alone, then with 100 slow connections open."""
@@ -355,6 +405,20 @@ class Benchmark:
             if project is self.projects[0]:
                 cases += [
                     Case(
+                        "dynamic-bare",
+                        "dynamic",
+                        "bare nginx: only proxy_pass to the stack's gunicorn socket, no log, no headers",
+                        partial(self.throughput, "bare"),
+                        throughput_line,
+                    ),
+                    Case(
+                        "dynamic-gzip",
+                        "dynamic",
+                        "generated stack, the client accepts gzip (answers compressed)",
+                        partial(self.throughput, stack, "/", {"Accept-Encoding": "gzip"}),
+                        throughput_line,
+                    ),
+                    Case(
                         "dynamic-guide",
                         "dynamic",
                         "the guide's plain nginx site -> same gunicorn, TCP",
@@ -372,22 +436,41 @@ class Benchmark:
                 for what_if, changed in self.what_ifs:
                     if what_if.static:
                         continue
-                    cases += [
+                    cases.append(
                         Case(
                             f"what-if-{what_if.id}",
                             "what-if",
                             f"{what_if.label}: generated stack",
                             partial(self.throughput, f"stack:{changed.name}"),
                             throughput_line,
-                        ),
-                        Case(
-                            f"what-if-{what_if.id}-gunicorn",
-                            "what-if",
-                            f"{what_if.label}: gunicorn alone",
-                            partial(self.throughput, f"gunicorn:{changed.name}"),
-                            throughput_line,
-                        ),
-                    ]
+                        )
+                    )
+                    if what_if.alone:
+                        cases.append(
+                            Case(
+                                f"what-if-{what_if.id}-gunicorn",
+                                "what-if",
+                                f"{what_if.label}: gunicorn alone",
+                                partial(self.throughput, f"gunicorn:{changed.name}"),
+                                throughput_line,
+                            )
+                        )
+                cases += [
+                    Case(
+                        "cache-stack",
+                        "cache",
+                        "generated stack with cache=on, GET /cached (Cache-Control: public, max-age=60)",
+                        partial(self.throughput, "stack:cache", "/cached"),
+                        throughput_line,
+                    ),
+                    Case(
+                        "cache-gunicorn",
+                        "cache",
+                        "gunicorn alone, GET /cached (the same app, no cache)",
+                        partial(self.throughput, alone, "/cached"),
+                        throughput_line,
+                    ),
+                ]
                 cases += [
                     Case(
                         "static-nginx",
@@ -413,6 +496,38 @@ class Benchmark:
                         )
                         for what_if, changed in self.what_ifs
                         if what_if.static
+                    ),
+                    *(
+                        Case(
+                            key,
+                            "io-bound",
+                            f"{EXTRAS[key]['worker_class']} workers: a page that waits 20 ms, through the stack",
+                            partial(self.io_bound, key),
+                            io_line,
+                        )
+                        for key in EXTRAS
+                        if key.startswith("io-")
+                    ),
+                    Case(
+                        "tls-h2",
+                        "tls",
+                        "HTTPS with HTTP/2 (h2load), GET / through the stack",
+                        self.tls_h2,
+                        lambda m: f"{m['rps']:>9,.0f} req/s over {m['protocol']}, {m['failed']} failed",
+                    ),
+                    Case(
+                        "tls-handshakes-new",
+                        "tls",
+                        "new TLS connections, full handshake each",
+                        partial(self.tls_handshakes, False),
+                        handshake_line,
+                    ),
+                    Case(
+                        "tls-handshakes-resumed",
+                        "tls",
+                        "new TLS connections, each resuming the previous session",
+                        partial(self.tls_handshakes, True),
+                        handshake_line,
                     ),
                     Case(
                         "slow-nginx",
@@ -482,33 +597,66 @@ def targets(r: Results) -> list[Target]:
     found = []
     for tag in tags:
         suffix = f" {tag}" if tag else ""
-        found.append(
-            ratio_target(
-                r,
-                f"stack-vs-gunicorn{tag}",
-                f"dynamic: generated stack vs gunicorn alone{suffix}",
-                0.95,
-                "min",
-                (f"dynamic-stack{tag}", "rps"),
-                (f"dynamic-gunicorn{tag}", "rps"),
+        if tag:
+            found.append(
+                ratio_target(
+                    r,
+                    f"stack-vs-gunicorn{tag}",
+                    f"dynamic: generated stack vs gunicorn alone{suffix}",
+                    0.95,
+                    "min",
+                    (f"dynamic-stack{tag}", "rps"),
+                    (f"dynamic-gunicorn{tag}", "rps"),
+                )
             )
-        )
-        if not tag:
+        else:
             found += [
+                ratio_target(
+                    r,
+                    "stack-vs-bare",
+                    "dynamic: generated stack vs a bare nginx proxy to the same gunicorn",
+                    0.90,
+                    "min",
+                    ("dynamic-stack", "rps"),
+                    ("dynamic-bare", "rps"),
+                ),
                 ratio_target(
                     r,
                     "stack-vs-guide",
                     "dynamic: generated stack vs the guide's plain setup",
                     1.0,
-                    "above",
+                    "min",
                     ("dynamic-stack", "rps"),
                     ("dynamic-guide", "rps"),
+                ),
+            ]
+            if "what-if-previous-defaults" in r.rounds:
+                found.append(
+                    ratio_target(
+                        r,
+                        "stack-vs-previous-defaults",
+                        "dynamic: generated stack vs the previous defaults",
+                        1.2,
+                        "min",
+                        ("dynamic-stack", "rps"),
+                        ("what-if-previous-defaults", "rps"),
+                    )
+                )
+            found += [
+                ratio_target(
+                    r,
+                    "cache-vs-gunicorn",
+                    "cacheable page: stack with cache=on vs gunicorn alone",
+                    10.0,
+                    "min",
+                    ("cache-stack", "rps"),
+                    ("cache-gunicorn", "rps"),
                 ),
                 ratio_target(
                     r,
                     "static-nginx-vs-gunicorn",
                     "static 100 KB: via nginx vs via gunicorn",
-                    4.0,
+                    10.0,
                     "min",
                     ("static-nginx", "rps"),
                     ("static-gunicorn", "rps"),
@@ -588,11 +736,14 @@ def what_if_numbers(r: Results) -> list[dict]:
         case = f"what-if-{entry['id']}"
         if "skipped" not in entry:
             alone = f"{case}-gunicorn"
-            baseline = "dynamic-stack" if alone in r.rounds else "static-nginx"
-            vs_baseline, _ = paired_ratio(r, (case, "rps"), (baseline, "rps"))
+            baseline = "static-nginx" if entry.get("static") else "dynamic-stack"
+            vs_baseline, per_round = paired_ratio(r, (case, "rps"), (baseline, "rps"))
             entry = {**entry, "case": case, "baseline": baseline, "vs_baseline": vs_baseline}
+            entry["vs_baseline_per_round"] = per_round
             for key in ("rps", "p99_ms"):
                 entry[key], entry[f"baseline_{key}"] = r.median(case, key), r.median(baseline, key)
+            # CPU time per request of nginx and gunicorn together: steadier than req/s on a busy machine.
+            entry["cpu_us"], entry["baseline_cpu_us"] = server_cpu_us(r, case), server_cpu_us(r, baseline)
             if alone in r.rounds:
                 ratio_alone, per_round = paired_ratio(r, (case, "rps"), (alone, "rps"))
                 entry |= {
@@ -602,6 +753,17 @@ def what_if_numbers(r: Results) -> list[dict]:
                 }
         found.append(entry)
     return found
+
+
+def server_cpu_us(r: Results, case_id: str) -> float | None:
+    """The median over the rounds of nginx's plus gunicorn's CPU time per request, in microseconds."""
+    sums = []
+    for measured in r.rounds.get(case_id, []):
+        cpu = measured.get("cpu_us_per_request", {})
+        values = [cpu.get(name) for name in ("nginx", "gunicorn")]
+        if None not in values:
+            sums.append(sum(values))
+    return round(statistics.median(sums), 1) if sums else None
 
 
 def prepare_work(work: Path) -> Path:
@@ -635,6 +797,20 @@ def slow_line(metrics: dict) -> str:
     )
 
 
+def io_line(metrics: dict) -> str:
+    return (
+        f"{throughput_line(metrics)}; {metrics['parallel']} at once: at most {metrics['limit_rps']:,.0f} req/s, "
+        f"{metrics['share_of_limit']:.0%} of it"
+    )
+
+
+def handshake_line(metrics: dict) -> str:
+    return (
+        f"{metrics['per_second']:>9,.0f} connections/s, {metrics['resumed']:,} of {metrics['connections']:,} resumed, "
+        f"{metrics['errors']} errors"
+    )
+
+
 def reload_line(metrics: dict) -> str:
     seen = "reloaded" if metrics["reloaded"] else "no reload seen in the log"
     return f"{metrics['requests']:,} requests, {metrics['failed']} failed ({seen})"
@@ -655,6 +831,29 @@ server {{
     }}
 }}
 """
+
+# The floor of any proxy: nginx hands the request to the stack's own gunicorn socket and nothing else
+# (no access log, no headers added or cleared, no gzip).
+BARE_SITE = """\
+server {{
+    listen 127.0.0.1:{port};
+    server_name {host};
+    access_log off;
+
+    location / {{
+        proxy_pass http://{app}:;
+    }}
+}}
+"""
+
+# The projects of the cache, TLS and I/O-bound cases: the default answers and these.
+EXTRAS: dict[str, dict[str, str]] = {
+    "cache": {"cache": "on"},
+    "tls": {"tls_mode": "existing"},
+    "io-sync": {"worker_class": "sync"},
+    "io-gthread": {"worker_class": "gthread"},
+    "io-gevent": {"worker_class": "gevent"},
+}
 
 # What nginx alone answers on this machine: no upstream, no file.
 CEILING_SITE = """\

@@ -117,6 +117,7 @@ Replace it with your own; keep `/healthz` (nginx, the install command and monito
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable, Iterable
 
 PROJECT_NAME = {{ cookiecutter.project_name | tojson }}
@@ -148,11 +149,22 @@ def healthz(environ: dict) -> tuple[str, str, bytes]:
     return "200 OK", "text/plain; charset=utf-8", b"ok\n"
 
 
-ROUTES = {"/": home, "/healthz": healthz}
+def cached(environ: dict) -> tuple[str, str, bytes]:
+    """The same page for every visitor, so a shared cache may keep it (CACHE_CONTROL below)."""
+    made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    page = f"<!doctype html>\n<title>{html.escape(PROJECT_NAME)}</title>\n<p>Made at <time>{made}</time>.</p>\n"
+    return "200 OK", "text/html; charset=utf-8", page.encode()
+
+
+ROUTES = {"/": home, "/healthz": healthz, "/cached": cached}
+# Pages that are the same for everyone: nginx's shared cache (the `cache` answer) keeps them for
+# max-age seconds. Never mark a page public that shows anything of one visitor.
+CACHE_CONTROL = {"/cached": "public, max-age=60"}
 
 
 def application(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-    view = ROUTES.get(environ.get("PATH_INFO") or "/")
+    path = environ.get("PATH_INFO") or "/"
+    view = ROUTES.get(path)
     if view is None:
         status, content_type, body = "404 Not Found", "text/plain; charset=utf-8", b"not found\n"
     elif environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
@@ -162,6 +174,8 @@ def application(environ: dict, start_response: StartResponse) -> Iterable[bytes]
     headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
     if status.startswith("405"):
         headers.append(("Allow", "GET, HEAD"))
+    elif status.startswith("200") and path in CACHE_CONTROL:
+        headers.append(("Cache-Control", CACHE_CONTROL[path]))
     start_response(status, headers)
     return [b"" if environ["REQUEST_METHOD"] == "HEAD" else body]
 {% endif %}

@@ -136,6 +136,9 @@ def localize(site: str, prefix: Path, ports: LocalPorts, nginx_version: tuple[in
         layout.ACME_ROOT + ";": f"{prefix / 'acme'};",
         f"ssl_certificate {layout.TLS_CERTIFICATE};": f"ssl_certificate {certificate};",
         f"ssl_certificate_key {layout.TLS_CERTIFICATE_KEY};": f"ssl_certificate_key {key};",
+        # The site's access log and its cache folder (with the cache answer) live under nginx's folders.
+        f"/var/log/nginx/{layout.NGINX_SNIPPETS_NAME}.access.log ": f"{prefix}/logs/access.log ",
+        "proxy_cache_path /var/lib/nginx/": f"proxy_cache_path {prefix}/tmp/",
     }
     # The redirect to HTTPS names the local HTTPS port, which is not 443.
     swaps["return 301 https://$host$request_uri;"] = f"return 301 https://$host:{ports.https}$request_uri;"
@@ -172,6 +175,8 @@ def main_conf(prefix: Path, nginx: str, site: Path, *, foreground: bool) -> str:
         f"pid {prefix}/nginx.pid;",
         f"error_log {prefix}/logs/error.log;",
         "daemon off;" if foreground else "",
+        # Every connection proxied takes two descriptors (client and app server).
+        "worker_rlimit_nofile 2048;",
         "events {",
         "    worker_connections 1024;",
         "}",
