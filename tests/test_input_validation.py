@@ -11,7 +11,7 @@ from conftest import TEMPLATE_DIR
 from cookiecutter.exceptions import FailedHookException
 
 sys.path[:0] = [str(TEMPLATE_DIR), str(TEMPLATE_DIR / "hooks")]
-from answers import problems
+from answers import problems  # noqa: E402
 
 REFUSED = [
     # (field, value, words the message must contain)
