@@ -1,0 +1,303 @@
+"""The file layer of deploy/install: one transaction over the server's files.
+
+- every file is compared (content, mode, owner) before it is written, so a run with nothing new
+  changes nothing and says so;
+- every file that is replaced or removed is first copied, with its mode and owner, to
+  INSTALL_DIR/backups/<UTC time>/<its absolute path>, and every change is noted in the undo list:
+  restore() puts the backed-up files back and removes whatever this run created.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .common import BACKUPS_DIR, KEEP_BACKUPS, ROOT, InstallError, Owner, cache, describe
+from .report import Report
+from .target import Target
+
+
+@dataclass
+class Undo:
+    """How to put one path back as it was before this run."""
+
+    path: Path
+    kind: str  # "created", "replaced", "meta" or "removed-dir"
+    backup: Path | None = None
+    meta: tuple[int, int, int] | None = None  # mode, uid and gid before the change
+
+
+class Files:
+    def __init__(self, target: Target, report: Report) -> None:
+        self.target = target
+        self.report = report
+        self.undo_list: list[Undo] = []
+        self.planned: set[str] = set()  # folders a dry run would have created
+        self.backup_dir: str | None = None
+        self.backups_created = False
+        self.keep_backups = True
+
+    def disk(self, path: str) -> Path:
+        return self.target.disk(path)
+
+    # Folders ------------------------------------------------------------------------------------
+    def make_parents(self, path: str) -> None:
+        for parent in reversed(PurePosixPath(path).parents[:-1]):
+            if not self.disk(str(parent)).exists() and str(parent) not in self.planned:
+                self.create_dir(str(parent), 0o755, ROOT)
+
+    def create_dir(self, path: str, mode: int, owner: Owner) -> None:
+        self.report.changed("created", path, f"({describe(owner, mode)})")
+        if not self.target.writes:
+            self.planned.add(path)
+            return
+        disk = self.disk(path)
+        self.undo_list.append(Undo(disk, "created"))
+        disk.mkdir(mode)
+        disk.chmod(mode)
+        if ids := self.target.ids(owner):
+            os.chown(disk, *ids)
+
+    def ensure_dir(self, path: str, mode: int, owner: Owner) -> None:
+        disk = self.disk(path)
+        if disk.is_symlink() or (disk.exists() and not disk.is_dir()):
+            raise InstallError(f"{path} should be a folder but is not: move it away and run again")
+        if disk.exists():
+            self.fix_meta(path, mode, owner)
+        elif path not in self.planned:
+            self.make_parents(path)
+            self.create_dir(path, mode, owner)
+
+    def fix_meta(self, path: str, mode: int, owner: Owner) -> None:
+        disk = self.disk(path)
+        now = disk.lstat()
+        ids = self.target.ids(owner)
+        if stat.S_IMODE(now.st_mode) == mode and (ids is None or (now.st_uid, now.st_gid) == ids):
+            return
+        self.report.changed("fixed", path, f"({describe(owner, mode)}, was {stat.S_IMODE(now.st_mode):04o})")
+        if not self.target.writes:
+            return
+        self.undo_list.append(Undo(disk, "meta", meta=(stat.S_IMODE(now.st_mode), now.st_uid, now.st_gid)))
+        disk.chmod(mode)
+        if ids:
+            os.chown(disk, *ids)
+
+    # Files and links ----------------------------------------------------------------------------
+    def ensure_file(self, path: str, content: bytes, mode: int, owner: Owner, *, create_only: bool = False) -> None:
+        disk = self.disk(path)
+        if disk.is_dir() and not disk.is_symlink():
+            raise InstallError(f"{path} should be a file but is a folder: move it away and run again")
+        if disk.is_symlink() or disk.exists():
+            if create_only:
+                return
+            if not disk.is_symlink() and disk.read_bytes() == content:
+                self.fix_meta(path, mode, owner)
+                return
+            self.report.changed("updated", path, f"({describe(owner, mode)}; previous one backed up)")
+            if self.target.writes:
+                self.undo_list.append(Undo(disk, "replaced", backup=self.backup(path)))
+                self.write(disk, content, mode, owner)
+            return
+        self.make_parents(path)
+        self.report.changed("created", path, f"({describe(owner, mode)})")
+        if self.target.writes:
+            self.undo_list.append(Undo(disk, "created"))
+            self.write(disk, content, mode, owner)
+
+    def write(self, disk: Path, content: bytes, mode: int, owner: Owner) -> None:
+        """Write through a temporary file and a rename: readers see the old file or the new one."""
+        temporary = disk.with_name(f".{disk.name}.installing")
+        temporary.unlink(missing_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with open(descriptor, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fchmod(descriptor, mode)
+            if ids := self.target.ids(owner):
+                os.fchown(descriptor, *ids)
+            os.fsync(descriptor)
+        os.replace(temporary, disk)
+
+    def ensure_link(self, path: str, target: str) -> None:
+        disk = self.disk(path)
+        if disk.is_symlink() and os.readlink(disk) == target:
+            return
+        if disk.is_dir() and not disk.is_symlink():
+            raise InstallError(f"{path} should be a link but is a folder: move it away and run again")
+        existed = disk.is_symlink() or disk.exists()
+        if not existed:
+            self.make_parents(path)
+        self.report.changed("updated" if existed else "created", path, f"-> {target}")
+        if not self.target.writes:
+            return
+        self.undo_list.append(Undo(disk, "replaced", backup=self.backup(path)) if existed else Undo(disk, "created"))
+        temporary = disk.with_name(f".{disk.name}.installing")
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(target)
+        os.replace(temporary, disk)
+
+    def remove_file(self, path: str) -> None:
+        disk = self.disk(path)
+        if not (disk.is_symlink() or disk.exists()):
+            return
+        self.report.changed("removed", path, "(backed up)" if self.keep_backups else "")
+        if not self.target.writes:
+            return
+        if self.keep_backups:
+            self.undo_list.append(Undo(disk, "replaced", backup=self.backup(path)))
+        disk.unlink()
+
+    def remove_dir(self, path: str) -> None:
+        """Remove a folder whose files were removed already, with its Python caches. A folder that
+        still holds something else (skipped names: not this run's to remove) stays."""
+        disk = self.disk(path)
+        if any(not cache(p.relative_to(disk).parts) for p in disk.rglob("*") if not p.is_dir()):
+            return
+        self.report.changed("removed", path)
+        if not self.target.writes:
+            return
+        for leftover in disk.rglob("__pycache__"):
+            shutil.rmtree(leftover)
+        now = disk.lstat()
+        disk.rmdir()
+        self.undo_list.append(Undo(disk, "removed-dir", meta=(stat.S_IMODE(now.st_mode), now.st_uid, now.st_gid)))
+
+    def remove_tree(self, path: str) -> None:
+        """Remove a folder and everything in it, without a backup (--purge)."""
+        disk = self.disk(path)
+        if not disk.exists():
+            return
+        self.report.changed("removed", path, "and everything in it")
+        if self.target.writes:
+            shutil.rmtree(disk)
+
+    def mirror(
+        self,
+        dest: str,
+        files: dict[str, Path],
+        *,
+        dir_mode: int,
+        file_mode: int,
+        owner: Owner,
+        exec_mode: int | None = None,
+        skip: Callable[[tuple[str, ...]], bool] = cache,
+    ) -> None:
+        """Make `dest` hold exactly `files` (relative path -> source); what it holds besides, other
+        than skipped names, is backed up and removed."""
+        self.ensure_dir(dest, dir_mode, owner)
+        for relative, source in files.items():
+            target = f"{dest}/{relative}"
+            if source.is_dir():
+                self.ensure_dir(target, dir_mode, owner)
+            else:
+                executable = exec_mode is not None and os.access(source, os.X_OK)
+                mode = exec_mode if executable and exec_mode is not None else file_mode
+                self.ensure_file(target, source.read_bytes(), mode, owner)
+        here = self.disk(dest)
+        if not here.is_dir():
+            return
+        # Deepest first, so that a folder is empty by the time its turn comes.
+        for found in sorted(here.rglob("*"), reverse=True):
+            relative = found.relative_to(here)
+            if relative.as_posix() in files or skip(relative.parts):
+                continue
+            target = f"{dest}/{relative.as_posix()}"
+            if found.is_dir() and not found.is_symlink():
+                self.remove_dir(target)
+            else:
+                self.remove_file(target)
+
+    # Backups and the way back -------------------------------------------------------------------
+    def backup(self, path: str) -> Path:
+        """Copy `path` (a file or a link) with its mode and owner into this run's backup folder."""
+        if self.backup_dir is None:
+            self.backup_dir = self.new_backup_dir()
+        base = self.disk(self.backup_dir)
+        # Parent folders copy the mode and owner of the originals: `cp -a <backup>/. /` restores
+        # files without loosening or tightening any folder on the way.
+        for parent in reversed(PurePosixPath(path).parents[:-1]):
+            copy = base / str(parent).lstrip("/")
+            if not copy.exists():
+                original = self.disk(str(parent)).lstat()
+                copy.mkdir()
+                copy.chmod(stat.S_IMODE(original.st_mode))
+                chown_as(copy, original)
+        source = self.disk(path)
+        copy = base / path.lstrip("/")
+        shutil.copy2(source, copy, follow_symlinks=False)
+        chown_as(copy, source.lstat())
+        return copy
+
+    def new_backup_dir(self) -> str:
+        backups = self.disk(BACKUPS_DIR)
+        if not backups.exists():
+            backups.mkdir(0o700, parents=True)
+            self.backups_created = True
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for attempt in range(1, 100):
+            name = stamp if attempt == 1 else f"{stamp}-{attempt}"
+            try:
+                (backups / name).mkdir(0o700)
+            except FileExistsError:
+                continue
+            return f"{BACKUPS_DIR}/{name}"
+        raise InstallError(f"cannot create a backup folder in {BACKUPS_DIR}")
+
+    def restore(self) -> list[str]:
+        """Undo every file change of this run, newest first; the problems met (none: all undone)."""
+        problems = []
+        for undo in reversed(self.undo_list):
+            try:
+                undo_one(undo)
+            except OSError as error:
+                problems.append(f"{undo.path}: {error}")
+        self.undo_list.clear()
+        if not problems and self.backup_dir is not None:
+            # Everything is back in place: the copies are the files as they are now.
+            shutil.rmtree(self.disk(self.backup_dir))
+            if self.backups_created:
+                self.disk(BACKUPS_DIR).rmdir()
+            self.backup_dir = None
+        return problems
+
+    def prune_backups(self) -> None:
+        """Keep the newest KEEP_BACKUPS backup folders."""
+        backups = self.disk(BACKUPS_DIR)
+        if not self.target.writes or not backups.is_dir():
+            return
+        folders = sorted((p for p in backups.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in folders[:-KEEP_BACKUPS]:
+            shutil.rmtree(old)
+
+
+def chown_as(path: Path, original: os.stat_result) -> None:
+    if os.geteuid() == 0:
+        os.chown(path, original.st_uid, original.st_gid, follow_symlinks=False)
+
+
+def undo_one(undo: Undo) -> None:
+    path = undo.path
+    if undo.kind == "created":
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+    elif undo.kind == "replaced" and undo.backup is not None:
+        temporary = path.with_name(f".{path.name}.restoring")
+        temporary.unlink(missing_ok=True)
+        shutil.copy2(undo.backup, temporary, follow_symlinks=False)
+        chown_as(temporary, undo.backup.lstat())
+        os.replace(temporary, path)
+    elif undo.meta is not None:
+        mode, uid, gid = undo.meta
+        if undo.kind == "removed-dir":
+            path.mkdir()
+        path.chmod(mode)
+        if os.geteuid() == 0:
+            os.chown(path, uid, gid)
