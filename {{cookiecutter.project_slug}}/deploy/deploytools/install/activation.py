@@ -23,7 +23,7 @@ from .common import (
     unit_file,
     units_to_verify,
 )
-from .files import Files
+from .files import Files, Undo
 from .report import Report
 from .target import Target
 
@@ -75,6 +75,16 @@ class Activation:
         self.refreshed: list[str] = []
         self.refresh = ""
         self.nginx_reloaded = False
+        self.stopped: list[str] = []  # units of the installed version that this one no longer has
+
+    def done(self, result: object, action: str, **details: object) -> None:
+        """Note in the journal a command that ran here, for a later run to undo if this one dies."""
+        if result is not None:
+            self.files.journal.add({"action": action, **details})
+
+    def stop(self, units: list[str]) -> None:
+        self.stopped = units
+        self.done(self.target.run("systemctl", "disable", "--now", *units), "stopped", units=units)
 
     # Validation ---------------------------------------------------------------------------------
     def validate(self) -> str:
@@ -154,18 +164,18 @@ class Activation:
         target, changes = self.target, self.changes
         done = []
         if changes.units:
-            target.run("systemctl", "daemon-reload")
+            self.done(target.run("systemctl", "daemon-reload"), "daemon-reload")
             self.daemon_reloaded = True
             done.append("daemon-reload")
         units = dict.fromkeys([*layout.ACTIVE_UNITS, *layout.APP_SERVICES])
         was_active = {unit: target.unit_is("active", unit) for unit in units}
         self.enabled = [unit for unit in layout.ACTIVE_UNITS if not target.unit_is("enabled", unit)]
         if self.enabled:
-            target.run("systemctl", "enable", *self.enabled)
+            self.done(target.run("systemctl", "enable", *self.enabled), "enabled", units=self.enabled)
             done.append(f"enable {' '.join(self.enabled)}")
         self.started = [unit for unit in layout.ACTIVE_UNITS if not was_active[unit]]
         if self.started:
-            target.run("systemctl", "start", *self.started)
+            self.done(target.run("systemctl", "start", *self.started), "started", units=self.started)
             done.append(f"start {' '.join(self.started)}")
         # Units that changed need a restart to apply; new code alone, a graceful reload (HUP: new
         # workers start, the old ones finish their requests). One service at a time, each healthy
@@ -175,7 +185,9 @@ class Activation:
             for service, upstream in zip(layout.APP_SERVICES, layout.UPSTREAM_SERVERS, strict=False):
                 if not was_active[service]:
                     continue
-                target.run("systemctl", self.refresh, service)
+                self.done(
+                    target.run("systemctl", self.refresh, service), "refreshed", how=self.refresh, units=[service]
+                )
                 self.refreshed.append(service)
                 if not target.wait_healthy(upstream):
                     raise InstallError(
@@ -190,7 +202,7 @@ class Activation:
             done.append(f"enable {NGINX_SERVICE}")
         if changes.site or not target.unit_is("active", NGINX_SERVICE):
             # Validated above with nginx -t; a running nginx reloads gracefully, a stopped one starts.
-            target.run("systemctl", "reload-or-restart", NGINX_SERVICE)
+            self.done(target.run("systemctl", "reload-or-restart", NGINX_SERVICE), "nginx-reloaded")
             self.nginx_reloaded = True
             done.append("reload nginx")
         if not done:
@@ -235,6 +247,36 @@ class Activation:
         raise InstallError(f"{health_url()}: {said} within {HEALTH_SECONDS}s")
 
     # The way back -------------------------------------------------------------------------------
+    def recover(self, records: list[dict]) -> str:
+        """Undo a run that was interrupted, from its journal: what it changed on disk and the
+        commands it ran (units it started, reloads), as its own rollback would have."""
+        files = self.files
+        files.undo_list = [Undo.from_record(record) for record in records if "undo" in record]
+        for record in records:
+            action, units = record.get("action"), list(record.get("units", []))
+            if record.get("backup_dir"):
+                files.backup_dir = record["backup_dir"]
+            files.backups_created |= bool(record.get("backups_created"))
+            if action == "daemon-reload":
+                self.daemon_reloaded = True
+            elif action == "enabled":
+                self.enabled += units
+            elif action == "started":
+                self.started += units
+            elif action == "refreshed":
+                self.refresh = record.get("how", "restart")
+                self.refreshed += units
+            elif action == "stopped":
+                self.stopped += units
+            elif action == "nginx-reloaded":
+                self.nginx_reloaded = True
+            elif action == "venv":
+                self.changes.venv = True
+        if self.refreshed or self.nginx_reloaded or self.daemon_reloaded:
+            # Files come back first, then systemd and nginx reload them.
+            self.daemon_reloaded = True
+        return self.roll_back()
+
     def roll_back(self) -> str:
         """Undo this run: files back, units it started stopped, the previous version reloaded."""
         target = self.target
@@ -251,6 +293,9 @@ class Activation:
             target.run("env", f"PYTHON={sys.executable}", SETUP_VENV, layout.VENV_DIR, check=False)
         for service in self.refreshed:
             target.run("systemctl", self.refresh, service, check=False)
+        if self.stopped:
+            # The previous version's units, back as they were: enabled and running.
+            target.run("systemctl", "enable", "--now", *self.stopped, check=False)
         if self.nginx_reloaded:
             target.run("systemctl", "reload-or-restart", NGINX_SERVICE, check=False)
         restored = undone["replaced"] + undone["meta"] + undone["removed-dir"]

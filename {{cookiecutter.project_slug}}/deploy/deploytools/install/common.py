@@ -13,8 +13,10 @@ ENV_DIR = str(PurePosixPath(layout.ENV_FILE).parent)
 REQUIREMENTS = f"{layout.APP_DIR}/requirements.txt"
 SETUP_VENV = f"{layout.APP_DIR}/deploy/setup-venv"
 VENV_PYTHON = f"{layout.VENV_DIR}/bin/python"
-# A staged install (--root) writes the commands the target still has to run here, in the tree.
-STAGED_RECORD = f"/var/lib/{layout.SLUG}-install/commands.log"
+# deploy/install's own records on the server: manifest, journal, lock, and (--root) the commands
+# the target still has to run.
+INSTALL_STATE_DIR = f"/var/lib/{layout.SLUG}-install"
+STAGED_RECORD = f"{INSTALL_STATE_DIR}/commands.log"
 # Every unit file of the project (services, sockets, and timers or others if it gains some).
 UNIT_FILES = sorted(path.name for path in layout.SYSTEMD_DIR.iterdir() if path.is_file())
 NGINX_SERVICE = "nginx.service"
@@ -57,6 +59,7 @@ class Options:
     dry_run: bool = False
     verbose: bool = False
     purge: bool = False
+    adopt: bool = False  # take over what exists and this installer did not make (see system.py)
 
 
 def unit_file(unit: str) -> str:

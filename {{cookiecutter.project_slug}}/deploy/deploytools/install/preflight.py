@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from .. import layout
 from ..nginx import find_nginx
+from . import system
 from .common import InstallError
-from .platform import PLATFORM, RHEL, this_platform
+from .platform import PLATFORM, PLATFORMS, RHEL, this_platform
 
 if TYPE_CHECKING:
     from .target import Live, Staged, Target
@@ -25,12 +26,41 @@ def certificate_pending(target: Target) -> bool:
     return target.certificate_missing()
 
 
-def staged(target: Staged) -> str:
+def nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def write_problem(path: Path, what: str) -> str | None:
+    """Why this process cannot write `path` (or create it), or None."""
+    existing = nearest_existing(path)
+    try:
+        if os.statvfs(existing).f_flag & os.ST_RDONLY:
+            return f"{what} {path} is on a read-only file system ({existing}): remount it read-write or pick another"
+    except OSError as error:
+        return f"{what} {path}: {error.strerror}"
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        whom = "root" if os.geteuid() == 0 else f"user {os.geteuid()}"
+        return f"{what} {path}: {existing} cannot be written by {whom}: pick a folder you can write, or use sudo"
+    return None
+
+
+def staged(target: Staged, *, installing: bool) -> str:
     root = target.root
     if root.resolve() == Path("/"):
         raise InstallError("--root / is this machine itself: run without --root to install here")
     if root.resolve().is_relative_to(layout.PROJECT_DIR):
         raise InstallError(f"--root {root} is inside the project, which is copied: pick a folder outside")
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise InstallError(f"--root {root} is not a folder (a link or a file): give a real folder")
+    problems = []
+    if target.writes and (problem := write_problem(root, "--root")):
+        problems.append(problem)
+    if installing:
+        problems += system.problems(target, target.manifest, adopt=target.options.adopt)
+    if problems:
+        raise InstallError("\n".join(f"  {problem}" for problem in problems).lstrip())
     if target.writes:
         root.mkdir(parents=True, exist_ok=True)
     return f"staging for {layout.PLATFORM} under {root} (no account, service or package touched)"
@@ -38,8 +68,23 @@ def staged(target: Staged) -> str:
 
 def live(target: Live, *, installing: bool) -> str:
     problems = []
-    if os.geteuid() != 0:
-        problems.append("not running as root: sudo deploy/install")
+    if os.geteuid() != 0 and target.writes:
+        problems.append("not running as root: sudo deploy/install (a --dry-run works without root)")
+    here = this_platform()
+    if here is None:
+        problems.append(
+            "unknown platform: /etc/os-release is missing or unreadable, so this machine cannot be told apart"
+        )
+    elif here not in PLATFORMS:
+        problems.append(
+            f"unknown platform {here} (from /etc/os-release): the project supports {', '.join(PLATFORMS)};"
+            " install on one of those"
+        )
+    elif here != layout.PLATFORM:
+        problems.append(
+            f"this machine is {here} but the project was made for {layout.PLATFORM} (its nginx paths and user"
+            f" differ): re-bake with platform={here}"
+        )
     if not shutil.which("systemctl"):
         problems.append("systemctl not found: the server must run systemd")
     nginx = find_nginx()
@@ -59,12 +104,18 @@ def live(target: Live, *, installing: bool) -> str:
         ]
     if RHEL and target.selinux_enabled() and not shutil.which("semanage"):
         problems.append("semanage is missing (SELinux is on): dnf install policycoreutils-python-utils")
+    if target.writes:
+        for folder in ("/etc", str(Path(layout.INSTALL_DIR).parent)):
+            if problem := write_problem(Path(folder), "the server's folder"):
+                problems.append(problem)
+    if installing:
+        problems += system.problems(target, target.manifest, adopt=target.options.adopt)
+        problems += system.port_problems()
     if problems:
         raise InstallError("\n".join(f"  {problem}" for problem in problems).lstrip())
     found = []
     if nginx is not None and (version := target.query(nginx, "-v")) is not None:
         found.append(version.stderr.strip().removeprefix("nginx version: "))
     found.append(f"Python {sys.version.split()[0]}")
-    here = this_platform()
-    note = "" if here in (None, layout.PLATFORM) else f" (but this machine is {here})"
-    return f"root, {', '.join(found)}, {layout.PLATFORM}{note}"
+    who = "root" if os.geteuid() == 0 else "not root (dry run: what this user may read)"
+    return f"{who}, {', '.join(found)}, {layout.PLATFORM}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 
 # The past and present forms of what happens to a path, for "3 created" and "would create".
@@ -26,16 +27,18 @@ class Report:
         self.pending.append(f"  {shown} {path}{' ' + detail if detail else ''}")
 
     def step(self, result: str) -> None:
-        print(f"{self.step_name}: {result}", flush=True)
+        self.say(f"{self.step_name}: {result}")
         self.flush()
 
     def flush(self) -> None:
         if self.pending and (self.dry_run or self.verbose):
-            print("\n".join(self.pending), flush=True)
+            self.say("\n".join(self.pending))
         self.pending.clear()
 
     def say(self, line: str) -> None:
-        print(line, flush=True)
+        # A terminal that went away (ssh dropped: SIGHUP, then EIO) must not stop a rollback.
+        with contextlib.suppress(OSError):
+            print(line, flush=True)
 
     def mark(self) -> int:
         return len(self.changes)

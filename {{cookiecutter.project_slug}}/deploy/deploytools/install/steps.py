@@ -34,20 +34,107 @@ from .common import (
     tree,
 )
 from .files import Files
+from .ledger import JOURNAL, MANIFEST, Journal, Manifest
 from .platform import NGINX_READS, RHEL, fcontext_spec
 from .preflight import certificate_pending
 from .report import Report
 from .target import Target
 
+SERVICE_OWNS = (layout.SERVICE_USER, layout.SERVICE_USER)
+# The env file is sourced by sh for commands that run the project's code (like systemd would).
+WITH_ENV = f"set -a && . {shlex.quote(layout.ENV_FILE)}"
 
-class Install:
+
+class Run:
+    """What install and uninstall share: the manifest, the journal, recovery, and the end."""
+
+    command = ""
+
     def __init__(self, target: Target, report: Report) -> None:
         self.target = target
         self.report = report
-        self.files = Files(target, report)
+        self.journal = Journal(target.disk(JOURNAL))
+        self.files = Files(target, report, target.manifest, self.journal)
         self.changes = Changes()
-        self.acme_first = certificate_pending(target)
+        self.acme_first = False
         self.activation = Activation(target, self.files, report, self.changes, self.acme_first)
+
+    def begin(self, installing: bool) -> bool:
+        """Read the manifest, check the system, undo an interrupted run; False: stop (said why)."""
+        target, report = self.target, self.report
+        try:
+            target.manifest = self.files.manifest = Manifest.load(self.files.disk(MANIFEST))
+            self.journal.disk = self.files.disk(JOURNAL)
+            self.prior_paths = set(target.manifest.paths)
+            report.step(target.preflight(installing=installing))
+            self.recover()
+        except (InstallError, OSError) as error:
+            report.say(f"{report.step_name}: FAILED: {explain(error, target)}\n{self.command}: nothing changed")
+            return False
+        if target.writes:
+            self.journal.open(self.command)
+        return True
+
+    def recover(self) -> None:
+        """A journal left by a run that never finished: undo that run before anything else."""
+        target, report, journal = self.target, self.report, self.journal
+        if not journal.exists():
+            return
+        if journal.busy():
+            raise InstallError(f"another deploy/install is running on this server (it holds {JOURNAL})")
+        header, records = journal.read()
+        report.step_name = "recover"
+        when = f"{header.get('command', 'deploy/install')} (pid {header.get('pid', '?')}, {header.get('started', '?')})"
+        if not target.writes:
+            report.step(f"{when} was interrupted; a real run first undoes its {len(records)} change(s)")
+            return
+        result = Activation(target, self.files, report, Changes(), False).recover(records)
+        journal.close()
+        report.step(f"{when} was interrupted: undone ({result})")
+
+    def end(self, title: str) -> Path | None:
+        """Save the manifest, keep the backups in bounds, record the commands, close the journal."""
+        if self.target.writes:
+            self.files.ensure_file(MANIFEST, self.files.manifest.content(), 0o600, ROOT, listed=False)
+        self.files.prune_backups()
+        record = self.target.record(title)
+        self.journal.close()
+        return record
+
+    def fail(self, error: BaseException) -> str:
+        """Say why the run stopped, undo it, and return the first line of the reason."""
+        report = self.report
+        report.flush()
+        reason = explain(error, self.target)
+        failed = report.step_name
+        report.say(f"{failed}: FAILED: {reason}")
+        report.step_name = "rollback"
+        report.step(self.activation.roll_back())
+        self.journal.close()
+        return reason.splitlines()[0].rstrip(":") if reason else type(error).__name__
+
+
+def explain(error: BaseException, target: Target) -> str:
+    """An error as an operator reads it: no traceback, the file and what to do."""
+    if isinstance(error, InstallError):
+        return str(error)
+    if isinstance(error, PermissionError):
+        hint = (
+            "a dry run without root sees only what this user may read; run it with sudo for the whole picture"
+            if not target.writes
+            else "run as root (sudo), or stage into a folder you can write"
+        )
+        return f"permission denied: {error.filename}: {hint}"
+    if isinstance(error, OSError):
+        return f"{error.strerror or error}: {error.filename}" if error.filename else str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+class Install(Run):
+    command = "install"
+
+    def __init__(self, target: Target, report: Report) -> None:
+        super().__init__(target, report)
 
     def steps(self) -> list[tuple[str, Callable[[], str | None]]]:
         return [
@@ -62,6 +149,7 @@ class Install:
             ("nginx", self.site),
             ("selinux", self.selinux),
             ("validate", self.activation.validate),
+            ("migrate", self.migrate),
             ("activate", self.activation.activate),
             ("https", self.activation.certificate),
             ("health", self.activation.health),
@@ -69,36 +157,30 @@ class Install:
 
     def run(self) -> int:
         target, report = self.target, self.report
-        try:
-            report.step(target.preflight(installing=True))
-        except InstallError as error:
-            report.say(f"preflight: FAILED: {error}\ninstall: nothing changed")
+        if not self.begin(installing=True):
             return 1
+        self.acme_first = self.activation.acme_first = certificate_pending(target)
         try:
             for name, step in self.steps():
                 report.step_name = name
                 result = step()
                 if result is not None:
                     report.step(result)
+            self.finish()
         except (Exception, KeyboardInterrupt) as error:
-            report.flush()
-            reason = str(error) if isinstance(error, InstallError) else f"{type(error).__name__}: {error}"
             failed = report.step_name
-            report.say(f"{failed}: FAILED: {reason}")
-            report.step_name = "rollback"
-            report.step(self.activation.roll_back())
-            first_line = reason.splitlines()[0].rstrip(":") if reason else type(error).__name__
+            first_line = self.fail(error)
             back = "the previous version is back in place" if target.installed_before else "nothing installed"
             report.say(f"install: failed at {failed}: {first_line}; rolled back, {back}")
             return 1
-        self.finish()
         return 0
 
     def finish(self) -> None:
         target, report = self.target, self.report
-        self.files.prune_backups()
-        record = target.record("deploy/install")
+        manifest = self.files.manifest
+        manifest.active_units = list(layout.ACTIVE_UNITS)
         files, commands = len(report.changes), len(report.commands)
+        record = self.end("deploy/install")
         if not files and not commands:
             report.say("install: nothing would change" if report.dry_run else "install: nothing changed")
             return
@@ -110,7 +192,8 @@ class Install:
         target = self.target
         name = layout.SERVICE_USER
         if target.user_exists(name):
-            return f"{name} exists"
+            made = "made by this installer" if target.manifest.user_created else "taken over (--adopt)"
+            return f"{name} exists ({made})"
         done = target.run(
             "useradd",
             "--system",
@@ -122,6 +205,7 @@ class Install:
             NOLOGIN,
             name,
         )
+        self.files.manifest.user_created = True
         what = f"{name} (system user and group, no login shell, home {layout.INSTALL_DIR})"
         return f"created {what}" if done else f"useradd {target.outcome()} for {what}"
 
@@ -137,19 +221,57 @@ class Install:
             files.ensure_dir(layout.ACME_ROOT, 0o755, ROOT)
         # systemd reads the env file as root; the service itself never opens it.
         files.ensure_dir(ENV_DIR, 0o750, ROOT)
+        if layout.FRAMEWORK == "django":
+            self.state_dir()
         return self.report.summary(since)
 
+    def state_dir(self) -> None:
+        """The service's data (Django's SQLite database): created once, then systemd's
+        (StateDirectory=, which sets its mode at each start). Purge keeps it unless empty."""
+        files = self.files
+        files.touch(layout.STATE_DIR, {"type": "state"})
+        if files.disk(layout.STATE_DIR).exists() or layout.STATE_DIR in files.planned:
+            return
+        files.make_parents(layout.STATE_DIR)
+        files.create_dir(layout.STATE_DIR, 0o750, SERVICE_OWNS)
+        files.touch(layout.STATE_DIR, {"type": "state"})
+        self.target.own_tree(layout.STATE_DIR, SERVICE_OWNS)
+
     def env_file(self) -> str:
-        disk = self.target.disk(layout.ENV_FILE)
+        disk = self.files.disk(layout.ENV_FILE)
+        from_project = layout.ENV_SOURCE.exists()
         if disk.exists():
             mode = stat.S_IMODE(disk.stat().st_mode)
             warning = "" if mode == 0o600 else f"; WARNING: mode {mode:04o}, it holds secrets: chmod 0600 {disk}"
+            self.files.touch(layout.ENV_FILE)
+            added = self.add_missing_settings(disk) if from_project else []
+            if added:
+                verb = "to add" if self.report.dry_run else "added"
+                return f"{layout.ENV_FILE} kept, {verb} {', '.join(added)} (this version needs them){warning}"
             return f"{layout.ENV_FILE} kept (never overwritten){warning}"
-        from_project = layout.ENV_SOURCE.exists()
         content = layout.ENV_SOURCE.read_bytes() if from_project else ENV_TEMPLATE.encode()
-        self.files.ensure_file(layout.ENV_FILE, content, 0o600, ROOT, create_only=True)
+        self.files.ensure_file(layout.ENV_FILE, content, 0o600, ROOT, create_only=True, conffile=True)
         origin = f"from {layout.ENV_SOURCE.name}" if from_project else "settings commented out"
         return f"{layout.ENV_FILE} {'to create' if self.report.dry_run else 'created'} (0600, {origin})"
+
+    def add_missing_settings(self, disk: Path) -> list[str]:
+        """Settings the project's env file has and the server's lacks (a new version's secret key)
+        are appended with the project's values; every line already there stays as it is."""
+        have = read_env_file(disk)
+        wanted = read_env_file(layout.ENV_SOURCE)
+        missing = [name for name in wanted if name not in have]
+        if not missing:
+            return []
+        old = disk.read_bytes()
+        lines = [
+            line for line in layout.ENV_SOURCE.read_text().splitlines() if line.split("=", 1)[0].strip() in missing
+        ]
+        note = (
+            f"# Added by deploy/install: settings this version of {layout.SLUG} needs, from {layout.ENV_SOURCE.name}.\n"
+        )
+        content = old + (b"" if old.endswith(b"\n") or not old else b"\n") + (note + "\n".join(lines) + "\n").encode()
+        self.files.ensure_file(layout.ENV_FILE, content, 0o600, ROOT, conffile=True)
+        return missing
 
     def app(self) -> str:
         report = self.report
@@ -176,12 +298,15 @@ class Install:
 
     def venv(self) -> str:
         target = self.target
+        # Made by setup-venv, not file by file: purge removes it whole.
+        self.files.touch(layout.VENV_DIR, {"type": "tree"})
         if not self.changes.requirements and target.venv_built():
             return f"{layout.VENV_DIR} up to date (requirements.txt unchanged)"
         result = target.run("env", f"PYTHON={target.venv_python}", SETUP_VENV, layout.VENV_DIR)
         if result is None:
             return f"{layout.VENV_DIR}: deploy/setup-venv {target.outcome()}"
         self.changes.venv = True
+        self.journal.add({"action": "venv"})
         said = result.stdout.strip().splitlines()
         return f"{layout.VENV_DIR}: {said[-1] if said else 'ready'}"
 
@@ -205,7 +330,7 @@ class Install:
         if target.no_run_reason:
             if target.defers and not (self.changes.code or self.changes.requirements):
                 return "unchanged (no code change)"
-            target.run("sh", "-c", f"set -a && . {shlex.quote(layout.ENV_FILE)} && exec {shlex.join(command)}")
+            target.run("sh", "-c", f"{WITH_ENV} && exec {shlex.join(command)}")
             return f"manage.py collectstatic {target.outcome()}"
         since = self.report.mark()
         with tempfile.TemporaryDirectory(prefix=f"{layout.SLUG}-static-") as scratch:
@@ -220,6 +345,23 @@ class Install:
         self.changes.public |= self.report.mark() > since
         return f"collectstatic: {self.report.summary(since, layout.STATIC_ROOT)}"
 
+    def migrate(self) -> str | None:
+        """Django's migrations, once the new files passed validation: as the service's user, with
+        the env file's settings and the service's state folder (where the SQLite database is).
+        They are not undone by a rollback: a migration must work with the previous code too."""
+        if layout.FRAMEWORK != "django":
+            return None
+        if not (self.changes.code or self.changes.requirements):
+            return "no code change: nothing to migrate"
+        as_service = ["setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups"]
+        command = [*as_service, VENV_PYTHON, f"{layout.APP_DIR}/manage.py", "migrate", "--noinput"]
+        state = f"export STATE_DIRECTORY={shlex.quote(layout.STATE_DIR)} PYTHONDONTWRITEBYTECODE=1"
+        result = self.target.run("sh", "-c", f"{WITH_ENV} && {state} && exec {shlex.join(command)}")
+        if result is None:
+            return f"manage.py migrate {self.target.outcome()}"
+        said = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        return f"manage.py migrate: {said[-1] if said else 'done'}"
+
     def errors(self) -> str:
         since = self.report.mark()
         self.files.mirror(layout.ERRORS_ROOT, tree(layout.ERROR_PAGES), dir_mode=0o755, file_mode=0o644, owner=ROOT)
@@ -231,8 +373,29 @@ class Install:
         for name in UNIT_FILES:
             content = (layout.SYSTEMD_DIR / name).read_bytes()
             self.files.ensure_file(f"{layout.SYSTEMD_UNIT_DIR}/{name}", content, 0o644, ROOT)
+        # What the installed version ran and this one has no more (a socket after bind=tcp, the
+        # single service after instances=3): stopped and disabled before its file goes.
+        stale = [unit for unit in self.target.manifest.active_units if unit not in layout.ACTIVE_UNITS]
+        stopped = ""
+        if stale:
+            self.activation.stop(stale)
+            stopped = f"; stop and disable {' '.join(stale)} (not in this version) {self.target.outcome()}"
+        self.prune(lambda path: path.startswith(layout.SYSTEMD_UNIT_DIR + "/"))
         self.changes.units = self.report.mark() > since
-        return self.report.summary(since, layout.SYSTEMD_UNIT_DIR)
+        return self.report.summary(since, layout.SYSTEMD_UNIT_DIR) + stopped
+
+    def prune(self, chosen: Callable[[str], bool] = lambda path: True) -> None:
+        """Remove what the installed version had and this one has not (listed and unchanged only;
+        the env file, the venv, the backups and the service's data stay)."""
+        files = self.files
+        for path in sorted(self.prior_paths - files.touched, reverse=True):
+            entry = files.manifest.paths.get(path)
+            if entry is None or not chosen(path) or entry["type"] in {"tree", "state"} or "conffile" in entry:
+                continue
+            if entry["type"] == "dir":
+                files.remove_dir(path)
+            else:
+                files.remove_file(path)
 
     def site(self) -> str:
         files = self.files
@@ -249,6 +412,7 @@ class Install:
             files.ensure_link(layout.NGINX_SITE_LINK, os.path.relpath(layout.NGINX_SITE_PATH, link_dir))
         if layout.TLS_MODE == "letsencrypt" and CERTBOT_HOOK_SOURCE.exists():
             files.ensure_file(CERTBOT_HOOK, CERTBOT_HOOK_SOURCE.read_bytes(), 0o755, ROOT)
+        self.prune()
         self.changes.site = self.report.mark() > since
         result = self.report.summary(since)
         return result + (f" (challenge site until the certificate exists: {first.name})" if first else "")

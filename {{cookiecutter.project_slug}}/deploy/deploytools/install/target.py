@@ -28,8 +28,10 @@ from ..nginx import find_nginx
 from ..rolling import wait_healthy
 from . import preflight
 from .common import NGINX_SERVICE, ROOT, STAGED_RECORD, UNIT_FILES, InstallError, Options, Owner, indent, unit_file
+from .ledger import Manifest
 from .platform import PLATFORM, RHEL
 from .report import Report
+from .system import Account
 
 if TYPE_CHECKING:
     from .activation import Activation
@@ -52,6 +54,7 @@ class Target:
         self.options = options
         self.report = report
         self.root = options.root or Path("/")
+        self.manifest = Manifest()  # what an earlier run installed, once read
         # Whether an install was there before this run, and which of its units.
         self.installed_before = self.disk(layout.APP_DIR).is_dir()
         self.units_before = {name for name in UNIT_FILES if self.disk(f"{layout.SYSTEMD_UNIT_DIR}/{name}").exists()}
@@ -98,11 +101,18 @@ class Target:
     def preflight(self, installing: bool) -> str:
         raise NotImplementedError
 
-    def user_exists(self, name: str) -> bool:
+    def accounts(self) -> dict[str, Account]:
         raise NotImplementedError
 
-    def group_exists(self, name: str) -> bool:
+    def groups(self) -> dict[str, tuple[int, list[str]]]:
+        """Group name -> gid and members."""
         raise NotImplementedError
+
+    def user_exists(self, name: str) -> bool:
+        return name in self.accounts()
+
+    def group_exists(self, name: str) -> bool:
+        return name in self.groups()
 
     def unit_is(self, state: str, unit: str) -> bool:
         raise NotImplementedError
@@ -140,19 +150,11 @@ class Live(Target):
     def preflight(self, installing: bool) -> str:
         return preflight.live(self, installing=installing)
 
-    def user_exists(self, name: str) -> bool:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            return False
-        return True
+    def accounts(self) -> dict[str, Account]:
+        return {e.pw_name: Account(e.pw_name, e.pw_uid, e.pw_gid, e.pw_dir, e.pw_shell) for e in pwd.getpwall()}
 
-    def group_exists(self, name: str) -> bool:
-        try:
-            grp.getgrnam(name)
-        except KeyError:
-            return False
-        return True
+    def groups(self) -> dict[str, tuple[int, list[str]]]:
+        return {e.gr_name: (e.gr_gid, list(e.gr_mem)) for e in grp.getgrall()}
 
     def unit_is(self, state: str, unit: str) -> bool:
         """systemctl is-enabled / is-active."""
@@ -202,7 +204,7 @@ class Staged(Target):
     venv_python = PLATFORM.venv_python
 
     def preflight(self, installing: bool) -> str:
-        return preflight.staged(self)
+        return preflight.staged(self, installing=installing)
 
     def execute(self, command: tuple[str, ...], env: dict[str, str] | None, check: bool) -> Result | None:
         return None
@@ -210,11 +212,29 @@ class Staged(Target):
     def outcome(self) -> str:
         return "recorded"
 
-    def user_exists(self, name: str) -> bool:
-        return self.installed_before
+    def accounts(self) -> dict[str, Account]:
+        """The tree's /etc/passwd (a full system image has one; an empty tree has none)."""
+        found = {}
+        for fields in self.table("/etc/passwd", 7):
+            if fields[2].isdigit() and fields[3].isdigit():
+                found[fields[0]] = Account(fields[0], int(fields[2]), int(fields[3]), fields[5], fields[6])
+        return found
 
-    def group_exists(self, name: str) -> bool:
-        return False
+    def groups(self) -> dict[str, tuple[int, list[str]]]:
+        return {
+            f[0]: (int(f[2]), [m for m in f[3].split(",") if m]) for f in self.table("/etc/group", 4) if f[2].isdigit()
+        }
+
+    def table(self, path: str, width: int) -> list[list[str]]:
+        disk = self.disk(path)
+        if disk.is_symlink() or not disk.is_file():
+            return []
+        rows = (line.split(":") for line in disk.read_text(errors="replace").splitlines())
+        return [row for row in rows if len(row) == width]
+
+    def user_exists(self, name: str) -> bool:
+        """In the tree, or created by the record of an earlier staging."""
+        return self.manifest.user_created or name in self.accounts()
 
     def unit_is(self, state: str, unit: str) -> bool:
         """A unit counts as enabled and running once an earlier run installed it."""
