@@ -86,7 +86,7 @@ class Files:
             current, server = current / part, server / part
             try:
                 info = os.lstat(current)
-            except FileNotFoundError:
+            except OSError:  # missing (nothing to follow), or unreadable (the write fails, said clearly)
                 break
             guarded = self.target.defers or any(
                 str(server) == own or str(server).startswith(own + "/") for own in OWN_FOLDERS

@@ -41,7 +41,7 @@ class Manifest:
 
     @classmethod
     def load(cls, disk: Path) -> Manifest:
-        if not disk.exists():
+        if not os.path.exists(disk):  # (unreadable: preflight says why)
             return cls()
         try:
             data = json.loads(disk.read_text())

@@ -27,7 +27,8 @@ def certificate_pending(target: Target) -> bool:
 
 
 def nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+    """`path` or its nearest parent that exists (as far as this user can see)."""
+    while not os.path.exists(path) and path != path.parent:
         path = path.parent
     return path
 
@@ -52,11 +53,11 @@ def staged(target: Staged, *, installing: bool) -> str:
         raise InstallError("--root / is this machine itself: run without --root to install here")
     if root.resolve().is_relative_to(layout.PROJECT_DIR):
         raise InstallError(f"--root {root} is inside the project, which is copied: pick a folder outside")
-    if root.is_symlink() or (root.exists() and not root.is_dir()):
+    if os.path.islink(root) or (os.path.exists(root) and not os.path.isdir(root)):
         raise InstallError(f"--root {root} is not a folder (a link or a file): give a real folder")
-    problems = []
     if target.writes and (problem := write_problem(root, "--root")):
-        problems.append(problem)
+        raise InstallError(problem)
+    problems = []
     if installing:
         problems += system.problems(target, target.manifest, adopt=target.options.adopt)
     if problems:

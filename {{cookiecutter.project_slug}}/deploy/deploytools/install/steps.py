@@ -68,11 +68,11 @@ class Run:
             self.prior_paths = set(target.manifest.paths)
             report.step(target.preflight(installing=installing))
             self.recover()
+            if target.writes:
+                self.journal.open(self.command)
         except (InstallError, OSError) as error:
             report.say(f"{report.step_name}: FAILED: {explain(error, target)}\n{self.command}: nothing changed")
             return False
-        if target.writes:
-            self.journal.open(self.command)
         return True
 
     def recover(self) -> None:

@@ -56,8 +56,9 @@ class Target:
         self.root = options.root or Path("/")
         self.manifest = Manifest()  # what an earlier run installed, once read
         # Whether an install was there before this run, and which of its units.
-        self.installed_before = self.disk(layout.APP_DIR).is_dir()
-        self.units_before = {name for name in UNIT_FILES if self.disk(f"{layout.SYSTEMD_UNIT_DIR}/{name}").exists()}
+        # (os.path: a tree this user cannot read counts as empty; preflight says why it is refused.)
+        self.installed_before = os.path.isdir(self.disk(layout.APP_DIR))
+        self.units_before = {n for n in UNIT_FILES if os.path.exists(self.disk(f"{layout.SYSTEMD_UNIT_DIR}/{n}"))}
 
     def disk(self, path: str) -> Path:
         """Where a server path is on this machine's disk (under the staged tree with --root)."""
