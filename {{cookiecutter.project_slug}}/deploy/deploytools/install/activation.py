@@ -23,9 +23,10 @@ from .common import (
     unit_file,
     units_to_verify,
 )
-from .files import Files, Undo
+from .files import Files
 from .report import Report
 from .target import Target
+from .undo import Undo
 
 HEALTH_SECONDS = 60
 

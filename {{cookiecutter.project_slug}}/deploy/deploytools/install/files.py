@@ -18,7 +18,6 @@ import shutil
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .. import layout
@@ -26,36 +25,13 @@ from .common import BACKUPS_DIR, ENV_DIR, INSTALL_STATE_DIR, KEEP_BACKUPS, ROOT,
 from .ledger import Journal, Manifest, sha256
 from .report import Report
 from .target import Target
+from .undo import Undo, chown_as, undo_one
 
 # Folders that are the installer's own on a live server: no link may lead out of them. (Above
 # them, /srv or /etc/nginx may be links an operator made; in a staged tree, nothing may be.)
 OWN_FOLDERS = tuple(
     dict.fromkeys([layout.INSTALL_DIR, ENV_DIR, layout.NGINX_SNIPPETS_DIR, layout.STATE_DIR, INSTALL_STATE_DIR])
 )
-
-
-@dataclass
-class Undo:
-    """How to put one path back as it was before this run."""
-
-    path: Path
-    kind: str  # "created", "replaced", "meta" or "removed-dir"
-    backup: Path | None = None
-    meta: tuple[int, int, int] | None = None  # mode, uid and gid before the change
-
-    def record(self) -> dict:
-        return {
-            "undo": self.kind,
-            "path": str(self.path),
-            "backup": str(self.backup) if self.backup else None,
-            "meta": list(self.meta) if self.meta else None,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict) -> Undo:
-        backup, meta = record.get("backup"), record.get("meta")
-        path, kind = Path(record["path"]), record["undo"]
-        return cls(path, kind, Path(backup) if backup else None, (meta[0], meta[1], meta[2]) if meta else None)
 
 
 class Files:
@@ -398,31 +374,3 @@ class Files:
         folders = sorted((p for p in backups.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
         for old in folders[:-KEEP_BACKUPS]:
             shutil.rmtree(old)
-
-
-def chown_as(path: Path, original: os.stat_result) -> None:
-    if os.geteuid() == 0:
-        os.chown(path, original.st_uid, original.st_gid, follow_symlinks=False)
-
-
-def undo_one(undo: Undo) -> None:
-    path = undo.path
-    if undo.kind == "created":
-        if path.is_dir() and not path.is_symlink():
-            if not any(path.iterdir()):
-                path.rmdir()
-        else:
-            path.unlink(missing_ok=True)
-    elif undo.kind == "replaced" and undo.backup is not None:
-        temporary = path.with_name(f".{path.name}.restoring")
-        temporary.unlink(missing_ok=True)
-        shutil.copy2(undo.backup, temporary, follow_symlinks=False)
-        chown_as(temporary, undo.backup.lstat())
-        os.replace(temporary, path)
-    elif undo.meta is not None:
-        mode, uid, gid = undo.meta
-        if undo.kind == "removed-dir":
-            path.mkdir()
-        path.chmod(mode)
-        if os.geteuid() == 0:
-            os.chown(path, uid, gid)

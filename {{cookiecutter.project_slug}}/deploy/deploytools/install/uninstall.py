@@ -9,7 +9,7 @@ from .common import CERTBOT_HOOK, INSTALL_STATE_DIR, NGINX_SERVICE, UNIT_FILES, 
 from .ledger import MANIFEST
 from .platform import NGINX_READS, fcontext_spec
 from .report import Report
-from .steps import Run
+from .run import Run
 from .target import Target
 
 
