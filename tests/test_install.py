@@ -765,3 +765,27 @@ def test_port_another_program_listens_on_is_refused_naming_it(bake) -> None:
     assert f"port {port} is already in use by " in said and f"(pid {os.getpid()}" in said
     assert "cookiecutter <template> --no-input app_port=" in said
     assert last_line(said) == "install: nothing changed"
+
+
+def test_install_into_an_empty_folder_made_beforehand_is_repeatable(baked: Baked, tools, tmp_path: Path) -> None:
+    root = tmp_path / "server"
+    (root / "srv/my_app").mkdir(parents=True)
+    (root / "etc/my_app").mkdir(parents=True)
+    installed(baked, root)
+    assert last_line(installed(baked, root)) == "install: nothing changed"
+    # Purge leaves the folders it found, emptied of what it made.
+    installed(baked, root, "--uninstall", "--purge")
+    assert list((root / "srv/my_app").iterdir()) == [] and list((root / "etc/my_app").iterdir()) == []
+
+
+def test_uninstall_of_an_install_without_manifest_asks_for_adopt(baked: Baked, tools, tmp_path: Path) -> None:
+    root = tmp_path / "server"
+    installed(baked, root)
+    (root / "var/lib/my_app-install/manifest.json").unlink()
+    before = snapshot(root)
+    result = install(baked, root, "--uninstall", "--purge")
+    assert result.returncode == 1 and "run deploy/install --adopt once" in result.stdout
+    assert snapshot(root) == before
+    installed(baked, root, "--adopt")
+    installed(baked, root, "--uninstall", "--purge")
+    assert not (root / "srv/my_app").exists()

@@ -77,6 +77,7 @@ class Activation:
         self.refresh = ""
         self.nginx_reloaded = False
         self.stopped: list[str] = []  # units of the installed version that this one no longer has
+        self.problems: list[str] = []  # what a rollback could not put back
 
     def done(self, result: object, action: str, **details: object) -> None:
         """Note in the journal a command that ran here, for a later run to undo if this one dies."""
@@ -287,6 +288,7 @@ class Activation:
             units = list(dict.fromkeys([*reversed(self.started), *reversed(self.enabled)]))
             target.run("systemctl", "disable", "--now", *units, check=False)
         problems = self.files.restore()
+        self.problems = problems
         if self.daemon_reloaded:
             target.run("systemctl", "daemon-reload", check=False)
         if self.changes.venv and target.disk(REQUIREMENTS).exists():

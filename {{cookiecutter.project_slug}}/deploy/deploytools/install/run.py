@@ -55,7 +55,11 @@ class Run:
         if not target.writes:
             report.step(f"{when} was interrupted; a real run first undoes its {len(records)} change(s)")
             return
-        result = Activation(target, self.files, report, Changes(), False).recover(records)
+        undoing = Activation(target, self.files, report, Changes(), False)
+        result = undoing.recover(records)
+        if undoing.problems:
+            # The journal stays: the operator puts these back by hand, then the next run goes on.
+            raise InstallError(f"{when} was interrupted and could not be undone completely: {result}")
         journal.close()
         report.step(f"{when} was interrupted: undone ({result})")
 

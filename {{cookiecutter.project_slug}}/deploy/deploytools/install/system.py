@@ -102,6 +102,8 @@ def not_ours(target: Target, manifest: Manifest, path: str) -> bool:
     disk = target.disk(path)
     if not (disk.exists() or disk.is_symlink()) or manifest.owns(path):
         return False
+    if any(listed.startswith(path + "/") for listed in manifest.paths):
+        return False  # a folder that was there (empty) before the installer filled it
     return not (disk.is_dir() and not disk.is_symlink() and not any(disk.iterdir()))
 
 

@@ -25,6 +25,13 @@ class Uninstall(Run):
         target, report = self.target, self.report
         if not self.begin(installing=False):
             return 1
+        if not self.files.manifest.paths and target.installed_before:
+            self.journal.close()
+            report.say(
+                "uninstall: this install has no manifest (an earlier deploy/install made it), so nothing is known to"
+                " be the installer's: run deploy/install --adopt once, then --uninstall again"
+            )
+            return 1
         steps = [("nginx", self.site), ("systemd", self.units), ("purge", self.purge)]
         try:
             for name, step in steps:
