@@ -537,7 +537,7 @@ def test_existing_unit_folder_and_account_are_refused_unless_adopted(baked: Bake
     assert snapshot(root) == before
 
     adopted = installed(baked, root, "--adopt")
-    assert steps(adopted)["user"] == "my_app exists (taken over (--adopt))"
+    assert steps(adopted)["user"] == "my_app exists (taken over with --adopt)"
     assert USERADD not in blocks(root)[0]
     assert (root / "etc/my_app/settings.conf").read_text() == "key=value\n"
     # Purge never deletes an account the installer did not create.
@@ -789,3 +789,16 @@ def test_uninstall_of_an_install_without_manifest_asks_for_adopt(baked: Baked, t
     installed(baked, root, "--adopt")
     installed(baked, root, "--uninstall", "--purge")
     assert not (root / "srv/my_app").exists()
+
+
+def test_read_only_target_is_refused_without_traceback(baked: Baked, tmp_path: Path) -> None:
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        output = refused(baked, read_only / "server")
+    finally:
+        subprocess.run(["umount", str(read_only)], check=True)
+    assert f"--root {read_only}/server is on a read-only file system ({read_only})" in output

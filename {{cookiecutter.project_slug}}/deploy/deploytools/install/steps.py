@@ -104,7 +104,7 @@ class Install(Run):
         target = self.target
         name = layout.SERVICE_USER
         if target.user_exists(name):
-            made = "made by this installer" if target.manifest.user_created else "taken over (--adopt)"
+            made = "made by this installer" if target.manifest.user_created else "taken over with --adopt"
             return f"{name} exists ({made})"
         done = target.run(
             "useradd",
