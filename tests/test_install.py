@@ -594,10 +594,13 @@ def run_until(project: Baked, root: Path, step: str, signum: int) -> subprocess.
     return process
 
 
-def test_install_killed_during_validation_is_undone_by_the_next_run(bake, tools, tmp_path: Path) -> None:
+@pytest.mark.parametrize("first", [False, True], ids=["redeploy", "first-install"])
+def test_install_killed_during_validation_is_undone_by_the_next_run(bake, tools, tmp_path: Path, first) -> None:
     project = bake()
     root = tmp_path / "server"
-    installed(project, root)
+    root.mkdir()
+    if not first:
+        installed(project, root)
     before = snapshot(root)
     edit(project.path / "my_app/app.py", "def ", "# release 2\ndef ")
     edit(project.path / "deploy/nginx/my_app.conf", "server_tokens off;", "server_tokens off;\n    bogus_directive on;")
@@ -611,6 +614,7 @@ def test_install_killed_during_validation_is_undone_by_the_next_run(bake, tools,
 
     assert result.returncode == 1, result.stdout
     assert re.search(r"^recover: install \(pid \d+, .*\) was interrupted: undone \(\d+ restored", result.stdout, re.M)
+    assert "not made by this installer" not in result.stdout
     assert steps(result.stdout)["validate"].startswith("FAILED: deploy/check rejects the staged files")
     assert snapshot(root) == before
 

@@ -121,7 +121,8 @@ class Journal:
             raise InstallError(f"another deploy/install is running on this server (it holds {self.disk})") from None
         fcntl.flock(self.file, fcntl.LOCK_EX)
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        self.add({"command": command, "pid": os.getpid(), "started": started})
+        made = [str(folder) for folder in self.made]
+        self.add({"command": command, "pid": os.getpid(), "started": started, "made": made})
 
     def add(self, record: dict) -> None:
         if self.file is None:

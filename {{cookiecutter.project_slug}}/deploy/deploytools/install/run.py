@@ -32,9 +32,10 @@ class Run:
         try:
             target.manifest = self.files.manifest = Manifest.load(self.files.disk(MANIFEST))
             self.journal.disk = self.files.disk(JOURNAL)
+            # An interrupted run first: what it left must not count as someone else's in preflight.
+            self.recover()
             self.prior_paths = set(target.manifest.paths)
             report.step(target.preflight(installing=installing))
-            self.recover()
             if target.writes:
                 self.journal.open(self.command)
         except (InstallError, OSError) as error:
@@ -51,17 +52,22 @@ class Run:
             raise InstallError(f"another deploy/install is running on this server (it holds {JOURNAL})")
         header, records = journal.read()
         report.step_name = "recover"
+        report.flush()
         when = f"{header.get('command', 'deploy/install')} (pid {header.get('pid', '?')}, {header.get('started', '?')})"
         if not target.writes:
             report.step(f"{when} was interrupted; a real run first undoes its {len(records)} change(s)")
+            report.step_name = "preflight"
             return
         undoing = Activation(target, self.files, report, Changes(), False)
         result = undoing.recover(records)
         if undoing.problems:
             # The journal stays: the operator puts these back by hand, then the next run goes on.
             raise InstallError(f"{when} was interrupted and could not be undone completely: {result}")
+        # The folders that run made for its journal go too, when nothing else is in them.
+        journal.made = [Path(folder) for folder in header.get("made", [])]
         journal.close()
         report.step(f"{when} was interrupted: undone ({result})")
+        report.step_name = "preflight"
 
     def end(self, title: str) -> Path | None:
         """Save the manifest, keep the backups in bounds, record the commands, close the journal."""

@@ -1,7 +1,8 @@
 """deploy/install: the steps, in order, and the way back when one fails.
 
-Steps, one line of output each: preflight, user, dirs, env, app, venv, static, errors, systemd,
-nginx, selinux (RHEL), validate, activate, https (Let's Encrypt's first certificate), health.
+Steps, one line of output each: recover (only after an interrupted run), preflight, user, dirs,
+env, app, venv, static, errors, systemd, nginx, selinux (RHEL), validate, migrate (Django),
+activate, https (Let's Encrypt's first certificate), health.
 Every step is the same whatever the target (target.py): a live run, a staged tree or a dry run.
 """
 
@@ -33,9 +34,7 @@ from .common import (
 )
 from .platform import NGINX_READS, RHEL, fcontext_spec
 from .preflight import certificate_pending
-from .report import Report
 from .run import Run
-from .target import Target
 
 SERVICE_OWNS = (layout.SERVICE_USER, layout.SERVICE_USER)
 # The env file is sourced by sh for commands that run the project's code (like systemd would).
@@ -44,9 +43,6 @@ WITH_ENV = f"set -a && . {shlex.quote(layout.ENV_FILE)}"
 
 class Install(Run):
     command = "install"
-
-    def __init__(self, target: Target, report: Report) -> None:
-        super().__init__(target, report)
 
     def steps(self) -> list[tuple[str, Callable[[], str | None]]]:
         return [
