@@ -30,6 +30,7 @@ from .common import (
     UNIT_FILES,
     VENV_PYTHON,
     app_skips,
+    indent,
     tree,
 )
 from .platform import NGINX_READS, RHEL, fcontext_spec
@@ -89,6 +90,10 @@ class Install(Run):
         manifest.active_units = list(layout.ACTIVE_UNITS)
         files, commands = len(report.changes), len(report.commands)
         record = self.end("deploy/install")
+        if self.files.left:
+            report.say(
+                "install: left in place (the new version no longer has them):\n" + indent("\n".join(self.files.left))
+            )
         if not files and not commands:
             report.say("install: nothing would change" if report.dry_run else "install: nothing changed")
             return
