@@ -30,17 +30,44 @@ IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(?:25[0-5]|2[0
 
 # Names the generated project already uses at its top level, or that would shadow a module.
 TAKEN_SLUGS = frozenset({"wsgi", "gunicorn", "deploy", "tests", "static", "app"})
-# Accounts that belong to the system or to nginx: the app must have a user of its own.
-SYSTEM_USERS = frozenset({"daemon", "bin", "sys", "nobody", "www-data", "nginx", "http"})
-# Folders that systemd hides from the service (ProtectHome=), that are wiped at boot, or that
-# belong to the operating system.
-FORBIDDEN_ROOTS = ("/home", "/root", "/run", "/tmp", "/var/tmp", "/proc", "/sys", "/dev", "/boot")
-SYSTEM_DIRS = frozenset(
-    {"/srv", "/opt", "/var", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/usr/local", "/var/www"}
-)
+# The slug names a systemd unit, /etc/<slug>, /var/lib/<slug> and (by default) the service's
+# account: none of them may be one the system or a common package has already.
+SYSTEM_NAMES = frozenset(
+    {
+        "apache2", "apparmor", "apt", "audit", "avahi", "bind", "bluetooth", "certbot", "chrony", "cloud",
+        "containerd", "cron", "cups", "dbus", "default", "dhcp", "dnsmasq", "docker", "dpkg", "firewalld",
+        "fonts", "getty", "grub", "haproxy", "httpd", "init", "iptables", "kernel", "letsencrypt", "logrotate",
+        "lxd", "mariadb", "memcached", "modules", "mysql", "netplan", "network", "networking", "nftables",
+        "nginx", "ntp", "opt", "pam", "php", "polkit", "postfix", "postgres", "postgresql", "profile", "python3",
+        "rabbitmq", "redis", "resolvconf", "rsync", "rsyslog", "security", "selinux", "skel", "snapd", "ssh",
+        "sshd", "ssl", "sudo", "sysctl", "syslog", "systemd", "udev", "ufw", "varnish", "x11", "xdg",
+    }
+)  # fmt: skip
+# Accounts and groups that belong to the system or grant more than a web app may have (disks,
+# memory, logs, password hashes, sudo, containers, the package manager): the app needs its own.
+SYSTEM_USERS = frozenset(
+    {
+        "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data",
+        "backup", "list", "irc", "gnats", "nobody", "nogroup", "nginx", "http", "adm", "admin", "tty", "disk",
+        "kmem", "mem", "dialout", "cdrom", "floppy", "tape", "sudo", "wheel", "audio", "video", "render",
+        "input", "kvm", "dip", "operator", "shadow", "utmp", "staff", "users", "plugdev", "netdev", "crontab",
+        "docker", "lxd", "libvirt", "messagebus", "sshd", "postgres", "mysql", "redis", "syslog", "polkitd",
+        "tss", "uuidd", "tcpdump", "dnsmasq", "ntp", "chrony", "sssd", "ftp", "sasl", "root",
+    }
+)  # fmt: skip
+# Folders of the system itself: neither these nor anything under them (what the system owns,
+# what is wiped at boot, what systemd hides from services, nginx's default web root).
+SYSTEM_TREES = (
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
+    "/sbin", "/snap", "/sys", "/tmp", "/usr", "/var/backups", "/var/cache", "/var/lock", "/var/log", "/var/mail",
+    "/var/run", "/var/spool", "/var/tmp", "/var/www/html",
+)  # fmt: skip
+# Shared folders: not these themselves (a folder of one's own inside them is fine: /srv/my_app).
+SYSTEM_DIRS = frozenset({"/srv", "/opt", "/var", "/var/lib", "/var/www", "/var/opt", "/var/local", "/mnt", "/media"})
 SYSTEM_FOLDER = (
-    "is a system folder or lies where the service cannot use it"
-    f" (not {', '.join(sorted(SYSTEM_DIRS))} themselves, nor under {', '.join(FORBIDDEN_ROOTS)}; e.g. /srv/my_app)"
+    "is a system folder, lies in one, or holds one: the install folder must be a new folder of its own"
+    " that the service can use (e.g. /srv/my_app; not /srv, /opt, /var/lib, /var/www themselves, nor under"
+    " /usr, /etc, /var/log, /var/www/html, /home, /tmp, /run or the other folders of the system)"
 )
 MAX_WORKERS = 512
 MAX_THREADS = 64
@@ -69,6 +96,11 @@ def python_name(value: str) -> str | None:
         )
     if keyword.iskeyword(value) or value in sys.stdlib_module_names or value in TAKEN_SLUGS:
         return "is a name Python or the generated project already uses (pick another slug)"
+    if value in SYSTEM_NAMES or value in SYSTEM_USERS or value.startswith("systemd"):
+        return (
+            "is a name the server already uses: the slug names a systemd unit, /etc/<slug>, /var/lib/<slug>"
+            " and the service's account, which would replace the system's own (pick another slug)"
+        )
     return None
 
 
@@ -90,9 +122,16 @@ def service_user(value: str) -> str | None:
             "is not a valid user name (starts with a lowercase letter or _, then lowercase"
             " letters, digits, _ or -, at most 32)"
         )
-    if value in SYSTEM_USERS:
-        return "belongs to the system or to nginx (the app needs a user of its own)"
+    if value in SYSTEM_USERS or value.startswith(("systemd-", "_")):
+        return (
+            "belongs to the system or to nginx, or is a privileged account or group (the app needs a user of"
+            " its own that grants nothing else: not shadow, disk, sudo, adm, docker, _apt, systemd-*, ...)"
+        )
     return None
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def install_path(value: str) -> str | None:
@@ -105,7 +144,11 @@ def install_path(value: str) -> str | None:
         )
     if len(value) > 64:
         return "is too long (at most 64 characters, so that socket paths stay within limits)"
-    if value in SYSTEM_DIRS or any(value == r or value.startswith(r + "/") for r in FORBIDDEN_ROOTS):
+    system = [*SYSTEM_TREES, *SYSTEM_DIRS]
+    # A system folder itself, anything in a system tree, or a parent of either (/var holds /var/lib).
+    if value in SYSTEM_DIRS or any(_within(value, tree) or _within(tree, value) for tree in SYSTEM_TREES):
+        return SYSTEM_FOLDER
+    if any(_within(folder, value) for folder in system):
         return SYSTEM_FOLDER
     return None
 

@@ -176,3 +176,58 @@ def test_a_very_long_project_name_is_refused_with_the_rule(cookies, capfd) -> No
     result = cookies.bake(extra_context={"project_name": "A" * 5000})
     assert isinstance(result.exception, FailedHookException)
     assert "project_name: " in capfd.readouterr().err
+
+
+SYSTEM_ANSWERS = [
+    # An install folder must be a folder of its own: purge would otherwise empty the system's.
+    ("install_dir", "/var/lib"),
+    ("install_dir", "/usr/lib"),
+    ("install_dir", "/usr/share/my_app"),
+    ("install_dir", "/var/log"),
+    ("install_dir", "/var/log/my_app"),
+    ("install_dir", "/etc/nginx"),
+    ("install_dir", "/etc/my_app"),
+    ("install_dir", "/var/www/html"),
+    ("install_dir", "/var/www/html/my_app"),
+    ("install_dir", "/var"),
+    ("install_dir", "/usr/local/my_app"),
+    # The slug names a unit, /etc/<slug> and the account: never the system's own.
+    ("project_slug", "nginx"),
+    ("project_slug", "ssh"),
+    ("project_slug", "postgresql"),
+    ("project_slug", "systemd_networkd"),
+    ("project_slug", "docker"),
+    ("project_slug", "shadow"),
+    # The service's account grants nothing beyond the app.
+    ("server_user", "shadow"),
+    ("server_user", "disk"),
+    ("server_user", "sudo"),
+    ("server_user", "adm"),
+    ("server_user", "docker"),
+    ("server_user", "_apt"),
+    ("server_user", "systemd-journal"),
+    ("server_user", "postgres"),
+]
+SYSTEM_RULES = {
+    "install_dir": "is a system folder, lies in one, or holds one",
+    "project_slug": "is a name the server already uses",
+    "server_user": "is a privileged account or group",
+}
+
+
+@pytest.mark.parametrize("field, value", SYSTEM_ANSWERS, ids=map(case_id, SYSTEM_ANSWERS))
+def test_answers_naming_what_the_system_owns_are_refused(field: str, value: str) -> None:
+    answers = {**defaults(), field: value}
+    if field == "project_slug":
+        answers["server_user"] = "svc"  # the slug alone is under test
+    found = [problem for problem in problems(answers) if problem.startswith(f"{field}: ")]
+    assert len(found) == 1 and SYSTEM_RULES[field] in found[0], found
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("install_dir", "/srv/shop"), ("install_dir", "/var/lib/shop"), ("install_dir", "/var/www/shop"),
+     ("install_dir", "/opt/shop"), ("project_slug", "shop"), ("server_user", "shop-web")],
+)  # fmt: skip
+def test_folders_and_names_of_ones_own_are_accepted(field: str, value: str) -> None:
+    assert problems({**defaults(), field: value}) == []

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -364,7 +367,7 @@ def test_uninstall_keeps_app_and_secrets_until_purge(baked: Baked, tools, tmp_pa
     assert not (root / "srv/my_app").exists() and not (root / "etc/my_app").exists()
     assert not (root / "etc/systemd/system/my_app.service").exists()
     assert blocks(root)[-1][-1] == "userdel my_app"
-    assert steps(purged)["purge"].startswith("removed /srv/my_app")
+    assert re.fullmatch(r"removed \d+ path\(s\) the installer made", steps(purged)["purge"])
 
 
 def test_tcp_instances_on_rhel_allow_nginx_to_connect_and_reload_one_at_a_time(bake, tools, tmp_path: Path) -> None:
@@ -461,3 +464,345 @@ def test_install_without_root_refuses_before_changing_anything(baked: Baked) -> 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "preflight: FAILED: not running as root: sudo deploy/install" in result.stdout
     assert last_line(result.stdout) == "install: nothing changed"
+
+
+# Safety: what the installer may touch, and what it leaves -------------------------------------
+def refused(project: Baked, root: Path, *args: str) -> str:
+    result = install(project, root, *args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return result.stdout
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_install_folder_that_is_a_system_location_is_refused(baked: Baked, tmp_path: Path) -> None:
+    # A project made before the bake-time rule, or edited by hand: the installer checks it again.
+    project = Baked(tmp_path / "project", baked.answers)
+    shutil.copytree(baked.path, project.path)
+    edit(project.path / "deploy/deploytools/layout.py", 'INSTALL_DIR = "/srv/my_app"', 'INSTALL_DIR = "/var/lib"')
+    root = tmp_path / "server"
+    write(root / "var/lib/dpkg/status", "Package: libc6\n")
+    before = snapshot(root)
+
+    output = refused(project, root)
+
+    assert "install folder /var/lib is a system location or holds one" in output
+    assert last_line(output) == "install: nothing changed"
+    assert snapshot(root) == before
+
+
+def test_purge_removes_only_what_the_installer_made_and_names_what_it_leaves(baked: Baked, tools, tmp_path) -> None:
+    root = tmp_path / "server"
+    installed(baked, root)
+    theirs = [
+        write(root / "srv/my_app/uploads/photo.jpg", "a user's upload\n"),
+        write(root / "etc/my_app/notes.txt", "the operator's notes\n"),
+        write(root / "etc/nginx/sites-available/other.conf", "server {}\n"),
+    ]
+    changed = root / "srv/my_app/static/style.css"
+    changed.write_text("/* edited on the server */\n")
+    os.chmod(root / "srv", 0o711)  # a folder the installer did not create keeps its mode
+
+    output = installed(baked, root, "--uninstall", "--purge")
+
+    assert [path.read_text() for path in theirs] == ["a user's upload\n", "the operator's notes\n", "server {}\n"]
+    assert changed.read_text() == "/* edited on the server */\n"
+    assert stat.S_IMODE((root / "srv").stat().st_mode) == 0o711
+    assert not (root / "srv/my_app/app").exists() and not (root / "etc/my_app/my_app.env").exists()
+    assert not (root / "etc/systemd/system/my_app.service").exists()
+    left = output.split("uninstall: left in place:\n", 1)[1]
+    assert "/srv/my_app/static/style.css (changed since it was installed)" in left
+    assert "/etc/my_app (holds files deploy/install did not place)" in left
+    assert blocks(root)[-1][-1] == "userdel my_app"
+
+
+def test_existing_unit_folder_and_account_are_refused_unless_adopted(baked: Baked, tools, tmp_path) -> None:
+    root = tmp_path / "server"
+    write(root / "etc/systemd/system/my_app.service", "[Service]\nExecStart=/usr/bin/true\n")
+    write(root / "etc/my_app/settings.conf", "key=value\n")
+    write(root / "etc/passwd", "root:x:0:0:root:/root:/bin/bash\nmy_app:x:998:998::/srv/my_app:/usr/sbin/nologin\n")
+    write(root / "etc/group", "root:x:0:\nmy_app:x:998:\n")
+    before = snapshot(root)
+
+    output = refused(baked, root)
+
+    assert "/etc/systemd/system/my_app.service exists and was not made by this installer" in output
+    assert "/etc/my_app exists and was not made by this installer" in output
+    assert "user my_app exists and was not made by this installer" in output
+    assert snapshot(root) == before
+
+    adopted = installed(baked, root, "--adopt")
+    assert steps(adopted)["user"] == "my_app exists (taken over with --adopt)"
+    assert USERADD not in blocks(root)[0]
+    assert (root / "etc/my_app/settings.conf").read_text() == "key=value\n"
+    # Purge never deletes an account the installer did not create.
+    purged = installed(baked, root, "--uninstall", "--purge")
+    assert "user my_app (not created by deploy/install)" in purged
+    assert "userdel my_app" not in blocks(root)[-1]
+
+
+@pytest.mark.parametrize(
+    "files, reason",
+    [
+        ({"usr/lib/systemd/system/my_app.service": "[Service]\n"}, "unit my_app.service is the distribution's"),
+        (
+            {
+                "etc/passwd": "my_app:x:42:42::/srv/my_app:/usr/sbin/nologin\n",
+                "etc/group": "shadow:x:42:\n",
+            },
+            "user my_app is in the privileged group shadow",
+        ),
+        ({"etc/group": "my_app:x:0:\n"}, "group my_app exists already (privileged)"),
+    ],
+    ids=["distribution-unit", "privileged-group", "root-group"],
+)
+def test_distribution_units_and_privileged_accounts_are_refused_even_with_adopt(baked, tmp_path, files, reason):
+    root = tmp_path / "server"
+    for name, text in files.items():
+        write(root / name, text)
+    before = snapshot(root)
+    assert reason in refused(baked, root, "--adopt")
+    assert snapshot(root) == before
+
+
+def test_unit_program_missing_from_the_server_is_refused_with_the_package(baked: Baked, tmp_path: Path) -> None:
+    root = tmp_path / "server"
+    (root / "usr/bin").mkdir(parents=True)  # a system image, without procps
+    assert "/bin/kill is missing, and my_app.service runs it: apt-get install procps" in refused(baked, root)
+
+
+def run_until(project: Baked, root: Path, step: str, signum: int) -> subprocess.Popen[str]:
+    """Start a staged install and send it `signum` once it reports `step` (all files placed)."""
+    process = subprocess.Popen(
+        [sys.executable, "deploy/install", "--root", str(root)],
+        cwd=project.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith(f"{step}: "):
+            process.send_signal(signum)
+            break
+    process.wait(timeout=60)
+    return process
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["redeploy", "first-install"])
+def test_install_killed_during_validation_is_undone_by_the_next_run(bake, tools, tmp_path: Path, first) -> None:
+    project = bake()
+    root = tmp_path / "server"
+    root.mkdir()
+    if not first:
+        installed(project, root)
+    before = snapshot(root)
+    edit(project.path / "my_app/app.py", "def ", "# release 2\ndef ")
+    edit(project.path / "deploy/nginx/my_app.conf", "server_tokens off;", "server_tokens off;\n    bogus_directive on;")
+
+    killed = run_until(project, root, "nginx", signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    assert (root / "var/lib/my_app-install/journal").exists()
+    assert b"release 2" in (root / "srv/my_app/app/my_app/app.py").read_bytes()
+
+    result = install(project, root)
+
+    assert result.returncode == 1, result.stdout
+    assert re.search(r"^recover: install \(pid \d+, .*\) was interrupted: undone \(\d+ restored", result.stdout, re.M)
+    assert "not made by this installer" not in result.stdout
+    assert steps(result.stdout)["validate"].startswith("FAILED: deploy/check rejects the staged files")
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_signal_during_install_rolls_it_back_at_once(bake, tools, tmp_path: Path, signum) -> None:
+    project = bake()
+    root = tmp_path / "server"
+    installed(project, root)
+    before = snapshot(root)
+    edit(project.path / "my_app/app.py", "def ", "# release 2\ndef ")
+
+    process = run_until(project, root, "nginx", signum)
+
+    assert process.returncode == 1
+    assert snapshot(root) == before
+
+
+def test_redeploy_stops_and_removes_units_the_new_version_no_longer_has(bake, tools, tmp_path: Path) -> None:
+    root = tmp_path / "server"
+    installed(bake(), root)
+    assert (root / "etc/systemd/system/my_app.socket").is_file()
+
+    output = installed(bake(bind="tcp"), root)
+
+    assert not (root / "etc/systemd/system/my_app.socket").exists()
+    commands = blocks(root)[-1]
+    assert position(commands, "systemctl disable --now my_app.socket") < position(commands, "systemctl daemon-reload")
+    assert "stop and disable my_app.socket (not in this version)" in steps(output)["systemd"]
+
+    installed(bake(bind="tcp", instances="3"), root)
+    assert not (root / "etc/systemd/system/my_app.service").exists()
+    assert (root / "etc/systemd/system/my_app@.service").is_file()
+    commands = blocks(root)[-1]
+    assert "systemctl disable --now my_app.service" in commands
+    assert "systemctl enable my_app@8081.service my_app@8082.service my_app@8083.service" in commands
+
+
+def test_links_in_the_staged_tree_are_never_followed(baked: Baked, tools, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "server"
+    (root / "etc/systemd").mkdir(parents=True)
+    (root / "etc/systemd/system").symlink_to(outside)
+
+    output = refused(baked, root)
+    assert "/etc/systemd/system is a symbolic link" in output and "does not write or remove through links" in output
+    assert list(outside.iterdir()) == []
+
+    (root / "etc/systemd/system").unlink()
+    installed(baked, root)
+    # Purge through a link swapped in after the install: refused, the target untouched.
+    static = root / "srv/my_app/static"
+    shutil.move(static, outside / "static")
+    static.symlink_to(outside / "static")
+    result = install(baked, root, "--uninstall", "--purge")
+    assert result.returncode == 1 and "/srv/my_app/static is a symbolic link" in result.stdout
+    assert (outside / "static/style.css").is_file()
+
+
+def test_env_file_of_an_earlier_install_gains_the_settings_a_django_version_needs(bake, tools, tmp_path) -> None:
+    root = tmp_path / "server"
+    installed(bake(), root)
+    env = root / "etc/my_app/my_app.env"
+    env.write_text("DATABASE_URL=postgres://secret\n")
+
+    django = bake(framework="django")
+    output = installed(django, root)
+
+    lines = env.read_text().splitlines()
+    assert lines[0] == "DATABASE_URL=postgres://secret"
+    secret = [line for line in (django.path / "my_app.env").read_text().splitlines() if "DJANGO_SECRET_KEY=" in line]
+    assert secret and secret[0] in lines
+    assert "added DJANGO_SECRET_KEY" in steps(output)["env"]
+    assert last_line(installed(django, root)) == "install: nothing changed"
+
+
+def test_django_migrations_run_as_the_service_user_and_its_data_survives_purge(bake, tools, tmp_path) -> None:
+    root = tmp_path / "server"
+    output = installed(bake(framework="django"), root)
+    state = root / "var/lib/my_app"
+    assert state.is_dir() and stat.S_IMODE(state.stat().st_mode) == 0o750
+    first = blocks(root)[0]
+    migrate = (
+        "sh -c 'set -a && . /etc/my_app/my_app.env && export STATE_DIRECTORY=/var/lib/my_app"
+        " PYTHONDONTWRITEBYTECODE=1 && exec setpriv --reuid=my_app --regid=my_app --init-groups"
+        " /srv/my_app/my_app_venv/bin/python /srv/my_app/app/manage.py migrate --noinput'"
+    )
+    assert migrate in first
+    assert position(first, "sh -c 'set -a && . /etc/my_app/my_app.env && exec") < position(first, migrate)
+    assert position(first, migrate) < position(first, "systemctl start")
+    assert "chown -R my_app:my_app /var/lib/my_app" in first
+    assert steps(output)["migrate"] == "manage.py migrate recorded"
+
+    write(state / "db.sqlite3", "data")
+    purged = installed(bake(framework="django"), root, "--uninstall", "--purge")
+    assert (state / "db.sqlite3").read_text() == "data"
+    assert "/var/lib/my_app (the app's data; remove it yourself once it is not needed)" in purged
+
+
+def run_as_nobody(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """deploy/install as an unprivileged user, from a copy that user owns."""
+    if os.geteuid() != 0:
+        return subprocess.run([sys.executable, "deploy/install", *args], cwd=project, capture_output=True, text=True)
+    copy = Path("/tmp") / f"install-as-nobody-{os.getpid()}"
+    shutil.copytree(project, copy)
+    try:
+        subprocess.run(["chown", "-R", "nobody", str(copy)], check=True)
+        nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--reset-env"]
+        return subprocess.run(
+            [*nobody, sys.executable, "deploy/install", *args], cwd=copy, capture_output=True, text=True, check=False
+        )
+    finally:
+        shutil.rmtree(copy)
+
+
+def test_root_folder_the_user_cannot_write_is_refused_without_traceback(baked: Baked) -> None:
+    # In /tmp, where the unprivileged user can reach it (pytest's own folders are private).
+    base = Path(tempfile.mkdtemp(prefix="install-locked-"))
+    locked = base / "locked"
+    try:
+        base.chmod(0o755)
+        locked.mkdir(mode=0o555)
+        result = run_as_nobody(baked.path, "--root", str(locked / "server"))
+    finally:
+        shutil.rmtree(base)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"--root {locked}/server: {locked} cannot be written by user " in result.stdout
+
+
+def test_dry_run_works_without_root(baked: Baked) -> None:
+    require_tool("systemctl", "apt-get install systemd")
+    require_tool("nginx", "apt-get install nginx")
+    result = run_as_nobody(baked.path, "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "preflight: not root (dry run: what this user may read)" in result.stdout
+    assert last_line(result.stdout).startswith("install: dry run, nothing changed; a real run would make ")
+
+
+def test_port_another_program_listens_on_is_refused_naming_it(bake) -> None:
+    require_tool("systemctl", "apt-get install systemd")
+    require_tool("nginx", "apt-get install nginx")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        project = bake(bind="tcp", app_port=str(port))
+        result = project.run(sys.executable, "deploy/install", "--dry-run")
+    assert result.returncode == 1, result.stdout
+    said = result.stdout
+    assert f"port {port} is already in use by " in said and f"(pid {os.getpid()}" in said
+    assert "cookiecutter <template> --no-input app_port=" in said
+    assert last_line(said) == "install: nothing changed"
+
+
+def test_install_into_an_empty_folder_made_beforehand_is_repeatable(baked: Baked, tools, tmp_path: Path) -> None:
+    root = tmp_path / "server"
+    (root / "srv/my_app").mkdir(parents=True)
+    (root / "etc/my_app").mkdir(parents=True)
+    installed(baked, root)
+    assert last_line(installed(baked, root)) == "install: nothing changed"
+    # Purge leaves the folders it found, emptied of what it made.
+    installed(baked, root, "--uninstall", "--purge")
+    assert list((root / "srv/my_app").iterdir()) == [] and list((root / "etc/my_app").iterdir()) == []
+
+
+def test_uninstall_of_an_install_without_manifest_asks_for_adopt(baked: Baked, tools, tmp_path: Path) -> None:
+    root = tmp_path / "server"
+    installed(baked, root)
+    (root / "var/lib/my_app-install/manifest.json").unlink()
+    before = snapshot(root)
+    result = install(baked, root, "--uninstall", "--purge")
+    assert result.returncode == 1 and "run deploy/install --adopt once" in result.stdout
+    assert snapshot(root) == before
+    installed(baked, root, "--adopt")
+    installed(baked, root, "--uninstall", "--purge")
+    assert not (root / "srv/my_app").exists()
+
+
+def test_read_only_target_is_refused_without_traceback(baked: Baked, tmp_path: Path) -> None:
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        output = refused(baked, read_only / "server")
+    finally:
+        subprocess.run(["umount", str(read_only)], check=True)
+    assert f"--root {read_only}/server is on a read-only file system ({read_only})" in output

@@ -45,6 +45,8 @@ SERVICE_USER = {{ cookiecutter.server_user | tojson }}
 # Settings and secrets for the service (systemd's EnvironmentFile=), created once, mode 0600.
 ENV_FILE = {{ cookiecutter.__env_file | tojson }}
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
+# The service's own data (systemd's StateDirectory=, $STATE_DIRECTORY): Django's SQLite database.
+STATE_DIR = {{ ("/var/lib/" ~ cookiecutter.__service) | tojson }}
 
 # HTTPS: "none", "letsencrypt" or "existing".
 TLS_MODE = {{ cookiecutter.tls_mode | tojson }}

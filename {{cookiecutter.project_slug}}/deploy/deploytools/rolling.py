@@ -8,31 +8,19 @@ its listening socket, so connections wait instead of failing.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 
 from . import layout
+from .probe import probe
 
 HEALTHY_SECONDS = 60
 
 
 def healthy(server: str, timeout: float = 2) -> bool:
     """Whether the gunicorn at `server` (unix:/path or host:port) answers /healthz with 200."""
-    if server.startswith("unix:"):
-        family, address = socket.AF_UNIX, server.removeprefix("unix:")
-    else:
-        host, _, port = server.rpartition(":")
-        family, address = socket.AF_INET, (host, int(port))  # type: ignore[assignment]
-    request = f"GET {layout.HEALTH_PATH} HTTP/1.1\r\nHost: {layout.DOMAIN}\r\nConnection: close\r\n\r\n".encode()
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(address)
-            sock.sendall(request)
-            return sock.recv(64).startswith(b"HTTP/1.1 200 ")
-    except OSError:
-        return False
+    answer = probe(server, layout.DOMAIN, layout.HEALTH_PATH, timeout=timeout)
+    return answer is not None and answer.ok
 
 
 def wait_healthy(server: str, seconds: float = HEALTHY_SECONDS) -> bool:

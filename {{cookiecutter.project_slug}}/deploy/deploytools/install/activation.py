@@ -1,0 +1,311 @@
+"""The second half of an install: validate what was placed, activate it, check its health, and the
+way back when any of that fails."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import checks, layout
+from ..envfile import read_env_file
+from ..probe import probe
+from .common import (
+    NGINX_SERVICE,
+    REQUIREMENTS,
+    ROOT,
+    SETUP_VENV,
+    InstallError,
+    app_copy,
+    indent,
+    unit_file,
+    units_to_verify,
+)
+from .files import Files
+from .report import Report
+from .target import Target
+from .undo import Undo
+
+HEALTH_SECONDS = 60
+
+
+@dataclass
+class Changes:
+    """What the file steps changed, which decides what activation does."""
+
+    code: bool = False
+    requirements: bool = False
+    units: bool = False
+    site: bool = False
+    public: bool = False
+    venv: bool = False  # rebuilt by this run
+
+
+def health_address() -> tuple[str, str | None]:
+    """Where nginx answers for the site on this machine, and the TLS server name to send."""
+    if layout.TLS_MODE == "none":
+        return "127.0.0.1:80", None
+    return "127.0.0.1:443", layout.DOMAIN
+
+
+def health_status() -> int | None:
+    """The status nginx answers for /healthz with the site's Host, or None when nothing answers."""
+    address, server_name = health_address()
+    answer = probe(address, layout.DOMAIN, layout.HEALTH_PATH, tls_server_name=server_name)
+    return answer.status if answer is not None else None
+
+
+def health_url() -> str:
+    scheme = "http" if layout.TLS_MODE == "none" else "https"
+    return f"{scheme}://127.0.0.1{layout.HEALTH_PATH} (Host: {layout.DOMAIN})"
+
+
+class Activation:
+    def __init__(self, target: Target, files: Files, report: Report, changes: Changes, acme_first: bool) -> None:
+        self.target = target
+        self.files = files
+        self.report = report
+        self.changes = changes
+        self.acme_first = acme_first
+        # What activation did, so that a failure can undo it.
+        self.daemon_reloaded = False
+        self.enabled: list[str] = []
+        self.started: list[str] = []
+        self.refreshed: list[str] = []
+        self.refresh = ""
+        self.nginx_reloaded = False
+        self.stopped: list[str] = []  # units of the installed version that this one no longer has
+        self.problems: list[str] = []  # what a rollback could not put back
+
+    def done(self, result: object, action: str, **details: object) -> None:
+        """Note in the journal a command that ran here, for a later run to undo if this one dies."""
+        if result is not None:
+            self.files.journal.add({"action": action, **details})
+
+    def stop(self, units: list[str]) -> None:
+        self.stopped = units
+        self.done(self.target.run("systemctl", "disable", "--now", *units), "stopped", units=units)
+
+    # Validation ---------------------------------------------------------------------------------
+    def validate(self) -> str:
+        if not self.report.changes:
+            return "nothing changed, nothing to validate"
+        return self.target.validate(self)
+
+    def validate_staged(self) -> str:
+        """The checks of deploy/check on the files just staged (nginx -t on the site in a scratch
+        prefix, systemd-analyze on the units, ...: they are byte for byte the project's); the
+        target's own nginx -t and systemd-analyze are recorded."""
+        results: list[checks.Result] = []
+        for check in checks.CHECKS:
+            outcome = check()
+            results += outcome if isinstance(outcome, list) else [outcome]
+        failed = [result for result in results if result.status == "FAIL"]
+        if failed:
+            said = "\n".join(f"FAIL {r.name}: {r.summary}\n{indent(r.details)}" for r in failed)
+            raise InstallError(
+                f"deploy/check rejects the staged files: {'; '.join(r.summary for r in failed)}\n" + indent(said)
+            )
+        verdicts = ", ".join(f"{result.name} {result.status}" for result in results)
+        self.record_live_checks()
+        return f"deploy/check passed on the staged files ({verdicts}); nginx -t and systemd-analyze verify recorded"
+
+    def record_live_checks(self) -> None:
+        target = self.target
+        if self.acme_first and layout.NGINX_ACME_SITE is not None:
+            # The target has no certificate yet: its nginx -t and first reload use the challenge site.
+            target.run("install", "-m", "0644", app_copy(layout.NGINX_ACME_SITE), layout.NGINX_SITE_PATH)
+        target.run(target.nginx_command(), "-t")
+        target.run("systemd-analyze", "verify", "--man=no", *units_to_verify())
+
+    def validate_live(self) -> str:
+        """The new files in place, before anything is reloaded: nginx -t with every site of this
+        nginx, systemd-analyze verify on the units, gunicorn --check-config as the service's user."""
+        target = self.target
+        result = target.run(target.nginx_command(), "-t", check=False)
+        assert result is not None
+        ours = (layout.NGINX_SITE_PATH, layout.NGINX_SNIPPETS_DIR, layout.DOMAIN)
+        warnings = [line for line in result.stderr.splitlines() if "[warn]" in line and any(s in line for s in ours)]
+        if result.returncode or warnings:
+            raise InstallError("nginx -t rejects the configuration with the new site:\n" + indent(result.stderr))
+        units = units_to_verify()
+        result = target.run("systemd-analyze", "verify", "--man=no", *units, check=False)
+        assert result is not None
+        names = {unit_file(unit) for unit in units} | set(units)
+        findings = [line for line in (result.stdout + result.stderr).splitlines() if any(n in line for n in names)]
+        if result.returncode or findings:
+            said = "\n".join(findings) or result.stdout + result.stderr
+            raise InstallError("systemd-analyze verify rejects the units:\n" + indent(said))
+        env = {**read_env_file(Path(layout.ENV_FILE)), "PYTHONDONTWRITEBYTECODE": "1"}
+        result = target.run(
+            "setpriv",
+            f"--reuid={layout.SERVICE_USER}",
+            f"--regid={layout.SERVICE_USER}",
+            "--init-groups",
+            f"{layout.VENV_DIR}/bin/gunicorn",
+            "--check-config",
+            "--chdir",
+            layout.APP_DIR,
+            "--config",
+            f"{layout.APP_DIR}/{layout.GUNICORN_CONF.name}",
+            env=env,
+            check=False,
+        )
+        assert result is not None
+        if result.returncode:
+            raise InstallError(
+                f"gunicorn --check-config cannot load {layout.APP} as {layout.SERVICE_USER}:\n"
+                + indent(result.stdout + result.stderr)
+            )
+        return f"nginx -t, systemd-analyze verify ({', '.join(units)}) and gunicorn --check-config passed"
+
+    # Activation ---------------------------------------------------------------------------------
+    def activate(self) -> str:
+        target, changes = self.target, self.changes
+        done = []
+        if changes.units:
+            self.done(target.run("systemctl", "daemon-reload"), "daemon-reload")
+            self.daemon_reloaded = True
+            done.append("daemon-reload")
+        units = dict.fromkeys([*layout.ACTIVE_UNITS, *layout.APP_SERVICES])
+        was_active = {unit: target.unit_is("active", unit) for unit in units}
+        self.enabled = [unit for unit in layout.ACTIVE_UNITS if not target.unit_is("enabled", unit)]
+        if self.enabled:
+            self.done(target.run("systemctl", "enable", *self.enabled), "enabled", units=self.enabled)
+            done.append(f"enable {' '.join(self.enabled)}")
+        self.started = [unit for unit in layout.ACTIVE_UNITS if not was_active[unit]]
+        if self.started:
+            self.done(target.run("systemctl", "start", *self.started), "started", units=self.started)
+            done.append(f"start {' '.join(self.started)}")
+        # Units that changed need a restart to apply; new code alone, a graceful reload (HUP: new
+        # workers start, the old ones finish their requests). One service at a time, each healthy
+        # again before the next.
+        self.refresh = "restart" if changes.units else "reload" if changes.code or changes.venv else ""
+        if self.refresh:
+            for service, upstream in zip(layout.APP_SERVICES, layout.UPSTREAM_SERVERS, strict=False):
+                if not was_active[service]:
+                    continue
+                self.done(
+                    target.run("systemctl", self.refresh, service), "refreshed", how=self.refresh, units=[service]
+                )
+                self.refreshed.append(service)
+                if not target.wait_healthy(upstream):
+                    raise InstallError(
+                        f"{service} did not answer {layout.HEALTH_PATH} on {upstream} after {self.refresh}"
+                    )
+            if self.refreshed:
+                how = "graceful" if self.refresh == "reload" else "unit changed"
+                order = ", one at a time" if len(self.refreshed) > 1 else ""
+                done.append(f"{self.refresh} {' '.join(self.refreshed)} ({how}{order})")
+        if not target.unit_is("enabled", NGINX_SERVICE):
+            target.run("systemctl", "enable", NGINX_SERVICE)
+            done.append(f"enable {NGINX_SERVICE}")
+        if changes.site or not target.unit_is("active", NGINX_SERVICE):
+            # Validated above with nginx -t; a running nginx reloads gracefully, a stopped one starts.
+            self.done(target.run("systemctl", "reload-or-restart", NGINX_SERVICE), "nginx-reloaded")
+            self.nginx_reloaded = True
+            done.append("reload nginx")
+        if not done:
+            return "nothing to do (units enabled and running, nginx up to date)"
+        return f"{'; '.join(done)} ({target.outcome()})"
+
+    def certificate(self) -> str | None:
+        """Let's Encrypt's first certificate, through the challenge site nginx now serves; then the
+        HTTPS site replaces it, checked by nginx -t before nginx reloads."""
+        if not self.acme_first:
+            return None
+        target = self.target
+        target.run(
+            "certbot", "certonly", "--webroot", "--webroot-path", layout.ACME_ROOT, "--domain", layout.DOMAIN,
+            "--email", layout.TLS_EMAIL, "--agree-tos", "--non-interactive",
+        )  # fmt: skip
+        if target.defers:
+            # The staged tree holds the HTTPS site already; the server swaps it in after certbot.
+            target.run("install", "-m", "0644", app_copy(layout.NGINX_SITE), layout.NGINX_SITE_PATH)
+        else:
+            self.files.ensure_file(layout.NGINX_SITE_PATH, layout.NGINX_SITE.read_bytes(), 0o644, ROOT)
+        result = target.run(target.nginx_command(), "-t", check=False)
+        if result is not None and result.returncode:
+            raise InstallError("nginx -t rejects the HTTPS site with the new certificate:\n" + indent(result.stderr))
+        target.run("systemctl", "reload", NGINX_SERVICE)
+        self.nginx_reloaded = True
+        if target.no_run_reason:
+            return f"certbot certonly, then the HTTPS site in place of the challenge site ({target.outcome()})"
+        return f"certificate for {layout.DOMAIN} from Let's Encrypt; HTTPS site in place, nginx reloaded"
+
+    def health(self) -> str:
+        if self.target.no_run_reason:
+            return f"skipped ({self.target.no_run_reason})"
+        start = time.monotonic()
+        status = None
+        while time.monotonic() - start < HEALTH_SECONDS:
+            status = health_status()
+            if status == 200:
+                return f"{health_url()} answered 200 in {time.monotonic() - start:.1f}s"
+            time.sleep(0.25)
+        said = f"status {status}" if status else "no answer"
+        raise InstallError(f"{health_url()}: {said} within {HEALTH_SECONDS}s")
+
+    # The way back -------------------------------------------------------------------------------
+    def recover(self, records: list[dict]) -> str:
+        """Undo a run that was interrupted, from its journal: what it changed on disk and the
+        commands it ran (units it started, reloads), as its own rollback would have."""
+        files = self.files
+        files.undo_list = [Undo.from_record(record) for record in records if "undo" in record]
+        for record in records:
+            action, units = record.get("action"), list(record.get("units", []))
+            if record.get("backup_dir"):
+                files.backup_dir = record["backup_dir"]
+            files.backups_created |= bool(record.get("backups_created"))
+            if action == "daemon-reload":
+                self.daemon_reloaded = True
+            elif action == "enabled":
+                self.enabled += units
+            elif action == "started":
+                self.started += units
+            elif action == "refreshed":
+                self.refresh = record.get("how", "restart")
+                self.refreshed += units
+            elif action == "stopped":
+                self.stopped += units
+            elif action == "nginx-reloaded":
+                self.nginx_reloaded = True
+            elif action == "venv":
+                self.changes.venv = True
+        if self.refreshed or self.nginx_reloaded or self.daemon_reloaded:
+            # Files come back first, then systemd and nginx reload them.
+            self.daemon_reloaded = True
+        return self.roll_back()
+
+    def roll_back(self) -> str:
+        """Undo this run: files back, units it started stopped, the previous version reloaded."""
+        target = self.target
+        undone = Counter(undo.kind for undo in self.files.undo_list)
+        # Units started by this run had no previous version to fall back to.
+        if self.started or self.enabled:
+            units = list(dict.fromkeys([*reversed(self.started), *reversed(self.enabled)]))
+            target.run("systemctl", "disable", "--now", *units, check=False)
+        problems = self.files.restore()
+        self.problems = problems
+        if self.daemon_reloaded:
+            target.run("systemctl", "daemon-reload", check=False)
+        if self.changes.venv and target.disk(REQUIREMENTS).exists():
+            # The previous requirements.txt pins the previous packages.
+            target.run("env", f"PYTHON={sys.executable}", SETUP_VENV, layout.VENV_DIR, check=False)
+        for service in self.refreshed:
+            target.run("systemctl", self.refresh, service, check=False)
+        if self.stopped:
+            # The previous version's units, back as they were: enabled and running.
+            target.run("systemctl", "enable", "--now", *self.stopped, check=False)
+        if self.nginx_reloaded:
+            target.run("systemctl", "reload-or-restart", NGINX_SERVICE, check=False)
+        restored = undone["replaced"] + undone["meta"] + undone["removed-dir"]
+        result = f"{restored} restored from backup, {undone['created']} created by this run removed"
+        if problems:
+            result += "; NOT restored (copies kept in the backup folder):\n" + indent("\n".join(problems))
+        elif not target.no_run_reason and (self.refreshed or self.started or self.nginx_reloaded):
+            status = health_status()
+            result += f"; {layout.HEALTH_PATH} now answers {status or 'nothing'}"
+        return result

@@ -1,0 +1,113 @@
+"""What every part of deploy/install shares: its error, its options, the derived paths and small helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .. import layout
+
+BACKUPS_DIR = f"{layout.INSTALL_DIR}/backups"
+ENV_DIR = str(PurePosixPath(layout.ENV_FILE).parent)
+REQUIREMENTS = f"{layout.APP_DIR}/requirements.txt"
+SETUP_VENV = f"{layout.APP_DIR}/deploy/setup-venv"
+VENV_PYTHON = f"{layout.VENV_DIR}/bin/python"
+# deploy/install's own records on the server: manifest, journal, lock, and (--root) the commands
+# the target still has to run.
+INSTALL_STATE_DIR = f"/var/lib/{layout.SLUG}-install"
+STAGED_RECORD = f"{INSTALL_STATE_DIR}/commands.log"
+# Every unit file of the project (services, sockets, and timers or others if it gains some).
+UNIT_FILES = sorted(path.name for path in layout.SYSTEMD_DIR.iterdir() if path.is_file())
+NGINX_SERVICE = "nginx.service"
+# certbot runs every hook in this folder after a renewal; ours reloads nginx.
+CERTBOT_HOOK_SOURCE = layout.DEPLOY_DIR / "certbot-deploy-hook"
+CERTBOT_HOOK = f"/etc/letsencrypt/renewal-hooks/deploy/{layout.NGINX_SITE.stem}-nginx"
+NOLOGIN = "/usr/sbin/nologin"
+KEEP_BACKUPS = 10
+# What stays in the project: its tests and virtualenvs (any top-level folder with a pyvenv.cfg
+# too) and, at any depth, env files (secrets: the project's one is installed once as ENV_FILE
+# instead), hidden files (.git, run-local's state) and Python caches.
+LEFT_BEHIND = frozenset({"tests", "venv", layout.LOCAL_VENV.name})
+CACHES = frozenset({"__pycache__"})
+
+# Who owns what: root writes everything; the service's group may read its code, nothing more.
+Owner = tuple[str, str]
+ROOT: Owner = ("root", "root")
+SERVICE_READS: Owner = ("root", layout.SERVICE_USER)
+
+ENV_TEMPLATE = f"""\
+# Settings and secrets of {layout.SLUG}, one NAME=value per line, read by systemd for
+# {" ".join(layout.APP_SERVICES)} (EnvironmentFile=). Created once by deploy/install, which never
+# overwrites it; mode 0600, only root reads it. A change applies when the service restarts (a
+# reload keeps the environment it started with): systemctl restart {" ".join(layout.APP_SERVICES)}
+#
+# Workers per app server (default: 2 x cores + 1, or the number the project was made with).
+# WEB_CONCURRENCY=5
+# gunicorn's log level: debug, info, warning, error.
+# GUNICORN_LOGLEVEL=info
+"""
+
+
+class InstallError(Exception):
+    """Why the install stopped, in words an operator can act on."""
+
+
+@dataclass(frozen=True)
+class Options:
+    root: Path | None = None
+    dry_run: bool = False
+    verbose: bool = False
+    purge: bool = False
+    adopt: bool = False  # take over what exists and this installer did not make (see system.py)
+
+
+def unit_file(unit: str) -> str:
+    """The file that defines a unit: an instance my_app@1.service comes from my_app@.service."""
+    name, _, suffix = unit.rpartition(".")
+    return f"{name.split('@', 1)[0]}@.{suffix}" if "@" in name else unit
+
+
+def units_to_verify() -> list[str]:
+    """The active units (instances of templates), then any other unit the project has."""
+    return list(dict.fromkeys([*layout.ACTIVE_UNITS, *(u for u in UNIT_FILES if "@." not in u)]))
+
+
+def cache(parts: tuple[str, ...]) -> bool:
+    return any(part in CACHES for part in parts) or parts[-1].endswith(".pyc")
+
+
+def app_skips(project: Path) -> Callable[[tuple[str, ...]], bool]:
+    """What of `project` stays behind, by path parts relative to it."""
+    left_behind = LEFT_BEHIND | {venv.parent.name for venv in project.glob("*/pyvenv.cfg")}
+
+    def skip(parts: tuple[str, ...]) -> bool:
+        hidden = any(part.startswith(".") or part.endswith(".env") for part in parts)
+        return parts[0] in left_behind or hidden or cache(parts)
+
+    return skip
+
+
+def tree(source: Path, skip: Callable[[tuple[str, ...]], bool] = cache) -> dict[str, Path]:
+    """Every folder and file under `source` by relative path, parents first, without skipped ones."""
+    if not source.is_dir():
+        raise InstallError(f"{source} is missing from the project")
+    found = {}
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if not skip(relative.parts):
+            found[relative.as_posix()] = path
+    return found
+
+
+def app_copy(path: Path) -> str:
+    """Where a file of the project is on the server, once copied into APP_DIR."""
+    return f"{layout.APP_DIR}/{path.relative_to(layout.PROJECT_DIR).as_posix()}"
+
+
+def indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.strip().splitlines())
+
+
+def describe(owner: Owner, mode: int) -> str:
+    return f"{owner[0]}:{owner[1]} {mode:04o}"

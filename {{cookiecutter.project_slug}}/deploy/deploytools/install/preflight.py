@@ -1,0 +1,122 @@
+"""What a run needs before it changes anything: every problem at once, or InstallError."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import layout
+from ..nginx import find_nginx
+from . import system
+from .common import InstallError
+from .platform import PLATFORM, PLATFORMS, RHEL, this_platform
+
+if TYPE_CHECKING:
+    from .target import Live, Staged, Target
+
+
+def certificate_pending(target: Target) -> bool:
+    """Let's Encrypt without a certificate yet: the challenge site first, then certbot, then the site."""
+    if layout.TLS_MODE != "letsencrypt" or layout.NGINX_ACME_SITE is None:
+        return False
+    return target.certificate_missing()
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` or its nearest parent that exists (as far as this user can see)."""
+    while not os.path.exists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def write_problem(path: Path, what: str) -> str | None:
+    """Why this process cannot write `path` (or create it), or None."""
+    existing = nearest_existing(path)
+    try:
+        if os.statvfs(existing).f_flag & os.ST_RDONLY:
+            return f"{what} {path} is on a read-only file system ({existing}): remount it read-write or pick another"
+    except OSError as error:
+        return f"{what} {path}: {error.strerror}"
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        whom = "root" if os.geteuid() == 0 else f"user {os.geteuid()}"
+        return f"{what} {path}: {existing} cannot be written by {whom}: pick a folder you can write, or use sudo"
+    return None
+
+
+def staged(target: Staged, *, installing: bool) -> str:
+    root = target.root
+    if root.resolve() == Path("/"):
+        raise InstallError("--root / is this machine itself: run without --root to install here")
+    if root.resolve().is_relative_to(layout.PROJECT_DIR):
+        raise InstallError(f"--root {root} is inside the project, which is copied: pick a folder outside")
+    if os.path.islink(root) or (os.path.exists(root) and not os.path.isdir(root)):
+        raise InstallError(f"--root {root} is not a folder (a link or a file): give a real folder")
+    if target.writes and (problem := write_problem(root, "--root")):
+        raise InstallError(problem)
+    problems = []
+    if installing:
+        problems += system.problems(target, target.manifest, adopt=target.options.adopt)
+    if problems:
+        raise InstallError("\n".join(f"  {problem}" for problem in problems).lstrip())
+    if target.writes:
+        root.mkdir(parents=True, exist_ok=True)
+    return f"staging for {layout.PLATFORM} under {root} (no account, service or package touched)"
+
+
+def live(target: Live, *, installing: bool) -> str:
+    problems = []
+    if os.geteuid() != 0 and target.writes:
+        problems.append("not running as root: sudo deploy/install (a --dry-run works without root)")
+    here = this_platform()
+    if here is None:
+        problems.append(
+            "unknown platform: /etc/os-release is missing or unreadable, so this machine cannot be told apart"
+        )
+    elif here not in PLATFORMS:
+        problems.append(
+            f"unknown platform {here} (from /etc/os-release): the project supports {', '.join(PLATFORMS)};"
+            " install on one of those"
+        )
+    elif here != layout.PLATFORM:
+        problems.append(
+            f"this machine is {here} but the project was made for {layout.PLATFORM} (its nginx paths and user"
+            f" differ): re-bake with platform={here}"
+        )
+    if not shutil.which("systemctl"):
+        problems.append("systemctl not found: the server must run systemd")
+    nginx = find_nginx()
+    if nginx is None:
+        problems.append(f"nginx is not installed: {PLATFORM.install} nginx")
+    if installing and importlib.util.find_spec("ensurepip") is None:
+        problems.append(f"Python cannot create virtualenvs here: {PLATFORM.install} {PLATFORM.python}")
+    if installing and certificate_pending(target) and not shutil.which("certbot"):
+        epel = " (from EPEL)" if RHEL else ""
+        problems.append(f"certbot is not installed: {PLATFORM.install} certbot{epel}")
+    if installing and layout.TLS_MODE == "existing":
+        tls_files = {layout.TLS_CERTIFICATE: "certificate (full chain)", layout.TLS_CERTIFICATE_KEY: "key"}
+        problems += [
+            f"TLS: no {what} at {path}: put it there first"
+            for path, what in tls_files.items()
+            if not Path(path).exists()
+        ]
+    if RHEL and target.selinux_enabled() and not shutil.which("semanage"):
+        problems.append("semanage is missing (SELinux is on): dnf install policycoreutils-python-utils")
+    if target.writes:
+        for folder in ("/etc", str(Path(layout.INSTALL_DIR).parent)):
+            if problem := write_problem(Path(folder), "the server's folder"):
+                problems.append(problem)
+    if installing:
+        problems += system.problems(target, target.manifest, adopt=target.options.adopt)
+        problems += system.port_problems()
+    if problems:
+        raise InstallError("\n".join(f"  {problem}" for problem in problems).lstrip())
+    found = []
+    if nginx is not None and (version := target.query(nginx, "-v")) is not None:
+        found.append(version.stderr.strip().removeprefix("nginx version: "))
+    found.append(f"Python {sys.version.split()[0]}")
+    who = "root" if os.geteuid() == 0 else "not root (dry run: what this user may read)"
+    return f"{who}, {', '.join(found)}, {layout.PLATFORM}"

@@ -1,0 +1,361 @@
+"""deploy/install: the steps, in order, and the way back when one fails.
+
+Steps, one line of output each: recover (only after an interrupted run), preflight, user, dirs,
+env, app, venv, static, errors, systemd, nginx, selinux (RHEL), validate, migrate (Django),
+activate, https (Let's Encrypt's first certificate), health.
+Every step is the same whatever the target (target.py): a live run, a staged tree or a dry run.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from .. import layout
+from ..envfile import read_env_file
+from .common import (
+    CERTBOT_HOOK,
+    CERTBOT_HOOK_SOURCE,
+    ENV_DIR,
+    ENV_TEMPLATE,
+    NOLOGIN,
+    REQUIREMENTS,
+    ROOT,
+    SERVICE_READS,
+    SETUP_VENV,
+    UNIT_FILES,
+    VENV_PYTHON,
+    app_skips,
+    indent,
+    tree,
+)
+from .platform import NGINX_READS, RHEL, fcontext_spec
+from .preflight import certificate_pending
+from .run import Run
+
+SERVICE_OWNS = (layout.SERVICE_USER, layout.SERVICE_USER)
+# The env file is sourced by sh for commands that run the project's code (like systemd would).
+WITH_ENV = f"set -a && . {shlex.quote(layout.ENV_FILE)}"
+
+
+class Install(Run):
+    command = "install"
+
+    def steps(self) -> list[tuple[str, Callable[[], str | None]]]:
+        return [
+            ("user", self.user),
+            ("dirs", self.dirs),
+            ("env", self.env_file),
+            ("app", self.app),
+            ("venv", self.venv),
+            ("static", self.static),
+            ("errors", self.errors),
+            ("systemd", self.units),
+            ("nginx", self.site),
+            ("selinux", self.selinux),
+            ("validate", self.activation.validate),
+            ("migrate", self.migrate),
+            ("activate", self.activation.activate),
+            ("https", self.activation.certificate),
+            ("health", self.activation.health),
+        ]
+
+    def run(self) -> int:
+        target, report = self.target, self.report
+        if not self.begin(installing=True):
+            return 1
+        self.acme_first = self.activation.acme_first = certificate_pending(target)
+        try:
+            for name, step in self.steps():
+                report.step_name = name
+                result = step()
+                if result is not None:
+                    report.step(result)
+            self.finish()
+        except (Exception, KeyboardInterrupt) as error:
+            failed = report.step_name
+            first_line = self.fail(error)
+            back = "the previous version is back in place" if target.installed_before else "nothing installed"
+            report.say(f"install: failed at {failed}: {first_line}; rolled back, {back}")
+            return 1
+        return 0
+
+    def finish(self) -> None:
+        target, report = self.target, self.report
+        manifest = self.files.manifest
+        manifest.active_units = list(layout.ACTIVE_UNITS)
+        files, commands = len(report.changes), len(report.commands)
+        record = self.end("deploy/install")
+        if self.files.left:
+            report.say(
+                "install: left in place (the new version no longer has them):\n" + indent("\n".join(self.files.left))
+            )
+        if not files and not commands:
+            report.say("install: nothing would change" if report.dry_run else "install: nothing changed")
+            return
+        counts = f"{files} file change(s), {commands} command(s)"
+        report.say(f"install: {target.finished(counts, self.files.backup_dir, record)}")
+
+    # Steps --------------------------------------------------------------------------------------
+    def user(self) -> str:
+        target = self.target
+        name = layout.SERVICE_USER
+        if target.user_exists(name):
+            made = "made by this installer" if target.manifest.user_created else "taken over with --adopt"
+            return f"{name} exists ({made})"
+        done = target.run(
+            "useradd",
+            "--system",
+            *(["--gid", name] if target.group_exists(name) else ["--user-group"]),
+            "--no-create-home",
+            "--home-dir",
+            layout.INSTALL_DIR,
+            "--shell",
+            NOLOGIN,
+            name,
+        )
+        self.files.manifest.user_created = True
+        what = f"{name} (system user and group, no login shell, home {layout.INSTALL_DIR})"
+        return f"created {what}" if done else f"useradd {target.outcome()} for {what}"
+
+    def dirs(self) -> str:
+        files = self.files
+        since = self.report.mark()
+        # nginx passes through the install folder to static/ and errors/; it cannot list app/.
+        files.ensure_dir(layout.INSTALL_DIR, 0o755, ROOT)
+        files.ensure_dir(layout.APP_DIR, 0o750, SERVICE_READS)
+        files.ensure_dir(layout.STATIC_ROOT, 0o755, ROOT)
+        files.ensure_dir(layout.ERRORS_ROOT, 0o755, ROOT)
+        if layout.TLS_MODE == "letsencrypt":
+            files.ensure_dir(layout.ACME_ROOT, 0o755, ROOT)
+        # systemd reads the env file as root; the service itself never opens it.
+        files.ensure_dir(ENV_DIR, 0o750, ROOT)
+        if layout.FRAMEWORK == "django":
+            self.state_dir()
+        return self.report.summary(since)
+
+    def state_dir(self) -> None:
+        """The service's data (Django's SQLite database): created once, then systemd's
+        (StateDirectory=, which sets its mode at each start). Purge keeps it unless empty."""
+        files = self.files
+        files.touch(layout.STATE_DIR, {"type": "state"})
+        if files.disk(layout.STATE_DIR).exists() or layout.STATE_DIR in files.planned:
+            return
+        files.make_parents(layout.STATE_DIR)
+        files.create_dir(layout.STATE_DIR, 0o750, SERVICE_OWNS)
+        files.touch(layout.STATE_DIR, {"type": "state"})
+        self.target.own_tree(layout.STATE_DIR, SERVICE_OWNS)
+
+    def env_file(self) -> str:
+        disk = self.files.disk(layout.ENV_FILE)
+        from_project = layout.ENV_SOURCE.exists()
+        if disk.exists():
+            mode = stat.S_IMODE(disk.stat().st_mode)
+            warning = "" if mode == 0o600 else f"; WARNING: mode {mode:04o}, it holds secrets: chmod 0600 {disk}"
+            self.files.touch(layout.ENV_FILE)
+            added = self.add_missing_settings(disk) if from_project else []
+            if added:
+                verb = "to add" if self.report.dry_run else "added"
+                return f"{layout.ENV_FILE} kept, {verb} {', '.join(added)} (this version needs them){warning}"
+            return f"{layout.ENV_FILE} kept (never overwritten){warning}"
+        content = layout.ENV_SOURCE.read_bytes() if from_project else ENV_TEMPLATE.encode()
+        self.files.ensure_file(layout.ENV_FILE, content, 0o600, ROOT, create_only=True, conffile=True)
+        origin = f"from {layout.ENV_SOURCE.name}" if from_project else "settings commented out"
+        return f"{layout.ENV_FILE} {'to create' if self.report.dry_run else 'created'} (0600, {origin})"
+
+    def add_missing_settings(self, disk: Path) -> list[str]:
+        """Settings the project's env file has and the server's lacks (a new version's secret key)
+        are appended with the project's values; every line already there stays as it is."""
+        have = read_env_file(disk)
+        wanted = read_env_file(layout.ENV_SOURCE)
+        missing = [name for name in wanted if name not in have]
+        if not missing:
+            return []
+        old = disk.read_bytes()
+        lines = [
+            line for line in layout.ENV_SOURCE.read_text().splitlines() if line.split("=", 1)[0].strip() in missing
+        ]
+        note = (
+            f"# Added by deploy/install: settings this version of {layout.SLUG} needs, from {layout.ENV_SOURCE.name}.\n"
+        )
+        content = old + (b"" if old.endswith(b"\n") or not old else b"\n") + (note + "\n".join(lines) + "\n").encode()
+        self.files.ensure_file(layout.ENV_FILE, content, 0o600, ROOT, conffile=True)
+        return missing
+
+    def app(self) -> str:
+        report = self.report
+        since = report.mark()
+        skip = app_skips(layout.PROJECT_DIR)
+        self.files.mirror(
+            layout.APP_DIR,
+            tree(layout.PROJECT_DIR, skip),
+            dir_mode=0o750,
+            file_mode=0o640,
+            exec_mode=0o750,
+            owner=SERVICE_READS,
+            skip=skip,
+        )
+        written = [(verb, path) for verb, path in report.changes[since:] if verb != "fixed"]
+        deploy_dir = f"{layout.APP_DIR}/deploy/"
+        self.changes.code = any(
+            path.startswith(layout.APP_DIR + "/") and not path.startswith(deploy_dir) for _, path in written
+        )
+        self.changes.requirements = any(path == REQUIREMENTS for _, path in written)
+        if report.changes[since:]:
+            self.target.own_tree(layout.APP_DIR, SERVICE_READS)
+        return report.summary(since, layout.APP_DIR)
+
+    def venv(self) -> str:
+        target = self.target
+        # Made by setup-venv, not file by file: purge removes it whole.
+        self.files.touch(layout.VENV_DIR, {"type": "tree"})
+        if not self.changes.requirements and target.venv_built():
+            return f"{layout.VENV_DIR} up to date (requirements.txt unchanged)"
+        result = target.run("env", f"PYTHON={target.venv_python}", SETUP_VENV, layout.VENV_DIR)
+        if result is None:
+            return f"{layout.VENV_DIR}: deploy/setup-venv {target.outcome()}"
+        self.changes.venv = True
+        self.journal.add({"action": "venv"})
+        said = result.stdout.strip().splitlines()
+        return f"{layout.VENV_DIR}: {said[-1] if said else 'ready'}"
+
+    def static(self) -> str:
+        since = self.report.mark()
+        if layout.STATIC_SOURCE is not None:
+            self.files.mirror(
+                layout.STATIC_ROOT, tree(layout.STATIC_SOURCE), dir_mode=0o755, file_mode=0o644, owner=ROOT
+            )
+        elif layout.FRAMEWORK == "django":
+            return self.collectstatic()
+        self.changes.public |= self.report.mark() > since
+        return self.report.summary(since, layout.STATIC_ROOT)
+
+    def collectstatic(self) -> str:
+        """Django gathers its static files; they reach STATIC_ROOT through the same mirror (backed up,
+        compared) from a scratch folder. Where the project cannot run (staged, dry run), the command
+        goes to the server as is, with the env file's settings and straight into STATIC_ROOT."""
+        target = self.target
+        command = [VENV_PYTHON, f"{layout.APP_DIR}/manage.py", "collectstatic", "--noinput"]
+        if target.no_run_reason:
+            if target.defers and not (self.changes.code or self.changes.requirements):
+                return "unchanged (no code change)"
+            target.run("sh", "-c", f"{WITH_ENV} && exec {shlex.join(command)}")
+            return f"manage.py collectstatic {target.outcome()}"
+        since = self.report.mark()
+        with tempfile.TemporaryDirectory(prefix=f"{layout.SLUG}-static-") as scratch:
+            os.chmod(scratch, 0o755)
+            env = {
+                **read_env_file(target.disk(layout.ENV_FILE)),
+                "DJANGO_STATIC_ROOT": scratch,
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+            target.query(*command, env=env)  # writes to the scratch folder only
+            self.files.mirror(layout.STATIC_ROOT, tree(Path(scratch)), dir_mode=0o755, file_mode=0o644, owner=ROOT)
+        self.changes.public |= self.report.mark() > since
+        return f"collectstatic: {self.report.summary(since, layout.STATIC_ROOT)}"
+
+    def migrate(self) -> str | None:
+        """Django's migrations, once the new files passed validation: as the service's user, with
+        the env file's settings and the service's state folder (where the SQLite database is).
+        They are not undone by a rollback: a migration must work with the previous code too."""
+        if layout.FRAMEWORK != "django":
+            return None
+        if not (self.changes.code or self.changes.requirements):
+            return "no code change: nothing to migrate"
+        as_service = ["setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups"]
+        command = [*as_service, VENV_PYTHON, f"{layout.APP_DIR}/manage.py", "migrate", "--noinput"]
+        state = f"export STATE_DIRECTORY={shlex.quote(layout.STATE_DIR)} PYTHONDONTWRITEBYTECODE=1"
+        result = self.target.run("sh", "-c", f"{WITH_ENV} && {state} && exec {shlex.join(command)}")
+        if result is None:
+            return f"manage.py migrate {self.target.outcome()}"
+        said = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        return f"manage.py migrate: {said[-1] if said else 'done'}"
+
+    def errors(self) -> str:
+        since = self.report.mark()
+        self.files.mirror(layout.ERRORS_ROOT, tree(layout.ERROR_PAGES), dir_mode=0o755, file_mode=0o644, owner=ROOT)
+        self.changes.public |= self.report.mark() > since
+        return self.report.summary(since, layout.ERRORS_ROOT)
+
+    def units(self) -> str:
+        since = self.report.mark()
+        for name in UNIT_FILES:
+            content = (layout.SYSTEMD_DIR / name).read_bytes()
+            self.files.ensure_file(f"{layout.SYSTEMD_UNIT_DIR}/{name}", content, 0o644, ROOT)
+        # What the installed version ran and this one has no more (a socket after bind=tcp, the
+        # single service after instances=3): stopped and disabled before its file goes.
+        stale = [unit for unit in self.target.manifest.active_units if unit not in layout.ACTIVE_UNITS]
+        stopped = ""
+        if stale:
+            self.activation.stop(stale)
+            stopped = f"; stop and disable {' '.join(stale)} (not in this version) {self.target.outcome()}"
+        self.prune(lambda path: path.startswith(layout.SYSTEMD_UNIT_DIR + "/"))
+        self.changes.units = self.report.mark() > since
+        return self.report.summary(since, layout.SYSTEMD_UNIT_DIR) + stopped
+
+    def prune(self, chosen: Callable[[str], bool] = lambda path: True) -> None:
+        """Remove what the installed version had and this one has not (listed and unchanged only;
+        the env file, the venv, the backups and the service's data stay)."""
+        files = self.files
+        for path in sorted(self.prior_paths - files.touched, reverse=True):
+            entry = files.manifest.paths.get(path)
+            if entry is None or not chosen(path) or entry["type"] in {"tree", "state"} or "conffile" in entry:
+                continue
+            if entry["type"] == "dir":
+                files.remove_dir(path)
+            else:
+                files.remove_file(path)
+
+    def site(self) -> str:
+        files = self.files
+        since = self.report.mark()
+        # Until its first certificate exists, an HTTPS site cannot pass nginx -t: the challenge site
+        # stands in for it (a staged tree gets the real site; its record swaps them on the target).
+        first = layout.NGINX_ACME_SITE if self.acme_first and not self.target.defers else None
+        files.ensure_file(layout.NGINX_SITE_PATH, (first or layout.NGINX_SITE).read_bytes(), 0o644, ROOT)
+        files.mirror(
+            layout.NGINX_SNIPPETS_DIR, tree(layout.NGINX_SNIPPETS), dir_mode=0o755, file_mode=0o644, owner=ROOT
+        )
+        if layout.NGINX_SITE_LINK:
+            link_dir = str(PurePosixPath(layout.NGINX_SITE_LINK).parent)
+            files.ensure_link(layout.NGINX_SITE_LINK, os.path.relpath(layout.NGINX_SITE_PATH, link_dir))
+        if layout.TLS_MODE == "letsencrypt" and CERTBOT_HOOK_SOURCE.exists():
+            files.ensure_file(CERTBOT_HOOK, CERTBOT_HOOK_SOURCE.read_bytes(), 0o755, ROOT)
+        self.prune()
+        self.changes.site = self.report.mark() > since
+        result = self.report.summary(since)
+        return result + (f" (challenge site until the certificate exists: {first.name})" if first else "")
+
+    def selinux(self) -> str | None:
+        """RHEL: nginx may read the static and error pages (httpd_sys_content_t) and, over TCP, connect
+        to gunicorn (httpd_can_network_connect)."""
+        target = self.target
+        if not RHEL:
+            return None
+        if not target.selinux_enabled():
+            return "not enabled: nothing to label"
+        done = []
+        listed = target.query("semanage", "fcontext", "--list", "--locallist")
+        added = False
+        for folder in NGINX_READS:
+            spec = fcontext_spec(folder)
+            known = spec in listed.stdout if listed is not None else target.installed_before
+            if not known:
+                target.run("semanage", "fcontext", "--add", "--type", "httpd_sys_content_t", spec)
+                added = True
+        if added:
+            done.append(f"labelled {', '.join(NGINX_READS)} httpd_sys_content_t")
+        if added or self.changes.public:
+            target.run("restorecon", "-R", *NGINX_READS)
+            done.append("restorecon")
+        if layout.BIND == "tcp":
+            boolean = target.query("getsebool", "httpd_can_network_connect")
+            on = boolean.stdout.strip().endswith("on") if boolean is not None else target.installed_before
+            if not on:
+                target.run("setsebool", "-P", "httpd_can_network_connect", "1")
+                done.append("httpd_can_network_connect on (nginx connects to gunicorn over TCP)")
+        return f"{'; '.join(done)} ({target.outcome()})" if done else "labels in place"

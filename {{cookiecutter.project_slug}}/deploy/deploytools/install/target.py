@@ -1,0 +1,334 @@
+"""The target of a run: this machine (live), a staged tree (--root DIR), or either one in a dry run.
+
+The steps of deploy/install and of --uninstall are the same for every target; what differs is
+where their effects go, and that is decided here and nowhere else:
+
+| | files | commands that change the system | queries | the project's code |
+| --- | --- | --- | --- | --- |
+| Live | written | run | run | runs (gunicorn --check-config, health) |
+| Staged | written under DIR | recorded in DIR for the server | not answered | does not run |
+| dry run of either | not written | shown | as the target | does not run |
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import layout
+from ..nginx import find_nginx
+from ..rolling import wait_healthy
+from . import preflight
+from .common import NGINX_SERVICE, ROOT, STAGED_RECORD, UNIT_FILES, InstallError, Options, Owner, indent, unit_file
+from .ledger import Manifest
+from .platform import PLATFORM, RHEL
+from .report import Report
+from .system import Account
+
+if TYPE_CHECKING:
+    from .activation import Activation
+
+Result = subprocess.CompletedProcess[str]
+
+
+class Target:
+    """Effects common to every target; subclasses say where they go."""
+
+    writes = True  # files are written (not in a dry run)
+    # Commands are recorded for the server to run later, in order (--root): the tree shows the
+    # final state and the record holds the steps in between.
+    defers = False
+    # Why the project's own code (and the services) cannot run here, or None when they can.
+    no_run_reason: str | None = None
+    run_verb = "run:"
+
+    def __init__(self, options: Options, report: Report) -> None:
+        self.options = options
+        self.report = report
+        self.root = options.root or Path("/")
+        self.manifest = Manifest()  # what an earlier run installed, once read
+        # Whether an install was there before this run, and which of its units.
+        # (os.path: a tree this user cannot read counts as empty; preflight says why it is refused.)
+        self.installed_before = os.path.isdir(self.disk(layout.APP_DIR))
+        self.units_before = {n for n in UNIT_FILES if os.path.exists(self.disk(f"{layout.SYSTEMD_UNIT_DIR}/{n}"))}
+
+    def disk(self, path: str) -> Path:
+        """Where a server path is on this machine's disk (under the staged tree with --root)."""
+        return self.root / path.lstrip("/")
+
+    def run(self, *command: str, env: dict[str, str] | None = None, check: bool = True) -> Result | None:
+        """A command that changes the system: the one place where one starts. None: it did not run
+        here (recorded or shown). `env` adds variables without showing them (secrets)."""
+        line = shlex.join(command)
+        self.report.commands.append(line)
+        self.report.action(self.run_verb, line)
+        return self.execute(command, env, check)
+
+    def query(self, *command: str, env: dict[str, str] | None = None, check: bool = True) -> Result | None:
+        """A command that only reads (also in a dry run); None where the target cannot answer."""
+        return self.execute(command, env, check)
+
+    def execute(self, command: tuple[str, ...], env: dict[str, str] | None, check: bool) -> Result | None:
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, env={**os.environ, **env} if env else None
+        )
+        if check and result.returncode:
+            said = indent(result.stdout + result.stderr) or "    (no output)"
+            raise InstallError(f"{shlex.join(command)} failed with status {result.returncode}:\n{said}")
+        return result
+
+    def outcome(self) -> str:
+        """What became of this run's commands, for a step's line."""
+        return "done"
+
+    def wait_healthy(self, upstream: str) -> bool:
+        return wait_healthy(upstream)
+
+    def record(self, title: str) -> Path | None:
+        """Keep this run's commands for later (a staged tree's record); where, or None."""
+        return None
+
+    # What each target answers in its own way ----------------------------------------------------
+    venv_python: str  # the interpreter setup-venv builds the venv with
+
+    def preflight(self, installing: bool) -> str:
+        raise NotImplementedError
+
+    def accounts(self) -> dict[str, Account]:
+        raise NotImplementedError
+
+    def groups(self) -> dict[str, tuple[int, list[str]]]:
+        """Group name -> gid and members."""
+        raise NotImplementedError
+
+    def user_exists(self, name: str) -> bool:
+        return name in self.accounts()
+
+    def group_exists(self, name: str) -> bool:
+        return name in self.groups()
+
+    def unit_is(self, state: str, unit: str) -> bool:
+        raise NotImplementedError
+
+    def ids(self, owner: Owner) -> tuple[int, int] | None:
+        raise NotImplementedError
+
+    def selinux_enabled(self) -> bool:
+        raise NotImplementedError
+
+    def nginx_command(self) -> str:
+        raise NotImplementedError
+
+    def certificate_missing(self) -> bool:
+        raise NotImplementedError
+
+    def venv_built(self) -> bool:
+        raise NotImplementedError
+
+    def own_tree(self, path: str, owner: Owner) -> None:
+        raise NotImplementedError
+
+    def validate(self, activation: Activation) -> str:
+        raise NotImplementedError
+
+    def finished(self, counts: str, backup_dir: str | None, record: Path | None) -> str:
+        raise NotImplementedError
+
+
+class Live(Target):
+    """This machine: files written in place, commands run, the system asked."""
+
+    venv_python = sys.executable
+
+    def preflight(self, installing: bool) -> str:
+        return preflight.live(self, installing=installing)
+
+    def accounts(self) -> dict[str, Account]:
+        return {e.pw_name: Account(e.pw_name, e.pw_uid, e.pw_gid, e.pw_dir, e.pw_shell) for e in pwd.getpwall()}
+
+    def groups(self) -> dict[str, tuple[int, list[str]]]:
+        return {e.gr_name: (e.gr_gid, list(e.gr_mem)) for e in grp.getgrall()}
+
+    def unit_is(self, state: str, unit: str) -> bool:
+        """systemctl is-enabled / is-active."""
+        result = self.query("systemctl", f"is-{state}", "--quiet", unit, check=False)
+        return result is not None and result.returncode == 0
+
+    def ids(self, owner: Owner) -> tuple[int, int] | None:
+        """uid and gid for `owner`, or None before the service's user exists (a dry run)."""
+        try:
+            return pwd.getpwnam(owner[0]).pw_uid, grp.getgrnam(owner[1]).gr_gid
+        except KeyError:
+            return None
+
+    def selinux_enabled(self) -> bool:
+        if not RHEL or not shutil.which("selinuxenabled"):
+            return False
+        result = self.query("selinuxenabled", check=False)
+        return result is not None and result.returncode == 0
+
+    def nginx_command(self) -> str:
+        return find_nginx() or "nginx"
+
+    def certificate_missing(self) -> bool:
+        return not Path(layout.TLS_CERTIFICATE).exists()
+
+    def venv_built(self) -> bool:
+        return self.disk(f"{layout.VENV_DIR}/bin/gunicorn").exists()
+
+    def own_tree(self, path: str, owner: Owner) -> None:
+        """Ownership is applied file by file here: nothing more to do."""
+
+    def validate(self, activation: Activation) -> str:
+        return activation.validate_live()
+
+    def finished(self, counts: str, backup_dir: str | None, record: Path | None) -> str:
+        backup = f"; replaced files backed up in {backup_dir}" if backup_dir else ""
+        return f"done: {counts}{backup}"
+
+
+class Staged(Target):
+    """A tree under --root that stands for the server: nothing of this machine is touched, and the
+    commands the server still has to run are recorded in the tree."""
+
+    defers = True
+    no_run_reason = "--root: nothing runs in a staged tree"
+    run_verb = "record:"
+    venv_python = PLATFORM.venv_python
+
+    def preflight(self, installing: bool) -> str:
+        return preflight.staged(self, installing=installing)
+
+    def execute(self, command: tuple[str, ...], env: dict[str, str] | None, check: bool) -> Result | None:
+        return None
+
+    def outcome(self) -> str:
+        return "recorded"
+
+    def accounts(self) -> dict[str, Account]:
+        """The tree's /etc/passwd (a full system image has one; an empty tree has none)."""
+        found = {}
+        for fields in self.table("/etc/passwd", 7):
+            if fields[2].isdigit() and fields[3].isdigit():
+                found[fields[0]] = Account(fields[0], int(fields[2]), int(fields[3]), fields[5], fields[6])
+        return found
+
+    def groups(self) -> dict[str, tuple[int, list[str]]]:
+        return {
+            f[0]: (int(f[2]), [m for m in f[3].split(",") if m]) for f in self.table("/etc/group", 4) if f[2].isdigit()
+        }
+
+    def table(self, path: str, width: int) -> list[list[str]]:
+        disk = self.disk(path)
+        if disk.is_symlink() or not disk.is_file():
+            return []
+        rows = (line.split(":") for line in disk.read_text(errors="replace").splitlines())
+        return [row for row in rows if len(row) == width]
+
+    def user_exists(self, name: str) -> bool:
+        """In the tree, or created by the record of an earlier staging."""
+        return self.manifest.user_created or name in self.accounts()
+
+    def unit_is(self, state: str, unit: str) -> bool:
+        """A unit counts as enabled and running once an earlier run installed it."""
+        if unit == NGINX_SERVICE:
+            return self.installed_before
+        return unit_file(unit) in self.units_before
+
+    def ids(self, owner: Owner) -> tuple[int, int] | None:
+        """The target's accounts do not exist here: files belong to whoever stages them, and the
+        record hands them over (own_tree)."""
+        return (0, 0) if owner == ROOT and os.geteuid() == 0 else None
+
+    def selinux_enabled(self) -> bool:
+        """A staged RHEL tree assumes SELinux on (the default)."""
+        return RHEL
+
+    def nginx_command(self) -> str:
+        return "nginx"
+
+    def certificate_missing(self) -> bool:
+        """Its first staging records the whole Let's Encrypt sequence for the target."""
+        return not self.installed_before
+
+    def venv_built(self) -> bool:
+        """The venv is built on the server, by the record, whenever requirements.txt changes."""
+        return True
+
+    def own_tree(self, path: str, owner: Owner) -> None:
+        self.run("chown", "-R", f"{owner[0]}:{owner[1]}", path)
+
+    def wait_healthy(self, upstream: str) -> bool:
+        return True
+
+    def validate(self, activation: Activation) -> str:
+        return activation.validate_staged()
+
+    def record(self, title: str) -> Path | None:
+        """Append this run's commands to the staged tree's record, for the target to run in order."""
+        if not self.report.commands:
+            return None
+        record = self.disk(STAGED_RECORD)
+        if not record.exists():
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(
+                "# Commands for the server this tree was staged for, one block per deploy/install run,\n"
+                "# oldest first. Run each block's commands in order, as root, once its files are in place.\n"
+            )
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        with record.open("a") as file:
+            file.write(f"\n# {stamp}: {title}\n" + "".join(f"{line}\n" for line in self.report.commands))
+        return record
+
+    def finished(self, counts: str, backup_dir: str | None, record: Path | None) -> str:
+        return f"staged under {self.root}: {counts} recorded in {record}"
+
+
+class DryRun(Target):
+    """Mixed in before Live or Staged: the same steps, and nothing is written, run or recorded."""
+
+    writes = False
+    no_run_reason = "dry run"
+
+    def run(self, *command: str, env: dict[str, str] | None = None, check: bool = True) -> Result | None:
+        line = shlex.join(command)
+        self.report.commands.append(line)
+        self.report.action(self.run_verb, line)
+        return None
+
+    def outcome(self) -> str:
+        return f"would be {'recorded' if self.defers else 'run'}"
+
+    def wait_healthy(self, upstream: str) -> bool:
+        return True
+
+    def validate(self, activation: Activation) -> str:
+        return "skipped (dry run: nothing was placed to validate)"
+
+    def record(self, title: str) -> Path | None:
+        return None
+
+    def finished(self, counts: str, backup_dir: str | None, record: Path | None) -> str:
+        return f"dry run, nothing changed; a real run would make {counts}"
+
+
+class DryRunLive(DryRun, Live):
+    pass
+
+
+class DryRunStaged(DryRun, Staged):
+    pass
+
+
+def make_target(options: Options, report: Report) -> Target:
+    if options.root is None:
+        return DryRunLive(options, report) if options.dry_run else Live(options, report)
+    return DryRunStaged(options, report) if options.dry_run else Staged(options, report)

@@ -1,0 +1,157 @@
+"""deploy/install --uninstall [--purge]: the site, then the units; with --purge, everything else
+the installer made. Only what the manifest lists and nobody changed since is removed; the rest is
+left in place and named."""
+
+from __future__ import annotations
+
+from .. import layout
+from .common import CERTBOT_HOOK, INSTALL_STATE_DIR, NGINX_SERVICE, UNIT_FILES, InstallError, indent, unit_file
+from .ledger import MANIFEST
+from .platform import NGINX_READS, fcontext_spec
+from .report import Report
+from .run import Run
+from .target import Target
+
+
+class Uninstall(Run):
+    command = "uninstall"
+
+    def __init__(self, target: Target, report: Report) -> None:
+        super().__init__(target, report)
+        self.files.keep_backups = not target.options.purge
+        self.files.purging = target.options.purge
+
+    def run(self) -> int:
+        target, report = self.target, self.report
+        if not self.begin(installing=False):
+            return 1
+        if not self.files.manifest.paths and target.installed_before:
+            self.journal.close()
+            report.say(
+                "uninstall: this install has no manifest (an earlier deploy/install made it), so nothing is known to"
+                " be the installer's: run deploy/install --adopt once, then --uninstall again"
+            )
+            return 1
+        steps = [("nginx", self.site), ("systemd", self.units), ("purge", self.purge)]
+        try:
+            for name, step in steps:
+                report.step_name = name
+                report.step(step())
+            if not target.options.purge:
+                record = self.end("deploy/install --uninstall")
+            else:
+                record = self.target.record("deploy/install --uninstall --purge")
+                self.journal.close()
+        except (Exception, KeyboardInterrupt) as error:
+            stopped = report.step_name
+            first_line = self.fail(error)
+            report.say(f"uninstall: stopped at {stopped}: {first_line}; files restored")
+            return 1
+        if self.files.left:
+            report.say("uninstall: left in place:\n" + indent("\n".join(self.files.left)))
+        changes = [change for change in report.changes if change[1] != MANIFEST]
+        if not changes and not report.commands:
+            report.say("uninstall: nothing to remove")
+        elif report.dry_run:
+            report.say("uninstall: dry run, nothing changed")
+        else:
+            where = f"; commands recorded in {record}" if record else ""
+            counts = f"{len(changes)} file change(s), {len(report.commands)} command(s)"
+            report.say(f"uninstall: done: {counts}{where}")
+        return 0
+
+    def site(self) -> str:
+        """Out of nginx first, so that no request reaches a service that is going away."""
+        target, files = self.target, self.files
+        since = self.report.mark()
+        if layout.NGINX_SITE_LINK:
+            files.remove_file(layout.NGINX_SITE_LINK)
+        files.remove_file(layout.NGINX_SITE_PATH)
+        snippets = layout.NGINX_SNIPPETS_DIR + "/"
+        for path in sorted((p for p in files.manifest.paths if p.startswith(snippets)), reverse=True):
+            if files.manifest.paths[path]["type"] == "dir":
+                files.remove_dir(path)
+            else:
+                files.remove_file(path)
+        files.remove_dir(layout.NGINX_SNIPPETS_DIR)
+        # The renewal hook only reloads nginx; the certificate itself stays with certbot.
+        files.remove_file(CERTBOT_HOOK)
+        if self.report.mark() == since:
+            return "site not installed (or not by deploy/install)"
+        result = target.run(target.nginx_command(), "-t", check=False)
+        if result is not None and result.returncode:
+            raise InstallError("nginx -t fails without the site:\n" + indent(result.stderr))
+        if target.unit_is("active", NGINX_SERVICE):
+            target.run("systemctl", "reload", NGINX_SERVICE)
+        return f"{self.report.summary(since)}; nginx -t and reload without the site {target.outcome()}"
+
+    def units(self) -> str:
+        target, files = self.target, self.files
+        listed = {p.rsplit("/", 1)[1] for p in files.manifest.paths if p.startswith(layout.SYSTEMD_UNIT_DIR + "/")}
+        placed = [
+            name
+            for name in sorted(listed | set(UNIT_FILES))
+            if files.manifest.owns(f"{layout.SYSTEMD_UNIT_DIR}/{name}")
+        ]
+        active = dict.fromkeys([*files.manifest.active_units, *layout.ACTIVE_UNITS])
+        running = [
+            unit
+            for unit in reversed(active)
+            if unit_file(unit) in placed and (target.unit_is("enabled", unit) or target.unit_is("active", unit))
+        ]
+        if running:
+            target.run("systemctl", "disable", "--now", *running)
+        since = self.report.mark()
+        for name in placed:
+            files.remove_file(f"{layout.SYSTEMD_UNIT_DIR}/{name}")
+        if self.report.mark() > since:
+            target.run("systemctl", "daemon-reload")
+        if not placed and not running:
+            return "units not installed (or not by deploy/install)"
+        stopped = f"stop and disable {' '.join(running)} {target.outcome()}" if running else "no unit running"
+        return f"{stopped}; unit files {self.report.summary(since)}"
+
+    def purge(self) -> str:
+        target, files = self.target, self.files
+        kept = f"{layout.INSTALL_DIR} (app, venv, static, backups), {layout.ENV_FILE} and user {layout.SERVICE_USER}"
+        if not target.options.purge:
+            return f"kept {kept}; --purge removes them"
+        since = self.report.mark()
+        manifest = files.manifest
+        # Deepest first: a folder's turn comes after everything in it.
+        for path in sorted(manifest.paths, reverse=True):
+            kind = manifest.paths[path]["type"]
+            if kind == "tree":
+                files.remove_tree(path)
+            elif kind == "state":
+                disk = files.disk(path)
+                if disk.is_dir() and not disk.is_symlink() and any(disk.iterdir()):
+                    files.left.append(f"{path} (the app's data; remove it yourself once it is not needed)")
+                else:
+                    files.remove_dir(path)
+            elif kind == "dir":
+                files.remove_dir(path)
+            else:
+                files.remove_file(path)
+        if target.selinux_enabled():
+            listed = target.query("semanage", "fcontext", "--list", "--locallist")
+            for folder in NGINX_READS:
+                spec = fcontext_spec(folder)
+                if (spec in listed.stdout) if listed is not None else target.installed_before:
+                    target.run("semanage", "fcontext", "--delete", spec)
+        name = layout.SERVICE_USER
+        if manifest.user_created and target.user_exists(name):
+            target.run("userdel", name)
+        elif target.user_exists(name):
+            files.left.append(f"user {name} (not created by deploy/install)")
+        files.remove_file(MANIFEST, listed_only=False)
+        if files.disk(INSTALL_STATE_DIR).is_dir() and not any(files.disk(INSTALL_STATE_DIR).iterdir()):
+            files.manifest.paths[INSTALL_STATE_DIR] = {"type": "dir"}
+            files.remove_dir(INSTALL_STATE_DIR)
+        if self.report.mark() == since and not self.report.commands:
+            return "nothing left to purge"
+        removed = [path for verb, path in self.report.changes[since:] if verb == "removed" and path != MANIFEST]
+        verb = "would remove" if self.report.dry_run else "removed"
+        return f"{verb} {len(removed)} path(s) the installer made" + (
+            f"; kept {len(files.left)} (listed below)" if files.left else ""
+        )
