@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import LiveStack, start_stack
+from servers import Lab, prepare_roots
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 STRICT = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -32,6 +33,36 @@ def require_tool(name: str, install: str) -> str:
     if STRICT:
         pytest.fail(f"{message}; CI=true makes a missing tool a failure")
     pytest.skip(message)
+
+
+def require_root(why: str) -> None:
+    """Skip a test that needs root, saying why; under CI=true a failure."""
+    if os.geteuid() == 0:
+        return
+    message = f"needs root: {why}"
+    if STRICT:
+        pytest.fail(f"{message}; CI=true makes it a failure")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """Booted Debian servers on a private network: `lab.boot(["app1", "app2"], release="bookworm")`.
+
+    Each test process has its own bridge; every server, namespace and mount is removed at the end.
+    """
+    require_root("booting servers in containers takes mounts, network namespaces and cgroups")
+    require_tool("systemd-nspawn", "apt-get install systemd-container")
+    require_tool("mmdebstrap", "apt-get install mmdebstrap")
+    require_tool("ip", "apt-get install iproute2")
+    require_tool("nsenter", "apt-get install util-linux")
+    # Both releases download at once, the first time on this machine; later runs find them cached.
+    prepare_roots(["bookworm", "trixie"])
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.close()
 
 
 @pytest.fixture
@@ -117,4 +148,4 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-__all__ = ["STRICT", "TEMPLATE_DIR", "Baked", "read_json", "require_tool", "sys"]
+__all__ = ["STRICT", "TEMPLATE_DIR", "Baked", "read_json", "require_root", "require_tool", "sys"]
