@@ -65,6 +65,12 @@ def lab() -> Iterator[Lab]:
         lab.close()
 
 
+@pytest.fixture(scope="session")
+def wheel_cache(tmp_path_factory) -> Path:
+    """Wheelhouses made by deploy/wheelhouse, one per requirements.txt and Python, for this process."""
+    return tmp_path_factory.mktemp("wheelhouses")
+
+
 @pytest.fixture
 def nginx() -> str:
     return require_tool("nginx", "apt-get install nginx")

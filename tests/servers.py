@@ -27,6 +27,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -641,3 +642,52 @@ def load(
         for thread in threads:
             thread.join(timeout=30)
         result.seconds = time.monotonic() - started
+
+
+# Projects on servers ---------------------------------------------------------------------------
+def make_wheelhouse(project: Path, python: str, cache: Path) -> None:
+    """The project's own deploy/wheelhouse for `python`, run once per requirements.txt and Python
+    (kept in `cache`), then copied into the project's wheels/ as a user's run would leave it."""
+    requirements = (project / "requirements.txt").read_bytes()
+    key = f"{hashlib.sha256(requirements).hexdigest()[:16]}"
+    made = cache / key / f"py{python}"
+    with locked(cache / f".{key}.lock"):
+        if not (made / "requirements.txt").exists():
+            run(
+                str(project / "deploy" / "wheelhouse"), "--python", python, "--dir", str(cache / key),
+                env={**os.environ, "PYTHON": sys.executable}, timeout=300,
+            )  # fmt: skip
+    shutil.copytree(made, project / "wheels" / f"py{python}", dirs_exist_ok=True)
+
+
+@dataclass
+class Checkout:
+    """A baked project copied onto a server, installed from there with its own deploy/install."""
+
+    host: Host
+    path: str
+
+    def install(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return self.host.run("deploy/install", *args, cwd=self.path, check=False, timeout=timeout)
+
+    def installed(self, *args: str) -> str:
+        """deploy/install's output; a failure with its output when it exits non-zero."""
+        result = self.install(*args)
+        assert result.returncode == 0, f"deploy/install {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+        return result.stdout
+
+    def edit(self, relative: str, old: str, new: str) -> str:
+        """Replace `old` by `new` in a file of the checkout; the file as it was, to put back."""
+        path = f"{self.path}/{relative}"
+        before = self.host.read(path)
+        assert old in before, f"{old!r} not in {path}"
+        self.host.run("/bin/sh", "-c", f'cat > "{path}"', input=before.replace(old, new, 1))
+        return before
+
+    def put_back(self, relative: str, content: str) -> None:
+        self.host.run("/bin/sh", "-c", f'cat > "{self.path}/{relative}"', input=content)
+
+
+def copy_project(host: Host, project: Path, destination: str, owner: str = "root") -> Checkout:
+    host.copy_in(project, destination, owner=owner)
+    return Checkout(host, destination)
