@@ -92,14 +92,18 @@ def test_site_answers_through_nginx_and_the_systemd_socket(installed: Installed)
     assert host.get("/static/style.css").status == 200
     assert host.run("stat", "-c", "%U:%G %a", "/run/my_app/gunicorn.sock").stdout.split() == ["root:www-data", "660"]
     assert "www-data" in host.run("ps", "-o", "user=", "-C", "nginx").stdout.split()
-    users = host.run("ps", "-o", "user=", "-p", service_pids(host, "my_app.service")).stdout.split()
-    assert set(users) == {"my_app"}
+    assert {user for user, _ in processes(host, "my_app.service")} == {"my_app"}
 
 
-def service_pids(host: Host, unit: str) -> str:
-    pids = host.read(f"/sys/fs/cgroup/system.slice/{unit}/cgroup.procs").split()
-    assert pids, f"{unit} has no processes"
-    return ",".join(pids)
+def processes(host: Host, unit: str) -> list[tuple[str, int]]:
+    """(user, RSS in KiB) of every process of a systemd unit."""
+    found = []
+    for line in host.run("ps", "-e", "-o", "unit:80=,user:32=,rss=").stdout.splitlines():
+        name, user, rss = line.split()
+        if name == unit:
+            found.append((user, int(rss)))
+    assert found, f"{unit} has no processes"
+    return found
 
 
 def test_stopped_service_is_started_by_the_next_request(installed: Installed) -> None:
@@ -220,10 +224,7 @@ def test_measurements_of_the_live_server(installed: Installed) -> None:
     exposure = re.search(r"Overall exposure level for my_app.service: ([\d.]+)", security)
     assert exposure, security
     page(host)
-    rss = {
-        unit: sum(int(n) for n in host.run("ps", "-o", "rss=", "-p", service_pids(host, unit)).stdout.split())
-        for unit in ("nginx.service", "my_app.service")
-    }
+    rss = {unit: sum(kib for _, kib in processes(host, unit)) for unit in ("nginx.service", "my_app.service")}
     print(
         f"{host.release}: systemd-analyze security my_app.service: {exposure[1]}; idle RSS nginx"
         f" {rss['nginx.service'] / 1024:.1f} MiB, gunicorn {rss['my_app.service'] / 1024:.1f} MiB;"
