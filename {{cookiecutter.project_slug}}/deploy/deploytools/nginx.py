@@ -3,7 +3,8 @@ deploy/run-local.
 
 The site file is used as it is, with only the server's paths and ports swapped for local ones
 (`localize`), inside a small main configuration that keeps pid, logs and temporary files in a
-scratch folder (`write_main_conf`). No second copy of the site exists.
+scratch folder (`write_main_conf`), behind the same catch-all default server as on the server
+(catchall.py). No second copy of the site exists.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import layout
+from . import catchall, layout
 
 LISTEN = re.compile(r"^(?P<indent>[ \t]*)listen[ \t]+(?P<address>[^\s;]+)(?P<rest>[^;]*);[ \t]*\n", re.MULTILINE)
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -105,8 +106,9 @@ def localize(site: str, prefix: Path, ports: LocalPorts) -> str:
     return site.replace(f"server_name {layout.DOMAIN};", f"server_name {names};")
 
 
-def main_conf(prefix: Path, nginx: str, site: Path, *, foreground: bool) -> str:
-    """A main configuration that includes `site` and keeps pid, logs and temporary files in `prefix`."""
+def main_conf(prefix: Path, nginx: str, site: Path, *, foreground: bool, catch_all: Path | None = None) -> str:
+    """A main configuration that includes `site` (after `catch_all`, the default server, if given)
+    and keeps pid, logs and temporary files in `prefix`."""
     temp = [f"    {name}_temp_path {prefix}/tmp/{name};" for name in TEMP_PATHS]
     lines = [
         f"# Scratch main configuration: pid, logs and temporary files stay under {prefix}.",
@@ -126,6 +128,7 @@ def main_conf(prefix: Path, nginx: str, site: Path, *, foreground: bool) -> str:
         "    tcp_nopush on;",
         f"    access_log {prefix}/logs/access.log;",
         *temp,
+        f"    include {catch_all};" if catch_all else "",
         f"    include {site};",
         "}",
     ]
@@ -151,6 +154,8 @@ def write_main_conf(
         make_self_signed(prefix)
     site = conf / site_source.name
     site.write_text(localize(site_source.read_text(), prefix, ports))
+    catch_all = conf / catchall.NAME
+    catch_all.write_text(localize(catchall.server_blocks(catchall.this_project_https()), prefix, ports))
     main = conf / f"nginx-{site_source.stem}.conf"
-    main.write_text(main_conf(prefix, nginx, site, foreground=foreground))
+    main.write_text(main_conf(prefix, nginx, site, foreground=foreground, catch_all=catch_all))
     return main
