@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -39,6 +40,9 @@ from pathlib import Path
 
 # Debian releases the servers run, and the Python each ships.
 RELEASES = {"bookworm": "3.11", "trixie": "3.13"}
+# The template's platform answer for each release.
+PLATFORMS = {"bookworm": "debian-12", "trixie": "debian-13"}
+TEMPLATE_ANSWERS = Path(__file__).resolve().parents[1] / "cookiecutter.json"
 # What a fresh server of ours has: systemd booting it, nginx, Python with venv, and the tools
 # the tests use inside it (curl, ip, ps, openssl for a self-signed certificate).
 PACKAGES = (
@@ -399,8 +403,8 @@ class Lab:
         return hosts
 
     def create(self, name: str, release: str, root: Path) -> Host:
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,15}", name):
-            raise ValueError(f"host name {name!r}: lower-case letters, digits and hyphens, up to 16")
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,23}", name):
+            raise ValueError(f"host name {name!r}: lower-case letters, digits and hyphens, up to 24")
         with self.lock:
             if name in self.hosts:
                 raise ValueError(f"{name} is booted already in this lab")
@@ -645,6 +649,13 @@ def load(
 
 
 # Projects on servers ---------------------------------------------------------------------------
+def platform_answer(release: str) -> dict[str, str]:
+    """{"platform": ...} for a project made for `release`, where the template offers that platform;
+    else nothing (the default platform)."""
+    choices = json.loads(TEMPLATE_ANSWERS.read_text())["platform"]
+    return {"platform": PLATFORMS[release]} if PLATFORMS[release] in choices else {}
+
+
 def make_wheelhouse(project: Path, python: str, cache: Path) -> None:
     """The project's own deploy/wheelhouse for `python`, run once per requirements.txt and Python
     (kept in `cache`), then copied into the project's wheels/ as a user's run would leave it."""

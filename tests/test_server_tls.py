@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 from conftest import bake_or_fail
-from servers import RELEASES, Checkout, Host, copy_project, make_wheelhouse, tls_alpn
+from servers import RELEASES, Checkout, Host, copy_project, make_wheelhouse, platform_answer, tls_alpn
 
 DOMAIN = "example.com"
 CERTIFICATE = f"/etc/ssl/certs/{DOMAIN}.pem"
@@ -36,12 +37,13 @@ def self_signed(host: Host) -> None:
     host.run("chmod", "0600", KEY)
 
 
-@pytest.fixture(scope="module", params=list(RELEASES))
-def server(request, lab, cookies_session, wheel_cache) -> Iterator[Installed]:
-    release = request.param
-    project = bake_or_fail(cookies_session, tls_mode="existing")
+@contextmanager
+def tls_project(lab, cookies_session, wheel_cache, release: str, name: str, **answers: str) -> Iterator[Installed]:
+    """A server of `release` with a self-signed certificate for the domain, and the HTTPS project
+    made with `answers` installed on it."""
+    project = bake_or_fail(cookies_session, tls_mode="existing", **answers)
     make_wheelhouse(project.path, RELEASES[release], wheel_cache)
-    (host,) = lab.boot([f"tls-{release}"], release=release)
+    (host,) = lab.boot([name], release=release)
     try:
         self_signed(host)
         checkout = copy_project(host, project.path, "/root/my_app")
@@ -51,50 +53,59 @@ def server(request, lab, cookies_session, wheel_cache) -> Iterator[Installed]:
         lab.remove(host)
 
 
+@pytest.fixture(scope="module", params=list(RELEASES))
+def server(request, lab, cookies_session, wheel_cache) -> Iterator[Installed]:
+    """The HTTPS project made for the server's release, installed there."""
+    release = request.param
+    platform = platform_answer(release)
+    if not platform:
+        pytest.skip(f"the template has no platform answer for {release} yet")
+    with tls_project(lab, cookies_session, wheel_cache, release, f"tls-{release}", **platform) as installed:
+        yield installed
+
+
 @pytest.fixture
-def bookworm(server: Installed) -> Installed:
-    if server.host.release != "bookworm":
-        pytest.skip("the project is made for Debian 12's nginx")
+def installed(server: Installed) -> Installed:
     assert server.returncode == 0, server.output
     return server
 
 
-def test_https_site_installs_and_passes_its_health_check(bookworm: Installed) -> None:
-    assert "health: https://" in bookworm.output, bookworm.output
-    assert bookworm.output.strip().splitlines()[-1].startswith("install: done")
+def test_https_site_installs_and_passes_its_health_check(installed: Installed) -> None:
+    assert "health: https://" in installed.output, installed.output
+    assert installed.output.strip().splitlines()[-1].startswith("install: done")
 
 
-def test_https_answers_with_http2_for_the_domain(bookworm: Installed) -> None:
-    host = bookworm.host
+def test_https_answers_with_http2_for_the_domain(installed: Installed) -> None:
+    host = installed.host
     assert tls_alpn(host.address, DOMAIN) == "h2"
     response = host.get("/", port=443, tls=True)
     assert response.status == 200
     assert response.headers["strict-transport-security"] == "max-age=63072000"
 
 
-def test_plain_http_is_redirected_to_https(bookworm: Installed) -> None:
-    response = bookworm.host.get("/some/page?x=1")
+def test_plain_http_is_redirected_to_https(installed: Installed) -> None:
+    response = installed.host.get("/some/page?x=1")
     assert response.status == 301
     assert response.headers["location"] == f"https://{DOMAIN}/some/page?x=1"
 
 
-def test_handshake_for_another_name_is_refused(bookworm: Installed) -> None:
+def test_handshake_for_another_name_is_refused(installed: Installed) -> None:
     with pytest.raises(ssl.SSLError):
-        tls_alpn(bookworm.host.address, "evil.com")
+        tls_alpn(installed.host.address, "evil.com")
 
 
-def test_nginx_configuration_with_https_passes_without_warnings(bookworm: Installed) -> None:
-    result = bookworm.host.run("nginx", "-t", check=False)
+def test_nginx_configuration_with_https_passes_without_warnings(installed: Installed) -> None:
+    result = installed.host.run("nginx", "-t", check=False)
     assert result.returncode == 0 and "[warn]" not in result.stderr, result.stderr
 
 
-def test_site_made_for_debian_12_is_refused_on_debian_13_for_nginx_warnings(server: Installed) -> None:
+def test_site_made_for_debian_12_is_refused_on_debian_13_for_nginx_warnings(lab, cookies_session, wheel_cache) -> None:
     """nginx 1.26 deprecates `listen ... http2` (Debian 12's nginx 1.22 needs it): the install says
     so, rolls back, and the server stays as it was."""
-    if server.host.release != "trixie":
-        pytest.skip("Debian 13's nginx")
-    assert server.returncode == 1, server.output
-    assert 'the "listen ... http2" directive is deprecated' in server.output, server.output
-    assert "validate: FAILED: nginx -t warns about" in server.output
-    assert not server.host.exists("/etc/nginx/sites-enabled/my_app.conf")
-    assert server.host.exists("/etc/nginx/sites-enabled/default")
+    with tls_project(lab, cookies_session, wheel_cache, "trixie", "tls-mismatch", platform="debian-12") as server:
+        assert server.returncode == 1, server.output
+        assert 'the "listen ... http2" directive is deprecated' in server.output, server.output
+        assert "validate: FAILED: nginx -t warns about" in server.output
+        assert not server.host.exists("/etc/nginx/sites-enabled/my_app.conf")
+        assert server.host.exists("/etc/nginx/sites-enabled/default")
+        assert "Welcome to nginx" in server.host.get("/").text
