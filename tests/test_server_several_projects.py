@@ -77,7 +77,7 @@ def test_nginx_configuration_of_three_projects_passes_without_warnings(server: S
 def test_one_catch_all_serves_all_three_and_refuses_other_names(server: Server) -> None:
     host = server.host
     assert "# Used by: blog, shop, wiki\n" in host.read(CATCH_ALL)
-    assert host.run("grep", "-Rl", "default_server", "/etc/nginx/sites-enabled/").stdout.split() == [
+    assert host.run("grep", "-REl", "^ *listen .*default_server", "/etc/nginx/sites-enabled/").stdout.split() == [
         "/etc/nginx/sites-enabled/catch-all.conf"
     ]
     assert answers_for(host, "evil.com") is None

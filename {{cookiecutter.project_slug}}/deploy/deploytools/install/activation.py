@@ -214,6 +214,12 @@ class Activation:
                     raise InstallError(
                         f"{service}: the previous workers still run {REPLACED_SECONDS}s after {self.refresh}"
                     )
+                # Only new workers are left: their first answer is the new release's verdict.
+                status = target.health_of(upstream)
+                if status is not None and status != 200:
+                    raise InstallError(
+                        f"{service} answers {layout.HEALTH_PATH} on {upstream} with {status} after {self.refresh}"
+                    )
                 if not target.wait_healthy(upstream):
                     raise InstallError(
                         f"{service} did not answer {layout.HEALTH_PATH} on {upstream} after {self.refresh}"
