@@ -386,6 +386,12 @@ class Lab:
             run("ip", "link", "set", self.bridge, "up")
         self.folder.mkdir(parents=True, exist_ok=True)
         atexit.register(self.close)
+        # A plain SIGTERM (a CI runner cancelling the job) would skip atexit: make it an exit.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+            signal.SIG_DFL,
+            None,
+        ):
+            signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
 
     @property
     def gateway(self) -> str:

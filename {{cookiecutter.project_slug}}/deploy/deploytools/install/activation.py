@@ -324,7 +324,10 @@ class Activation:
             # The previous requirements.txt pins the previous packages.
             target.run("env", f"PYTHON={sys.executable}", SETUP_VENV, layout.VENV_DIR, check=False)
         for service in self.refreshed:
+            # Done when the failed release's workers are gone: then only the previous one answers.
+            failed_workers = target.workers(service)
             target.run("systemctl", self.refresh, service, check=False)
+            target.wait_gone(failed_workers, REPLACED_SECONDS)
         if self.stopped:
             # The previous version's units, back as they were: enabled and running.
             target.run("systemctl", "enable", "--now", *self.stopped, check=False)
