@@ -31,6 +31,8 @@ from .undo import Undo
 HEALTH_SECONDS = 60
 # Longer than gunicorn's graceful_timeout: an old worker finishing a slow request leaves by then.
 REPLACED_SECONDS = 60
+# How long the new workers may answer /healthz with an error before the release counts as failed.
+SETTLE_SECONDS = 10
 
 
 @dataclass
@@ -214,8 +216,13 @@ class Activation:
                     raise InstallError(
                         f"{service}: the previous workers still run {REPLACED_SECONDS}s after {self.refresh}"
                     )
-                # Only new workers are left: their first answer is the new release's verdict.
+                # Only new workers are left: what they answer is the new release's. An app still
+                # warming up may say 503 for a moment; one that keeps failing is not waited on.
                 status = target.health_of(upstream)
+                settled = time.monotonic() + SETTLE_SECONDS
+                while status not in (None, 200) and time.monotonic() < settled:
+                    time.sleep(0.5)
+                    status = target.health_of(upstream)
                 if status is not None and status != 200:
                     raise InstallError(
                         f"{service} answers {layout.HEALTH_PATH} on {upstream} with {status} after {self.refresh}"
