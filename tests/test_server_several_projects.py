@@ -1,10 +1,8 @@
 """Three projects of different kinds on one real Debian server, each answering for its own domain:
 the default one (unix socket), a TCP one with two instances, and a Flask app. They share nginx and
 its catch-all default server; removing one leaves the others answering, and the last one out puts
-back what was there before.
-
-(A second bind=tcp project asking for a port that is already taken is refused by a preflight check
-of deploy/install; it is tested once that check exists.)
+back what was there before. A fourth one asking for a TCP port that is taken is refused before
+it changes anything.
 """
 
 from __future__ import annotations
@@ -82,6 +80,21 @@ def test_one_catch_all_serves_all_three_and_refuses_other_names(server: Server) 
     ]
     assert answers_for(host, "evil.com") is None
     assert not host.exists(STOCK_DEFAULT)
+
+
+def test_a_project_on_a_port_already_taken_is_refused_before_any_change(server: Server, cookies_session) -> None:
+    host = server.host
+    project = bake_or_fail(
+        cookies_session, project_name="Forum", domain_name="forum.example", bind="tcp", app_port="8102"
+    )
+    checkout = copy_project(host, project.path, "/root/forum")
+    result = checkout.install()
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "preflight: FAILED" in output and "port 8102 is already in use by" in output, output
+    assert output.strip().splitlines()[-1] == "install: nothing changed"
+    assert not host.exists("/srv/forum") and host.run("id", "forum", check=False).returncode == 1
+    assert all(answers_for(host, answers["domain_name"]) == 200 for answers in PROJECTS.values())
 
 
 def test_uninstalling_the_middle_one_leaves_the_others_answering(server: Server) -> None:
