@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import bake_or_fail
-from servers import RELEASES, Checkout, copy_project, load, make_wheelhouse
+from servers import RELEASES, Checkout, copy_project, load, make_wheelhouse, platform_answer
 
 HOME_TEXT = "Served by gunicorn behind nginx."
 SERVICES = [f"my_app@{n}.service" for n in (1, 2, 3)]
@@ -16,7 +16,7 @@ SERVICES = [f"my_app@{n}.service" for n in (1, 2, 3)]
 
 @pytest.fixture(scope="module")
 def checkout(lab, cookies_session, wheel_cache) -> Iterator[Checkout]:
-    project = bake_or_fail(cookies_session, instances="3")
+    project = bake_or_fail(cookies_session, instances="3", **platform_answer("bookworm"))
     make_wheelhouse(project.path, RELEASES["bookworm"], wheel_cache)
     (host,) = lab.boot(["instances"], release="bookworm")
     try:

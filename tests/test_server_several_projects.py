@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import bake_or_fail
-from servers import RELEASES, Checkout, Host, copy_project, make_wheelhouse
+from servers import RELEASES, Checkout, Host, copy_project, make_wheelhouse, platform_answer
 
 PROJECTS = {
     "shop": {"project_name": "Shop", "domain_name": "shop.example"},
@@ -43,7 +43,7 @@ def server(lab, cookies_session, wheel_cache) -> Iterator[Server]:
         stock = host.run("readlink", STOCK_DEFAULT).stdout.strip()
         checkouts = {}
         for slug, answers in PROJECTS.items():
-            project = bake_or_fail(cookies_session, **answers)
+            project = bake_or_fail(cookies_session, **answers, **platform_answer("bookworm"))
             make_wheelhouse(project.path, RELEASES["bookworm"], wheel_cache)
             checkouts[slug] = copy_project(host, project.path, f"/root/{slug}")
             checkouts[slug].installed()
@@ -85,7 +85,12 @@ def test_one_catch_all_serves_all_three_and_refuses_other_names(server: Server) 
 def test_a_project_on_a_port_already_taken_is_refused_before_any_change(server: Server, cookies_session) -> None:
     host = server.host
     project = bake_or_fail(
-        cookies_session, project_name="Forum", domain_name="forum.example", bind="tcp", app_port="8102"
+        cookies_session,
+        project_name="Forum",
+        domain_name="forum.example",
+        bind="tcp",
+        app_port="8102",
+        **platform_answer("bookworm"),
     )
     checkout = copy_project(host, project.path, "/root/forum")
     result = checkout.install()

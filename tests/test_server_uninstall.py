@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import bake_or_fail
-from servers import RELEASES, Checkout, Host, copy_project, make_wheelhouse, platform_answer
+from servers import PLATFORMS, RELEASES, Checkout, Host, copy_project, make_wheelhouse, platform_answer
 
 # Every path under these folders, with its type, mode, owner and content, is compared.
 WATCHED = ["/etc", "/srv", "/home", "/root", "/usr/local", "/var/lib", "/opt"]
@@ -83,7 +83,10 @@ def differences(before: dict, after: dict) -> dict[str, str]:
 @pytest.fixture(scope="module", params=list(RELEASES))
 def server(request, lab, cookies_session, wheel_cache) -> Iterator[Server]:
     release = request.param
-    project = bake_or_fail(cookies_session, **platform_answer(release))
+    platform = platform_answer(release)
+    if not platform:
+        pytest.skip(f"the template has no {PLATFORMS[release]} platform yet (deploy/install refuses other platforms)")
+    project = bake_or_fail(cookies_session, **platform)
     make_wheelhouse(project.path, RELEASES[release], wheel_cache)
     (host,) = lab.boot([f"uninstall-{release}"], release=release)
     try:

@@ -172,9 +172,12 @@ class Uninstall(Run):
         elif target.user_exists(name):
             files.left.append(f"user {name} (not created by deploy/install)")
         files.remove_file(MANIFEST, listed_only=False)
-        if files.disk(INSTALL_STATE_DIR).is_dir() and not any(files.disk(INSTALL_STATE_DIR).iterdir()):
-            files.manifest.paths[INSTALL_STATE_DIR] = {"type": "dir"}
-            files.remove_dir(INSTALL_STATE_DIR)
+        state_dir = files.disk(INSTALL_STATE_DIR)
+        # This run's journal is the last file in it until the run ends: the folder goes with it then.
+        if state_dir.is_dir() and not any(path != self.journal.disk for path in state_dir.iterdir()):
+            self.report.changed("removed", INSTALL_STATE_DIR)
+            if target.writes and state_dir not in self.journal.made:
+                self.journal.made.append(state_dir)
         if self.report.mark() == since and not self.report.commands:
             return "nothing left to purge"
         removed = [path for verb, path in self.report.changes[since:] if verb == "removed" and path != MANIFEST]
