@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers import LiveStack, start_stack
+from servers import Lab, prepare_roots
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 STRICT = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -47,6 +48,42 @@ def require_tool(name: str, install: str) -> str:
     if STRICT:
         pytest.fail(f"{message}; CI=true makes a missing tool a failure")
     pytest.skip(message)
+
+
+def require_root(why: str) -> None:
+    """Skip a test that needs root, saying why; under CI=true a failure."""
+    if os.geteuid() == 0:
+        return
+    message = f"needs root: {why}"
+    if STRICT:
+        pytest.fail(f"{message}; CI=true makes it a failure")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """Booted Debian servers on a private network: `lab.boot(["app1", "app2"], release="bookworm")`.
+
+    Each test process has its own bridge; every server, namespace and mount is removed at the end.
+    """
+    require_root("booting servers in containers takes mounts, network namespaces and cgroups")
+    require_tool("systemd-nspawn", "apt-get install systemd-container")
+    require_tool("mmdebstrap", "apt-get install mmdebstrap")
+    require_tool("ip", "apt-get install iproute2")
+    require_tool("nsenter", "apt-get install util-linux")
+    # Both releases download at once, the first time on this machine; later runs find them cached.
+    prepare_roots(["bookworm", "trixie"])
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="session")
+def wheel_cache(tmp_path_factory) -> Path:
+    """Wheelhouses made by deploy/wheelhouse, one per requirements.txt and Python, for this process."""
+    return tmp_path_factory.mktemp("wheelhouses")
 
 
 @pytest.fixture
@@ -182,6 +219,7 @@ __all__ = [
     "copy_template",
     "git_repo",
     "read_json",
+    "require_root",
     "require_tool",
     "sys",
     "zipped",

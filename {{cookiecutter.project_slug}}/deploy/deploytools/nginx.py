@@ -3,7 +3,8 @@ deploy/run-local.
 
 The site file is used as it is, with only the server's paths and ports swapped for local ones
 (`localize`), inside a small main configuration that keeps pid, logs and temporary files in a
-scratch folder (`write_main_conf`). No second copy of the site exists.
+scratch folder (`write_main_conf`), behind the same catch-all default server as on the server
+(catchall.py). No second copy of the site exists.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import layout
+from . import catchall, layout
 
 # A path nginx reads as one word, unquoted: no spaces, quotes, `;`, `$` (a variable) or braces.
 NGINX_WORD = re.compile(r"[A-Za-z0-9_./+@%,:=-]+")
@@ -164,8 +165,9 @@ def localize(site: str, prefix: Path, ports: LocalPorts, nginx_version: tuple[in
     return site.replace(f"server_name {layout.DOMAIN};", f"server_name {names};")
 
 
-def main_conf(prefix: Path, nginx: str, site: Path, *, foreground: bool) -> str:
-    """A main configuration that includes `site` and keeps pid, logs and temporary files in `prefix`."""
+def main_conf(prefix: Path, nginx: str, site: Path, *, foreground: bool, catch_all: Path | None = None) -> str:
+    """A main configuration that includes `site` (after `catch_all`, the default server, if given)
+    and keeps pid, logs and temporary files in `prefix`."""
     temp = [f"    {name}_temp_path {prefix}/tmp/{name};" for name in TEMP_PATHS]
     lines = [
         f"# Scratch main configuration: pid, logs and temporary files stay under {prefix}.",
@@ -187,6 +189,7 @@ def main_conf(prefix: Path, nginx: str, site: Path, *, foreground: bool) -> str:
         "    tcp_nopush on;",
         f"    access_log {prefix}/logs/access.log;",
         *temp,
+        f"    include {catch_all};" if catch_all else "",
         f"    include {site};",
         "}",
     ]
@@ -214,7 +217,10 @@ def write_main_conf(
     if layout.TLS_MODE != "none" and not tls_files(prefix)[0].exists():
         make_self_signed(prefix)
     site = conf / site_source.name
-    site.write_text(localize(site_source.read_text(), prefix, ports, version(nginx)))
+    nginx_version = version(nginx)
+    site.write_text(localize(site_source.read_text(), prefix, ports, nginx_version))
+    catch_all = conf / catchall.NAME
+    catch_all.write_text(localize(catchall.server_blocks(catchall.this_project_https()), prefix, ports, nginx_version))
     main = conf / f"nginx-{site_source.stem}.conf"
-    main.write_text(main_conf(prefix, nginx, site, foreground=foreground))
+    main.write_text(main_conf(prefix, nginx, site, foreground=foreground, catch_all=catch_all))
     return main

@@ -29,6 +29,10 @@ from .target import Target
 from .undo import Undo
 
 HEALTH_SECONDS = 60
+# Longer than gunicorn's graceful_timeout: an old worker finishing a slow request leaves by then.
+REPLACED_SECONDS = 60
+# How long the new workers may answer /healthz with an error before the release counts as failed.
+SETTLE_SECONDS = 10
 
 
 @dataclass
@@ -76,6 +80,8 @@ class Activation:
         self.refreshed: list[str] = []
         self.refresh = ""
         self.nginx_reloaded = False
+        # nginx -t's warnings before this run's files were placed (None: not asked).
+        self.nginx_warnings_before: set[str] | None = None
         self.stopped: list[str] = []  # units of the installed version that this one no longer has
         self.problems: list[str] = []  # what a rollback could not put back
 
@@ -89,6 +95,15 @@ class Activation:
         self.done(self.target.run("systemctl", "disable", "--now", *units), "stopped", units=units)
 
     # Validation ---------------------------------------------------------------------------------
+    def nginx_warnings(self) -> set[str] | None:
+        """What nginx -t warns about in the configuration as it is now; None where it cannot run."""
+        if self.target.no_run_reason:
+            return None
+        result = self.target.query(self.target.nginx_command(), "-t", check=False)
+        if result is None:
+            return None
+        return {line.strip() for line in result.stderr.splitlines() if "[warn]" in line}
+
     def validate(self) -> str:
         if not self.report.changes:
             return "nothing changed, nothing to validate"
@@ -126,10 +141,13 @@ class Activation:
         target = self.target
         result = target.run(target.nginx_command(), "-t", check=False)
         assert result is not None
-        ours = (layout.NGINX_SITE_PATH, layout.NGINX_SNIPPETS_DIR, layout.DOMAIN)
-        warnings = [line for line in result.stderr.splitlines() if "[warn]" in line and any(s in line for s in ours)]
+        # A warning is a setting nginx ignores (a server name taken twice, a deprecated form):
+        # any that this run brings in fails the run; the server's own earlier ones do not.
+        before = self.nginx_warnings_before or set()
+        warnings = [line for line in result.stderr.splitlines() if "[warn]" in line and line.strip() not in before]
         if result.returncode or warnings:
-            raise InstallError("nginx -t rejects the configuration with the new site:\n" + indent(result.stderr))
+            what = "rejects" if result.returncode else "warns about"
+            raise InstallError(f"nginx -t {what} the configuration with the new site:\n" + indent(result.stderr))
         units = units_to_verify()
         result = target.run("systemd-analyze", "verify", "--man=no", *units, check=False)
         assert result is not None
@@ -187,10 +205,28 @@ class Activation:
             for service, upstream in zip(layout.APP_SERVICES, layout.UPSTREAM_SERVERS, strict=False):
                 if not was_active[service]:
                     continue
+                # The old workers answer until they are gone: only then does /healthz speak for
+                # the new release, and a failing one is caught here instead of after they leave.
+                old_workers = target.workers(service)
                 self.done(
                     target.run("systemctl", self.refresh, service), "refreshed", how=self.refresh, units=[service]
                 )
                 self.refreshed.append(service)
+                if not target.wait_gone(old_workers, REPLACED_SECONDS):
+                    raise InstallError(
+                        f"{service}: the previous workers still run {REPLACED_SECONDS}s after {self.refresh}"
+                    )
+                # Only new workers are left: what they answer is the new release's. An app still
+                # warming up may say 503 for a moment; one that keeps failing is not waited on.
+                status = target.health_of(upstream)
+                settled = time.monotonic() + SETTLE_SECONDS
+                while status not in (None, 200) and time.monotonic() < settled:
+                    time.sleep(0.5)
+                    status = target.health_of(upstream)
+                if status is not None and status != 200:
+                    raise InstallError(
+                        f"{service} answers {layout.HEALTH_PATH} on {upstream} with {status} after {self.refresh}"
+                    )
                 if not target.wait_healthy(upstream):
                     raise InstallError(
                         f"{service} did not answer {layout.HEALTH_PATH} on {upstream} after {self.refresh}"
@@ -295,7 +331,10 @@ class Activation:
             # The previous requirements.txt pins the previous packages.
             target.run("env", f"PYTHON={sys.executable}", SETUP_VENV, layout.VENV_DIR, check=False)
         for service in self.refreshed:
+            # Done when the failed release's workers are gone: then only the previous one answers.
+            failed_workers = target.workers(service)
             target.run("systemctl", self.refresh, service, check=False)
+            target.wait_gone(failed_workers, REPLACED_SECONDS)
         if self.stopped:
             # The previous version's units, back as they were: enabled and running.
             target.run("systemctl", "enable", "--now", *self.stopped, check=False)

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from .. import layout
+from .. import catchall, layout
 from ..envfile import read_env_file
 from .common import (
     CERTBOT_HOOK,
@@ -313,6 +313,8 @@ class Install(Run):
     def site(self) -> str:
         files = self.files
         since = self.report.mark()
+        # What nginx -t warns about before this run: validation fails on any warning it adds.
+        self.activation.nginx_warnings_before = self.activation.nginx_warnings()
         # Until its first certificate exists, an HTTPS site cannot pass nginx -t: the challenge site
         # stands in for it (a staged tree gets the real site; its record swaps them on the target).
         first = layout.NGINX_ACME_SITE if self.acme_first and not self.target.defers else None
@@ -325,10 +327,28 @@ class Install(Run):
             files.ensure_link(layout.NGINX_SITE_LINK, os.path.relpath(layout.NGINX_SITE_PATH, link_dir))
         if layout.TLS_MODE == "letsencrypt" and CERTBOT_HOOK_SOURCE.exists():
             files.ensure_file(CERTBOT_HOOK, CERTBOT_HOOK_SOURCE.read_bytes(), 0o755, ROOT)
+        self.catch_all()
         self.prune()
         self.changes.site = self.report.mark() > since
         result = self.report.summary(since)
         return result + (f" (challenge site until the certificate exists: {first.name})" if first else "")
+
+    def catch_all(self) -> None:
+        """The shared default server (catchall.py), with this project on its list; the package's
+        default site, a default server of its own, is disabled with a backup (two would fail nginx -t)."""
+        files, target = self.files, self.target
+        disk = target.disk(catchall.path())
+        state = catchall.CatchAll.parse(disk.read_text()) if disk.exists() else catchall.CatchAll()
+        state.users[layout.SLUG] = catchall.this_project_https()
+        stock = catchall.stock_default_link()
+        if stock and target.disk(stock).is_symlink():
+            state.replaces = state.replaces or (stock, os.readlink(target.disk(stock)))
+            files.remove_file(stock, listed_only=False)
+        # Shared with the other projects: no project's manifest lists it, the header does.
+        files.ensure_file(catchall.path(), state.render().encode(), 0o644, ROOT, listed=False)
+        if link := catchall.link():
+            files.ensure_link(link, os.path.relpath(catchall.path(), PurePosixPath(link).parent))
+            files.forget(link)
 
     def selinux(self) -> str | None:
         """RHEL: nginx may read the static and error pages (httpd_sys_content_t) and, over TCP, connect

@@ -12,6 +12,7 @@ where their effects go, and that is decided here and nowhere else:
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from .. import layout
 from ..nginx import find_nginx
+from ..probe import probe
 from ..rolling import wait_healthy
 from . import preflight
 from .common import NGINX_SERVICE, ROOT, STAGED_RECORD, UNIT_FILES, InstallError, Options, Owner, indent, unit_file
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from .activation import Activation
 
 Result = subprocess.CompletedProcess[str]
+# A worker that has just started may still be importing the app: its first answer can take this long.
+HEALTH_ANSWER_SECONDS = 30
 
 
 class Target:
@@ -77,8 +81,10 @@ class Target:
         return self.execute(command, env, check)
 
     def execute(self, command: tuple[str, ...], env: dict[str, str] | None, check: bool) -> Result | None:
+        # From /, not from where deploy/install was started: a checkout under /root or a 0700 home
+        # is no place the service's user (setpriv) may enter.
         result = subprocess.run(
-            command, capture_output=True, text=True, check=False, env={**os.environ, **env} if env else None
+            command, capture_output=True, text=True, check=False, env={**os.environ, **env} if env else None, cwd="/"
         )
         if check and result.returncode:
             said = indent(result.stdout + result.stderr) or "    (no output)"
@@ -91,6 +97,18 @@ class Target:
 
     def wait_healthy(self, upstream: str) -> bool:
         return wait_healthy(upstream)
+
+    def workers(self, service: str) -> set[int]:
+        """The processes gunicorn's master of `service` has started (its workers) right now."""
+        return set()
+
+    def health_of(self, upstream: str) -> int | None:
+        """The status one gunicorn answers for /healthz (waiting for a booting worker), or None."""
+        return None
+
+    def wait_gone(self, pids: set[int], seconds: float) -> bool:
+        """Whether every process of `pids` has ended within `seconds`."""
+        return True
 
     def record(self, title: str) -> Path | None:
         """Keep this run's commands for later (a staged tree's record); where, or None."""
@@ -186,6 +204,29 @@ class Live(Target):
 
     def own_tree(self, path: str, owner: Owner) -> None:
         """Ownership is applied file by file here: nothing more to do."""
+
+    def workers(self, service: str) -> set[int]:
+        result = self.query("systemctl", "show", "--property=MainPID", "--value", service, check=False)
+        main = result.stdout.strip() if result is not None else ""
+        if not main.isdigit() or main == "0":
+            return set()
+        found: set[int] = set()
+        for task in Path(f"/proc/{main}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                found |= {int(pid) for pid in task.read_text().split()}
+        return found
+
+    def health_of(self, upstream: str) -> int | None:
+        answer = probe(upstream, layout.DOMAIN, layout.HEALTH_PATH, timeout=HEALTH_ANSWER_SECONDS)
+        return answer.status if answer is not None else None
+
+    def wait_gone(self, pids: set[int], seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not any(running(pid) for pid in pids):
+                return True
+            time.sleep(0.1)
+        return False
 
     def validate(self, activation: Activation) -> str:
         return activation.validate_live()
@@ -290,6 +331,15 @@ class Staged(Target):
 
     def finished(self, counts: str, backup_dir: str | None, record: Path | None) -> str:
         return f"staged under {self.root}: {counts} recorded in {record}"
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie waiting for its parent has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 class DryRun(Target):

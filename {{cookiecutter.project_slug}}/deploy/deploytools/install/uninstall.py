@@ -4,8 +4,11 @@ left in place and named."""
 
 from __future__ import annotations
 
-from .. import layout
-from .common import CERTBOT_HOOK, INSTALL_STATE_DIR, NGINX_SERVICE, UNIT_FILES, InstallError, indent, unit_file
+import os
+from pathlib import PurePosixPath
+
+from .. import catchall, layout
+from .common import CERTBOT_HOOK, INSTALL_STATE_DIR, NGINX_SERVICE, ROOT, UNIT_FILES, InstallError, indent, unit_file
 from .ledger import MANIFEST
 from .platform import NGINX_READS, fcontext_spec
 from .report import Report
@@ -76,6 +79,7 @@ class Uninstall(Run):
         files.remove_dir(layout.NGINX_SNIPPETS_DIR)
         # The renewal hook only reloads nginx; the certificate itself stays with certbot.
         files.remove_file(CERTBOT_HOOK)
+        self.catch_all()
         if self.report.mark() == since:
             return "site not installed (or not by deploy/install)"
         result = target.run(target.nginx_command(), "-t", check=False)
@@ -84,6 +88,29 @@ class Uninstall(Run):
         if target.unit_is("active", NGINX_SERVICE):
             target.run("systemctl", "reload", NGINX_SERVICE)
         return f"{self.report.summary(since)}; nginx -t and reload without the site {target.outcome()}"
+
+    def catch_all(self) -> None:
+        """This project off the shared default server's list; the last one removes it and enables
+        the package's default site again if the catch-all had replaced it."""
+        target, files = self.target, self.files
+        disk = target.disk(catchall.path())
+        if not disk.exists():
+            return
+        state = catchall.CatchAll.parse(disk.read_text())
+        if state.users.pop(layout.SLUG, None) is None:
+            return
+        if state.users:
+            files.ensure_file(catchall.path(), state.render().encode(), 0o644, ROOT, listed=False)
+            return
+        if link := catchall.link():
+            files.remove_file(link, listed_only=False)
+        files.remove_file(catchall.path(), listed_only=False)
+        if state.replaces:
+            stock, points_to = state.replaces
+            # Only where the package's site is still there: a link to nothing would fail nginx -t.
+            if target.disk(os.path.join(PurePosixPath(stock).parent, points_to)).exists():
+                files.ensure_link(stock, points_to)
+                files.forget(stock)
 
     def units(self) -> str:
         target, files = self.target, self.files
@@ -145,9 +172,12 @@ class Uninstall(Run):
         elif target.user_exists(name):
             files.left.append(f"user {name} (not created by deploy/install)")
         files.remove_file(MANIFEST, listed_only=False)
-        if files.disk(INSTALL_STATE_DIR).is_dir() and not any(files.disk(INSTALL_STATE_DIR).iterdir()):
-            files.manifest.paths[INSTALL_STATE_DIR] = {"type": "dir"}
-            files.remove_dir(INSTALL_STATE_DIR)
+        state_dir = files.disk(INSTALL_STATE_DIR)
+        # This run's journal is the last file in it until the run ends: the folder goes with it then.
+        if state_dir.is_dir() and not any(path != self.journal.disk for path in state_dir.iterdir()):
+            self.report.changed("removed", INSTALL_STATE_DIR)
+            if target.writes and state_dir not in self.journal.made:
+                self.journal.made.append(state_dir)
         if self.report.mark() == since and not self.report.commands:
             return "nothing left to purge"
         removed = [path for verb, path in self.report.changes[since:] if verb == "removed" and path != MANIFEST]

@@ -1,0 +1,239 @@
+"""The default project on real Debian servers, installed as a user installs it.
+
+Each release boots one server (systemd as PID 1, Debian's nginx with its default site), gets the
+baked project copied to /root/my_app with a wheelhouse for its Python (the servers reach no
+package index), and `deploy/install` run there as root. The tests share that server, in order;
+each one leaves it serving.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from conftest import bake_or_fail
+from servers import PLATFORMS, RELEASES, Checkout, Host, copy_project, load, make_wheelhouse, platform_answer
+
+DOMAIN = "example.com"
+HOME_TEXT = "Served by gunicorn behind nginx."
+HEALTHZ_OK = 'return "200 OK", "text/plain; charset=utf-8", b"ok\\n"'
+HEALTHZ_FAILING = 'return "500 Internal Server Error", "text/plain; charset=utf-8", b"broken\\n"'
+APP = "my_app/app.py"
+SITE = "deploy/nginx/my_app.conf"
+
+
+@dataclass
+class Installed:
+    host: Host
+    checkout: Checkout
+    output: str
+    returncode: int
+    seconds: float
+    default_site_before: bool
+
+
+@pytest.fixture(scope="module", params=list(RELEASES))
+def server(request, lab, cookies_session, wheel_cache) -> Iterator[Installed]:
+    release = request.param
+    platform = platform_answer(release)
+    if not platform:
+        pytest.skip(f"the template has no {PLATFORMS[release]} platform yet (deploy/install refuses other platforms)")
+    project = bake_or_fail(cookies_session, **platform)
+    make_wheelhouse(project.path, RELEASES[release], wheel_cache)
+    (host,) = lab.boot([f"install-{release}"], release=release)
+    try:
+        default_site = host.exists("/etc/nginx/sites-enabled/default")
+        checkout = copy_project(host, project.path, "/root/my_app")
+        started = time.monotonic()
+        result = checkout.install()
+        seconds = time.monotonic() - started
+        print(f"{release}: first install {seconds:.1f}s")
+        yield Installed(host, checkout, result.stdout + result.stderr, result.returncode, seconds, default_site)
+    finally:
+        lab.remove(host)
+
+
+@pytest.fixture
+def installed(server: Installed) -> Installed:
+    """The server, with the first install having succeeded (its output otherwise)."""
+    assert server.returncode == 0, f"deploy/install failed:\n{server.output}"
+    return server
+
+
+def raw(address: str, request: bytes, port: int = 80) -> bytes:
+    """What the server answers to `request` as sent; b"" when it closes without a word (444)."""
+    with socket.create_connection((address, port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def page(host: Host) -> str:
+    response = host.get("/")
+    assert response.status == 200, response.text
+    return response.text
+
+
+def test_install_from_a_checkout_under_root_serves_the_site(server: Installed) -> None:
+    assert server.returncode == 0, server.output
+    assert server.output.strip().splitlines()[-1].startswith("install: done"), server.output
+    assert "My App" in page(server.host)
+
+
+def test_site_answers_through_nginx_and_the_systemd_socket(installed: Installed) -> None:
+    host = installed.host
+    response = host.get("/")
+    assert response.status == 200
+    # Set by the site's security snippet: the answer came through nginx.
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert host.get("/static/style.css").status == 200
+    assert host.run("stat", "-c", "%U:%G %a", "/run/my_app/gunicorn.sock").stdout.split() == ["root:www-data", "660"]
+    assert "www-data" in host.run("ps", "-o", "user=", "-C", "nginx").stdout.split()
+    assert {user for user, _ in processes(host, "my_app.service")} == {"my_app"}
+
+
+def processes(host: Host, unit: str) -> list[tuple[str, int]]:
+    """(user, RSS in KiB) of every process of a systemd unit."""
+    found = []
+    for line in host.run("ps", "-e", "-o", "unit:80=,user:32=,rss=").stdout.splitlines():
+        name, user, rss = line.split()
+        if name == unit:
+            found.append((user, int(rss)))
+    assert found, f"{unit} has no processes"
+    return found
+
+
+def test_stopped_service_is_started_by_the_next_request(installed: Installed) -> None:
+    host = installed.host
+    host.run("systemctl", "stop", "my_app.service")
+    assert not host.is_active("my_app.service")
+    assert host.is_active("my_app.socket"), "stopping the service closed its socket"
+    assert host.get("/").status == 200
+    assert host.is_active("my_app.service")
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: evil.com\r\nConnection: close\r\n\r\n", id="unknown-host"),
+        pytest.param(b"GET / HTTP/1.0\r\n\r\n", id="no-host"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n", id="ip-address-host"),
+    ],
+)
+def test_requests_for_other_hosts_are_closed_without_an_answer(installed: Installed, request_bytes: bytes) -> None:
+    host = installed.host
+    assert installed.default_site_before, "the server should start with Debian's default site"
+    answer = raw(host.address, request_bytes.replace(b"{address}", host.address.encode()))
+    assert answer == b"", answer[:200]
+    assert host.get("/").status == 200
+
+
+def test_nginx_configuration_passes_without_warnings(installed: Installed) -> None:
+    result = installed.host.run("nginx", "-t", check=False)
+    assert result.returncode == 0, result.stderr
+    assert "[warn]" not in result.stderr, result.stderr
+
+
+def test_redeploy_of_new_code_under_load_fails_no_request(installed: Installed) -> None:
+    host, checkout = installed.host, installed.checkout
+    before = page(host)
+    marker = f"release {time.monotonic_ns()}"
+    checkout.edit(APP, HOME_TEXT, f"{HOME_TEXT} {marker}")
+    with load(host.address, seconds=90, max_requests=20000) as seen:
+        started = time.monotonic()
+        output = checkout.installed()
+        seconds = time.monotonic() - started
+        time.sleep(0.5)  # a little load on the new workers too
+    print(f"{installed.host.release}: redeploy {seconds:.1f}s under load: {seen}")
+    assert seen.failed == 0, f"{seen}\n{output}"
+    assert "reload my_app.service" in output
+    assert marker in page(host) and marker not in before
+
+
+def test_release_whose_health_check_fails_is_rolled_back_under_load(installed: Installed) -> None:
+    host, checkout = installed.host, installed.checkout
+    before = page(host)
+    app = checkout.edit(APP, HEALTHZ_OK, HEALTHZ_FAILING)
+    checkout.put_back(APP, app.replace(HEALTHZ_OK, HEALTHZ_FAILING).replace(HOME_TEXT, f"{HOME_TEXT} broken"))
+    try:
+        with load(host.address, seconds=150, max_requests=30000) as seen:
+            result = checkout.install(timeout=240)
+    finally:
+        checkout.put_back(APP, app)
+    output = result.stdout + result.stderr
+    print(f"{installed.host.release}: failed release under load: {seen}")
+    assert result.returncode == 1, output
+    # Caught where the reload is checked (each gunicorn's /healthz) or through nginx, never passed.
+    failed = re.search(r"^(activate|health): FAILED: (.*)$", output, re.MULTILINE)
+    assert failed, output
+    print(f"{installed.host.release}: {failed[0]}")
+    assert page(host) == before
+    assert host.get("/healthz").status == 200
+    assert seen.failed == 0, seen
+
+
+def test_broken_site_fails_and_nginx_keeps_serving_the_previous_one(installed: Installed) -> None:
+    host, checkout = installed.host, installed.checkout
+    site_before = host.read("/etc/nginx/sites-available/my_app.conf")
+    site = checkout.edit(SITE, "    server_tokens off;\n", "    server_tokens off;\n    no_such_directive on;\n")
+    try:
+        result = checkout.install()
+    finally:
+        checkout.put_back(SITE, site)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "no_such_directive" in output
+    assert host.read("/etc/nginx/sites-available/my_app.conf") == site_before
+    assert host.run("nginx", "-t", check=False).returncode == 0
+    assert page(host)
+
+
+def test_site_answers_after_the_server_boots_again(installed: Installed) -> None:
+    host = installed.host
+    assert installed.host.reboot() in {"running", "degraded"}
+    assert "My App" in page(host)
+    assert host.is_active("nginx.service")
+
+
+def test_killed_gunicorn_master_is_replaced_with_few_failed_requests(installed: Installed) -> None:
+    host = installed.host
+    page(host)
+    main_pid = host.run("systemctl", "show", "--property=MainPID", "--value", "my_app.service").stdout.strip()
+    assert main_pid != "0"
+    with load(host.address, seconds=30, max_requests=20000) as seen:
+        time.sleep(1)
+        host.run("kill", "-KILL", main_pid)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = host.run("systemctl", "show", "--property=MainPID", "--value", "my_app.service").stdout.strip()
+            if now not in {"0", main_pid} and host.is_active("my_app.service"):
+                break
+            time.sleep(0.1)
+        back = time.monotonic() - (deadline - 20)
+        time.sleep(2)
+    print(f"{host.release}: gunicorn master SIGKILLed under load: back after {back:.1f}s; {seen}")
+    assert host.is_active("my_app.service")
+    assert back < 15, f"the service was not back within 15s: {seen}"
+    assert seen.failed <= 3, seen
+
+
+def test_measurements_of_the_live_server(installed: Installed) -> None:
+    """Printed for the record; bounds only where a regression would be a bug."""
+    host = installed.host
+    security = host.run("systemd-analyze", "security", "--no-pager", "my_app.service", check=False).stdout
+    exposure = re.search(r"Overall exposure level for my_app.service: ([\d.]+)", security)
+    assert exposure, security
+    page(host)
+    rss = {unit: sum(kib for _, kib in processes(host, unit)) for unit in ("nginx.service", "my_app.service")}
+    print(
+        f"{host.release}: systemd-analyze security my_app.service: {exposure[1]}; idle RSS nginx"
+        f" {rss['nginx.service'] / 1024:.1f} MiB, gunicorn {rss['my_app.service'] / 1024:.1f} MiB;"
+        f" first install {installed.seconds:.1f}s"
+    )
+    assert float(exposure[1]) <= 2.0

@@ -1,0 +1,115 @@
+"""HTTPS with a certificate the user already has (tls_mode=existing), on real Debian servers.
+
+The certificate is self-signed for the domain and made on the server, where the project expects
+it; deploy/install's health check must reach the site by its name (SNI) to pass at all.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+from conftest import bake_or_fail
+from servers import RELEASES, Checkout, Host, copy_project, make_wheelhouse, platform_answer, tls_alpn
+
+DOMAIN = "example.com"
+CERTIFICATE = f"/etc/ssl/certs/{DOMAIN}.pem"
+KEY = f"/etc/ssl/private/{DOMAIN}.key"
+
+
+@dataclass
+class Installed:
+    host: Host
+    checkout: Checkout
+    output: str
+    returncode: int
+
+
+def self_signed(host: Host) -> None:
+    host.run(
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-days", "2", "-subj", f"/CN={DOMAIN}", "-addext", f"subjectAltName=DNS:{DOMAIN}",
+        "-keyout", KEY, "-out", CERTIFICATE,
+    )  # fmt: skip
+    host.run("chmod", "0600", KEY)
+
+
+@contextmanager
+def tls_project(lab, cookies_session, wheel_cache, release: str, name: str, **answers: str) -> Iterator[Installed]:
+    """A server of `release` with a self-signed certificate for the domain, and the HTTPS project
+    made with `answers` installed on it."""
+    project = bake_or_fail(cookies_session, tls_mode="existing", **answers)
+    make_wheelhouse(project.path, RELEASES[release], wheel_cache)
+    (host,) = lab.boot([name], release=release)
+    try:
+        self_signed(host)
+        checkout = copy_project(host, project.path, "/root/my_app")
+        result = checkout.install()
+        yield Installed(host, checkout, result.stdout + result.stderr, result.returncode)
+    finally:
+        lab.remove(host)
+
+
+@pytest.fixture(scope="module", params=list(RELEASES))
+def server(request, lab, cookies_session, wheel_cache) -> Iterator[Installed]:
+    """The HTTPS project made for the server's release, installed there."""
+    release = request.param
+    platform = platform_answer(release)
+    if not platform:
+        pytest.skip(f"the template has no platform answer for {release} yet")
+    with tls_project(lab, cookies_session, wheel_cache, release, f"tls-{release}", **platform) as installed:
+        yield installed
+
+
+@pytest.fixture
+def installed(server: Installed) -> Installed:
+    assert server.returncode == 0, server.output
+    return server
+
+
+def test_https_site_installs_and_passes_its_health_check(installed: Installed) -> None:
+    assert "health: https://" in installed.output, installed.output
+    assert installed.output.strip().splitlines()[-1].startswith("install: done")
+
+
+def test_https_answers_with_http2_for_the_domain(installed: Installed) -> None:
+    host = installed.host
+    assert tls_alpn(host.address, DOMAIN) == "h2"
+    response = host.get("/", port=443, tls=True)
+    assert response.status == 200
+    assert response.headers["strict-transport-security"] == "max-age=63072000"
+
+
+def test_plain_http_is_redirected_to_https(installed: Installed) -> None:
+    response = installed.host.get("/some/page?x=1")
+    assert response.status == 301
+    assert response.headers["location"] == f"https://{DOMAIN}/some/page?x=1"
+
+
+def test_handshake_for_another_name_is_refused(installed: Installed) -> None:
+    with pytest.raises(ssl.SSLError):
+        tls_alpn(installed.host.address, "evil.com")
+
+
+def test_nginx_configuration_with_https_passes_without_warnings(installed: Installed) -> None:
+    result = installed.host.run("nginx", "-t", check=False)
+    assert result.returncode == 0 and "[warn]" not in result.stderr, result.stderr
+
+
+def test_site_made_for_debian_12_is_refused_on_debian_13_and_the_server_is_unchanged(
+    lab, cookies_session, wheel_cache
+) -> None:
+    """Refused before any change for its platform, or else by nginx 1.26, which deprecates the
+    `listen ... http2` that Debian 12's nginx 1.22 needs: either way the server stays as it was."""
+    with tls_project(lab, cookies_session, wheel_cache, "trixie", "tls-mismatch", platform="debian-12") as server:
+        print(f"debian-12 HTTPS project on Debian 13: {server.output.strip().splitlines()[-1]}")
+        assert server.returncode == 1, server.output
+        refused = "preflight: FAILED: unknown platform debian-13" in server.output
+        warned = 'the "listen ... http2" directive is deprecated' in server.output
+        assert refused or warned, server.output
+        assert not server.host.exists("/etc/nginx/sites-enabled/my_app.conf")
+        assert server.host.exists("/etc/nginx/sites-enabled/default")
+        assert "Welcome to nginx" in server.host.get("/").text

@@ -1,0 +1,131 @@
+"""Install from an ordinary user's private home, then uninstall and purge, on a real Debian server:
+the uninstall keeps what deploy/INSTALL.md says it keeps, the purge leaves the server as it was
+before, and nothing deploy/install did not make is removed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from conftest import bake_or_fail
+from servers import PLATFORMS, RELEASES, Checkout, Host, copy_project, make_wheelhouse, platform_answer
+
+# Every path under these folders, with its type, mode, owner and content, is compared.
+WATCHED = ["/etc", "/srv", "/home", "/root", "/usr/local", "/var/lib", "/opt"]
+# What changes on any running server whatever is installed: logs and caches, systemd's and
+# dpkg's bookkeeping, the backup copies shadow's tools keep of the account files (/etc/passwd-).
+UNWATCHED = [
+    "/var/lib/systemd/",
+    "/var/lib/nginx/",
+    "/var/lib/dbus/",
+    "/etc/passwd-",
+    "/etc/group-",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+    "/etc/.pwd.lock",
+    "/etc/machine-id",
+    "/root/.cache/",
+]
+SNAPSHOT = f"""
+import hashlib, json, os, stat, sys
+found = {{}}
+skip = {UNWATCHED!r}
+for top in {WATCHED!r}:
+    for folder, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            if any(path.startswith(s) or path + "/" == s for s in skip):
+                continue
+            info = os.lstat(path)
+            kind = "link" if stat.S_ISLNK(info.st_mode) else "dir" if stat.S_ISDIR(info.st_mode) else "file"
+            entry = [kind, oct(stat.S_IMODE(info.st_mode)), info.st_uid, info.st_gid]
+            if kind == "link":
+                entry.append(os.readlink(path))
+            elif kind == "file":
+                entry.append(hashlib.sha256(open(path, "rb").read()).hexdigest())
+            found[path] = entry
+json.dump(found, sys.stdout)
+"""
+HOME = "/home/alice"
+CHECKOUT = f"{HOME}/my_app"
+# Not made by deploy/install: a user's file in the install folder, and a folder of another program.
+USER_FILE = "/srv/my_app/uploads/photo.jpg"
+OTHER_FILE = "/srv/other/keep.txt"
+
+
+@dataclass
+class Server:
+    host: Host
+    checkout: Checkout
+    before: dict
+    output: str
+    returncode: int
+
+
+def snapshot(host: Host) -> dict:
+    return json.loads(host.run("python3", "-c", SNAPSHOT).stdout)
+
+
+def differences(before: dict, after: dict) -> dict[str, str]:
+    changed = {}
+    for path in sorted(before.keys() | after.keys()):
+        if path not in after:
+            changed[path] = "removed"
+        elif path not in before:
+            changed[path] = "added"
+        elif before[path] != after[path]:
+            changed[path] = f"changed {before[path]} -> {after[path]}"
+    return changed
+
+
+@pytest.fixture(scope="module", params=list(RELEASES))
+def server(request, lab, cookies_session, wheel_cache) -> Iterator[Server]:
+    release = request.param
+    platform = platform_answer(release)
+    if not platform:
+        pytest.skip(f"the template has no {PLATFORMS[release]} platform yet (deploy/install refuses other platforms)")
+    project = bake_or_fail(cookies_session, **platform)
+    make_wheelhouse(project.path, RELEASES[release], wheel_cache)
+    (host,) = lab.boot([f"uninstall-{release}"], release=release)
+    try:
+        host.run("useradd", "--create-home", "--home-dir", HOME, "alice")
+        host.run("chmod", "0700", HOME)
+        host.write(OTHER_FILE, "not the installer's\n")
+        checkout = copy_project(host, project.path, CHECKOUT, owner="alice")
+        before = snapshot(host)
+        result = checkout.install()
+        yield Server(host, checkout, before, result.stdout + result.stderr, result.returncode)
+    finally:
+        lab.remove(host)
+
+
+def test_install_from_a_checkout_in_a_private_home_serves_the_site(server: Server) -> None:
+    assert server.returncode == 0, server.output
+    assert server.host.get("/").status == 200
+
+
+def test_uninstall_removes_the_site_and_units_and_keeps_the_rest(server: Server) -> None:
+    host = server.host
+    host.write(USER_FILE, "a user's upload\n")
+    server.checkout.installed("--uninstall")
+    assert not host.exists("/etc/systemd/system/my_app.service")
+    assert not host.exists("/etc/nginx/sites-enabled/my_app.conf")
+    assert not host.is_active("my_app.socket") and not host.is_active("my_app.service")
+    # Kept, as deploy/INSTALL.md says: the install folder, the env file and the user.
+    assert host.exists("/srv/my_app/app/wsgi.py")
+    assert host.exists("/etc/my_app/my_app.env")
+    assert host.run("id", "my_app", check=False).returncode == 0
+    # nginx is back to Debian's default site.
+    assert "Welcome to nginx" in host.get("/").text
+
+
+def test_purge_leaves_the_server_as_it_was_and_keeps_what_it_did_not_make(server: Server) -> None:
+    host = server.host
+    server.checkout.installed("--uninstall", "--purge")
+    changed = differences(server.before, snapshot(host))
+    kept = {path: what for path, what in changed.items() if path in {"/srv/my_app", "/srv/my_app/uploads", USER_FILE}}
+    assert kept == dict.fromkeys(["/srv/my_app", "/srv/my_app/uploads", USER_FILE], "added"), changed
+    assert {path: what for path, what in changed.items() if path not in kept} == {}
+    assert host.read(OTHER_FILE) == "not the installer's\n"
