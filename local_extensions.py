@@ -122,6 +122,8 @@ class Derived:
     errors_root: str
     acme_root: str
     state_dir: str
+    # deploy/install's own records on the server: manifest, journal, backups.
+    install_state_dir: str
     runtime_dir: str
     env_file: str
     # systemd: `my_app` or, with several instances, the template `my_app@` and its instance names.
@@ -201,6 +203,7 @@ def derive(answers: Mapping[str, object]) -> Derived:
         errors_root=f"{install_dir}/errors",
         acme_root=f"{install_dir}/acme",
         state_dir=f"/var/lib/{slug}",
+        install_state_dir=f"/var/lib/{slug}-install",
         runtime_dir=f"/run/{slug}",
         env_file=f"/etc/{slug}/{slug}.env",
         unit_stem=unit_stem,

@@ -13,6 +13,8 @@ import re
 import sys
 from collections.abc import Callable, Collection, Mapping
 
+from local_extensions import PLATFORMS, worker_class
+
 # A rule returns None when the value is fine, or the reason it is not.
 Rule = Callable[[str], str | None]
 
@@ -23,7 +25,6 @@ HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
 SAFE_PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
 NGINX_SIZE = re.compile(r"[1-9][0-9]{0,5}[kKmMgG]?")
 WHOLE_NUMBER = re.compile(r"[1-9][0-9]{0,4}")
-VERSION = re.compile(r"[0-9]+(?:\.[0-9]+){1,2}")
 MODULE_CALLABLE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\(\))?", re.ASCII)
 EMAIL_LOCAL_PART = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])")
@@ -72,7 +73,6 @@ SYSTEM_FOLDER = (
 MAX_WORKERS = 512
 MAX_THREADS = 64
 MAX_INSTANCES = 16
-MAX_TIMEOUT = 3600
 
 
 def _full(pattern: re.Pattern[str], value: str) -> bool:
@@ -210,39 +210,11 @@ def nginx_size(value: str) -> str | None:
     return "is not an nginx size (a whole number above 0, optionally followed by k, m or g)"
 
 
-def seconds(value: str) -> str | None:
-    if _full(WHOLE_NUMBER, value) and int(value) <= MAX_TIMEOUT:
-        return None
-    return f"is not a whole number of seconds from 1 to {MAX_TIMEOUT}"
-
-
-def version(value: str) -> str | None:
-    return None if _full(VERSION, value) else "is not a version number like 27.0.1"
-
-
 def one_of(*choices: str) -> Rule:
     def rule(value: str) -> str | None:
         if value in choices:
             return None
         return f"is not one of {', '.join(choices)}"
-
-    return rule
-
-
-def _upstream_server(value: str) -> bool:
-    if value.startswith("unix:"):
-        return path_under("/run/")(value.removeprefix("unix:")) is None
-    host, _, port = value.rpartition(":")
-    return host == "127.0.0.1" and tcp_port(port) is None
-
-
-def path_under(folder: str, *, optional: bool = False) -> Rule:
-    def rule(value: str) -> str | None:
-        # %i: the instance name, in the paths of systemd template units.
-        plain = value.replace("%i", "1")
-        if (optional and value == "") or (plain.startswith(folder) and install_path(plain) in (None, SYSTEM_FOLDER)):
-            return None
-        return f"is not a plain path under {folder}"
 
     return rule
 
@@ -269,45 +241,12 @@ ANSWER_RULES: dict[str, Rule] = {
     "tls_email": email,
     "tls_certificate": absolute_path,
     "tls_certificate_key": absolute_path,
-    "platform": one_of("debian-13", "debian-12", "ubuntu-24.04", "rhel-9"),
-}
-
-# Names derived from the answers in cookiecutter.json. They can still be overridden on the
-# command line, so they get the same treatment; they are checked only once the answers they are
-# derived from are valid, so that one bad answer gives one message.
-DERIVED_RULES: dict[str, Rule] = {
-    "__service": python_name,
-    "__upstream": python_name,
-    "__app_dir": install_path,
-    "__venv_dir": install_path,
-    "__static_root": install_path,
-    "__errors_root": install_path,
-    "__unit_stem": lambda v: python_name(v.removesuffix("@")),
-    "__app_instances": lambda v: (
-        None if re.fullmatch(r"(?:[0-9]{1,5}(?:,[0-9]{1,5})*)?", v) else "is not a list of numbers"
-    ),
-    "__upstream_servers": lambda v: (
-        None if all(_upstream_server(s) for s in v.split(",")) else "is not a list of servers"
-    ),
-    "__worker_class": one_of("sync", "gthread", "gevent", "asgi"),
-    "__wsgi_app": module_callable,
-    "__acme_root": install_path,
-    "__tls_certificate": absolute_path,
-    "__tls_certificate_key": absolute_path,
-    "__nginx_version": version,
-    "__runtime_dir": path_under("/run/"),
-    "__socket_path": path_under("/run/"),
-    "__env_file": path_under("/etc/"),
-    "__nginx_site_path": path_under("/etc/nginx/"),
-    "__nginx_site_link": path_under("/etc/nginx/", optional=True),
-    "__nginx_snippets_dir": path_under("/etc/nginx/"),
-    "__nginx_user": lambda v: None if _full(UNIX_USER, v) else "is not a valid user name",
-    "_gunicorn_version": version,
-    "_timeout": seconds,
-    "_graceful_timeout": seconds,
+    "platform": one_of(*PLATFORMS),
 }
 
 
+# Values the template uses without asking (cookiecutter's own settings): none can be overridden into
+# something else, because a command-line value for a key that is not an answer is ignored.
 def describe(field: str, value: object, reason: str) -> str:
     """One line a user can act on: the field, the value as they typed it, and the rule."""
     return f"{field}: {json.dumps(value, ensure_ascii=False)} {reason}"
@@ -344,11 +283,12 @@ def cross_field(answers: Mapping[str, object], refused: Collection[str] = ()) ->
     def usable(*keys: str) -> bool:
         return all(key in answers and key not in refused for key in keys)
 
-    if usable("server_user", "platform") and get("server_user") and get("server_user") == get("__nginx_user"):
+    if usable("server_user", "platform") and get("server_user") == PLATFORMS[get("platform")].nginx_user:
         found.append(describe("server_user", get("server_user"), "must differ from nginx's user"))
-    worker, framework = get("__worker_class"), get("framework")
+    worker = worker_class(answers) if usable("worker_class", "framework") else ""
+    framework = get("framework")
     if usable("worker_class", "framework"):
-        if framework == "asgi" and worker not in ("", "asgi"):
+        if framework == "asgi" and worker != "asgi":
             found.append(
                 describe(
                     "worker_class",
@@ -379,7 +319,4 @@ def cross_field(answers: Mapping[str, object], refused: Collection[str] = ()) ->
 def problems(answers: Mapping[str, object]) -> list[str]:
     """Every reason to refuse these answers, one line each; empty when they are all fine."""
     refused = _check(ANSWER_RULES, answers)
-    found = [*refused.values(), *cross_field(answers, refused)]
-    if not refused:
-        found += _check(DERIVED_RULES, answers).values()
-    return found
+    return [*refused.values(), *cross_field(answers, refused)]

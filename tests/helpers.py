@@ -12,17 +12,21 @@ import selectors
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LOOPBACK = "127.0.0.1"
+# What the benchmark and the tests both do to a running stack lives once, in bench/benchkit.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from benchkit.load import slow_clients as slow_clients_for
+from benchkit.procs import LOOPBACK, read_until_ready
+
 DOMAIN = "example.com"
-START_SECONDS = 60
 
 
 @dataclass
@@ -126,24 +130,6 @@ def process_gone(pid: int) -> bool:
     return state == "Z"
 
 
-def read_until_ready(process: subprocess.Popen[str], output: list[str]) -> None:
-    """Read run-local's output until its "ready:" line, or fail with what it said."""
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-            break
-        line = process.stdout.readline()
-        if not line:
-            break
-        output.append(line.rstrip("\n"))
-        if line.startswith("ready:"):
-            return
-    raise AssertionError("run-local did not become ready:\n" + "\n".join(output))
-
-
 @contextmanager
 def start_stack(project: Path, venv: Path, *args: str) -> Iterator[LiveStack]:
     process = subprocess.Popen(
@@ -227,31 +213,10 @@ def load(
 
 
 @contextmanager
-def slow_clients(port: int, count: int, seconds: float) -> Iterator[list[socket.socket]]:
+def slow_clients(port: int, count: int, seconds: float) -> Iterator[int]:
     """`count` connections that send a request's headers one byte every 100 ms, for `seconds`."""
-    head = f"GET / HTTP/1.1\r\nHost: {DOMAIN}\r\nX-Padding: {'x' * 200}\r\n".encode()
-    sockets = [socket.create_connection((LOOPBACK, port), timeout=5) for _ in range(count)]
-    stop = threading.Event()
-
-    def trickle() -> None:
-        deadline = time.monotonic() + seconds
-        for position in range(len(head)):
-            if stop.is_set() or time.monotonic() > deadline:
-                return
-            for sock in sockets:
-                with suppress(OSError):
-                    sock.send(head[position : position + 1])
-            time.sleep(0.1)
-
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
-    try:
-        yield sockets
-    finally:
-        stop.set()
-        thread.join(timeout=seconds + 5)
-        for sock in sockets:
-            sock.close()
+    with slow_clients_for(port, DOMAIN, count, seconds) as opened:
+        yield opened
 
 
 def timed_get(port: int, path: str = "/") -> tuple[int, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -150,9 +152,26 @@ def test_every_problem_is_reported_at_once(cookies, capfd) -> None:
     assert "nothing was generated" in err
 
 
-def test_overridden_derived_name_is_checked_too() -> None:
-    found = problems({**defaults(), "__socket_path": "/run/x.sock;\ninclude /etc/shadow"})
-    assert found == ['__socket_path: "/run/x.sock;\\ninclude /etc/shadow" is not a plain path under /run/']
+def test_derived_names_cannot_be_set_from_the_command_line(bake) -> None:
+    """Only answers are variables: a derived name given on the command line changes nothing."""
+    project = bake(__app_dir="/usr/lib", __env_file="/etc/passwd", __socket_path="/run/x;", _timeout="60")
+    layout = (project.path / "deploy" / "deploytools" / "layout.py").read_text()
+    assert 'APP_DIR = "/srv/my_app/app"' in layout
+    assert 'ENV_FILE = "/etc/my_app/my_app.env"' in layout
+    unit = (project.path / "deploy" / "systemd" / "my_app.socket").read_text()
+    assert "ListenStream=/run/my_app/gunicorn.sock" in unit
+
+
+def test_templates_take_derived_values_from_the_extension_never_split_strings() -> None:
+    templates = [path for path in (TEMPLATE_DIR / "{{cookiecutter.project_slug}}").rglob("*") if path.is_file()]
+    leftovers = [
+        path.name
+        for path in templates
+        if re.search(r"cookiecutter\.__|cookiecutter\._[a-z]|derived\.\w+\.split\(", path.read_text())
+    ]
+    assert leftovers == []
+    context = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
+    assert [key for key in context if key.startswith("__") and key != "__prompts__"] == []
 
 
 @pytest.mark.parametrize("field, value", ACCEPTED[:6] + ACCEPTED[-3:], ids=map(case_id, ACCEPTED[:6] + ACCEPTED[-3:]))

@@ -1,6 +1,7 @@
+{% set derived = cookiecutter | derive %}
 """gunicorn settings for {{ cookiecutter.project_name }}.
 
-Used as they are by systemd ({{ cookiecutter.__service }}.service) on the server and by
+Used as they are by systemd ({{ derived.service }}.service) on the server and by
 deploy/run-local on a workstation; only the environment variables below differ between the two.
 `gunicorn --print-config -c gunicorn.conf.py` shows the resolved values.
 """
@@ -9,7 +10,7 @@ import multiprocessing
 import os
 
 # Application -----------------------------------------------------------------
-wsgi_app = "{{ cookiecutter.__wsgi_app }}"
+wsgi_app = "{{ derived.wsgi_app }}"
 {% if cookiecutter.framework == "django" %}
 # Settings, the secret key among them, come from the environment (EnvironmentFile= under systemd).
 raw_env = ["DJANGO_SETTINGS_MODULE={{ cookiecutter.project_slug }}.settings"]
@@ -17,12 +18,12 @@ raw_env = ["DJANGO_SETTINGS_MODULE={{ cookiecutter.project_slug }}.settings"]
 
 # Server socket ---------------------------------------------------------------
 {% if cookiecutter.bind == "unix" %}
-# Under systemd the listening socket comes from {{ cookiecutter.__unit_stem }}.socket (socket
+# Under systemd the listening socket comes from {{ derived.unit_stem }}.socket (socket
 # activation) and wins over `bind`; the bind below serves runs without systemd.
 {% else %}
 # Loopback only: nginx is the one public entry point.{{ " Each instance's unit sets its own port." if cookiecutter.instances | int > 1 }}
 {% endif %}
-bind = [os.environ.get("GUNICORN_BIND", "{{ cookiecutter.__upstream_servers.split(',')[0] }}")]
+bind = [os.environ.get("GUNICORN_BIND", "{{ derived.upstream_servers[0] }}")]
 # Connections the kernel queues while every worker is busy; nginx retries nothing on its own.
 backlog = 2048
 
@@ -34,14 +35,14 @@ workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() 
 # Chosen at bake time; WEB_CONCURRENCY overrides it without editing this file.
 workers = int(os.environ.get("WEB_CONCURRENCY", {{ cookiecutter.workers }}))
 {% endif %}
-{% if cookiecutter.__worker_class == "sync" %}
+{% if derived.worker_class == "sync" %}
 # One request at a time per worker; nginx buffers slow clients so workers never wait on them.
 worker_class = "sync"
-{% elif cookiecutter.__worker_class == "gthread" %}
+{% elif derived.worker_class == "gthread" %}
 # Each worker serves `threads` requests at once and keeps connections from nginx open.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", {{ cookiecutter.threads }}))
-{% elif cookiecutter.__worker_class == "gevent" %}
+{% elif derived.worker_class == "gevent" %}
 # Green threads: thousands of requests waiting on I/O share one worker.
 worker_class = "gevent"
 worker_connections = 1000
@@ -50,18 +51,18 @@ worker_connections = 1000
 worker_class = "asgi"
 worker_connections = 1000
 {% endif %}
-{% if cookiecutter.__worker_class == "sync" %}
+{% if derived.worker_class == "sync" %}
 # A worker silent for this long, which for a sync worker means stuck in one request, is killed
 # and replaced; nginx's proxy_read_timeout is longer, so gunicorn gives up first.
 {% else %}
 # A worker whose main loop is silent for this long is killed and replaced. A slow request does
-# not silence a {{ cookiecutter.__worker_class }} worker, so this does not bound a request: nginx's
+# not silence a {{ derived.worker_class }} worker, so this does not bound a request: nginx's
 # proxy_read_timeout (the same value) does, with a 504.
 {% endif %}
-timeout = {{ cookiecutter._timeout }}
+timeout = {{ derived.timeout }}
 # Time a worker gets to finish its request on reload or stop; systemd's TimeoutStopSec is longer.
-graceful_timeout = {{ cookiecutter._graceful_timeout }}
-{% if cookiecutter.__worker_class == "sync" %}
+graceful_timeout = {{ derived.graceful_timeout }}
+{% if derived.worker_class == "sync" %}
 # Sync workers close every connection after the response; nginx keeps the client side alive.
 keepalive = 2
 {% else %}
@@ -81,7 +82,7 @@ worker_tmp_dir = "/dev/shm"
 # Security --------------------------------------------------------------------
 {% if cookiecutter.bind == "unix" %}
 # gunicorn trusts X-Forwarded-* from every peer on the unix socket, which only nginx can reach
-# (mode 0660, group {{ cookiecutter.__nginx_user }}); these addresses count for TCP runs by hand.
+# (mode 0660, group {{ derived.platform.nginx_user }}); these addresses count for TCP runs by hand.
 {% else %}
 # Trust X-Forwarded-* only from nginx on this machine.
 {% endif %}
@@ -108,8 +109,8 @@ errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 
 # Process naming --------------------------------------------------------------
-# `ps` and `top` show "gunicorn: master [{{ cookiecutter.__service }}]" and the workers alike.
-proc_name = os.environ.get("GUNICORN_PROC_NAME", "{{ cookiecutter.__service }}")
+# `ps` and `top` show "gunicorn: master [{{ derived.service }}]" and the workers alike.
+proc_name = os.environ.get("GUNICORN_PROC_NAME", "{{ derived.service }}")
 
 # Control socket --------------------------------------------------------------
 # gunicorn opens a control socket for `gunicornc`, by default under $HOME, which the sandboxed

@@ -219,7 +219,7 @@ def run_local(project: Project, venv: Path) -> Iterator[Server]:
         read_until_ready(process, output)
         state = json.loads((project.path / ".run-local.json").read_text())
         # One or more gunicorn instances, each its own master.
-        pids = {"nginx": [state["nginx_pid"]], "gunicorn": state.get("gunicorn_pids", [state["gunicorn_pid"]])}
+        pids = {"nginx": [state["nginx_pid"]], "gunicorn": state["gunicorn_pids"]}
         yield Server(
             f"run-local ({project.name})",
             state["port"],

@@ -1,7 +1,8 @@
+{% set derived = cookiecutter | derive %}
 """Django settings for {{ cookiecutter.project_name }}: startproject's, set up for production behind nginx.
 
 Everything that differs between machines comes from the environment: on the server from
-{{ cookiecutter.__env_file }} (systemd's EnvironmentFile=, mode 0600), locally from
+{{ derived.env_file }} (systemd's EnvironmentFile=, mode 0600), locally from
 {{ cookiecutter.project_slug }}.env, made at bake time with a fresh secret key and never committed.
 """
 
@@ -58,7 +59,7 @@ TEMPLATES = [
 WSGI_APPLICATION = "wsgi.application"
 
 # SQLite in the service's state folder, the one folder the service may write: systemd makes
-# /var/lib/{{ cookiecutter.__service }} for the unit's StateDirectory= and passes its path in STATE_DIRECTORY.
+# /var/lib/{{ derived.service }} for the unit's StateDirectory= and passes its path in STATE_DIRECTORY.
 # Local runs (deploy/run-local, deploy/manage) keep the database in .state/ of the project.
 STATE_DIR = Path(os.environ.get("STATE_DIRECTORY") or PROJECT_DIR / ".state")
 DATABASES = {
@@ -76,7 +77,7 @@ AUTH_PASSWORD_VALIDATORS = [
 
 # collectstatic gathers the app's and the admin's files into the folder nginx serves at /static/.
 STATIC_URL = "/static/"
-STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT", "{{ cookiecutter.__static_root }}")
+STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT", "{{ derived.static_root }}")
 STATICFILES_DIRS = [PACKAGE_DIR / "static"]
 
 # Behind nginx. It sets X-Forwarded-Proto from the real connection and clears what clients send,

@@ -1,3 +1,4 @@
+{% set derived = cookiecutter | derive %}
 """Where everything of {{ cookiecutter.project_name }} lives, in the project and on the server.
 
 Rendered once from the template's answers; deploy/check, deploy/run-local and deploy/install take
@@ -15,26 +16,26 @@ DOMAIN = {{ cookiecutter.domain_name | tojson }}
 HEALTH_PATH = "/healthz"
 FRAMEWORK = {{ cookiecutter.framework | tojson }}
 # What gunicorn loads (wsgi_app in gunicorn.conf.py).
-APP = {{ cookiecutter.__wsgi_app | tojson }}
-WORKER_CLASS = {{ cookiecutter.__worker_class | tojson }}
+APP = {{ derived.wsgi_app | tojson }}
+WORKER_CLASS = {{ derived.worker_class | tojson }}
 BIND = {{ cookiecutter.bind | tojson }}
 
 # On the server.
 INSTALL_DIR = {{ cookiecutter.install_dir | tojson }}
-APP_DIR = {{ cookiecutter.__app_dir | tojson }}
-VENV_DIR = {{ cookiecutter.__venv_dir | tojson }}
-STATIC_ROOT = {{ cookiecutter.__static_root | tojson }}
-ERRORS_ROOT = {{ cookiecutter.__errors_root | tojson }}
+APP_DIR = {{ derived.app_dir | tojson }}
+VENV_DIR = {{ derived.venv_dir | tojson }}
+STATIC_ROOT = {{ derived.static_root | tojson }}
+ERRORS_ROOT = {{ derived.errors_root | tojson }}
 # What nginx's upstream lists: unix:/path or 127.0.0.1:port, one per gunicorn instance.
 UPSTREAM_SERVERS = [
-{% for server in cookiecutter.__upstream_servers.split(",") %}
+{% for server in derived.upstream_servers %}
     {{ server | tojson }},
 {% endfor %}
 ]
 # App servers on other machines, also in the upstream.
 {% if cookiecutter.remote_app_servers %}
 REMOTE_APP_SERVERS: list[str] = [
-{% for server in cookiecutter.remote_app_servers.split(",") %}
+{% for server in derived.remote_app_servers %}
     {{ server | tojson }},
 {% endfor %}
 ]
@@ -43,34 +44,37 @@ REMOTE_APP_SERVERS: list[str] = []
 {% endif %}
 SERVICE_USER = {{ cookiecutter.server_user | tojson }}
 # Settings and secrets for the service (systemd's EnvironmentFile=), created once, mode 0600.
-ENV_FILE = {{ cookiecutter.__env_file | tojson }}
+ENV_FILE = {{ derived.env_file | tojson }}
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
 # The service's own data (systemd's StateDirectory=, $STATE_DIRECTORY): Django's SQLite database.
-STATE_DIR = {{ ("/var/lib/" ~ cookiecutter.__service) | tojson }}
+STATE_DIR = {{ derived.state_dir | tojson }}
+# deploy/install's own records: the manifest of what it made, its journal, backups.
+INSTALL_STATE_DIR = {{ derived.install_state_dir | tojson }}
 
 # HTTPS: "none", "letsencrypt" or "existing".
 TLS_MODE = {{ cookiecutter.tls_mode | tojson }}
-TLS_CERTIFICATE = {{ cookiecutter.__tls_certificate | tojson }}
-TLS_CERTIFICATE_KEY = {{ cookiecutter.__tls_certificate_key | tojson }}
+TLS_CERTIFICATE = {{ derived.tls_certificate | tojson }}
+TLS_CERTIFICATE_KEY = {{ derived.tls_certificate_key | tojson }}
 TLS_EMAIL = {{ cookiecutter.tls_email | tojson }}
 # certbot --webroot writes its challenges here; nginx serves them on port 80.
-ACME_ROOT = {{ cookiecutter.__acme_root | tojson }}
+ACME_ROOT = {{ derived.acme_root | tojson }}
 
 # The platform's nginx: {{ cookiecutter.platform }}.
 PLATFORM = {{ cookiecutter.platform | tojson }}
-NGINX_USER = {{ cookiecutter.__nginx_user | tojson }}
-NGINX_SITE_PATH = {{ cookiecutter.__nginx_site_path | tojson }}
+# HTTP/2 as `http2 on;` (nginx 1.25.1 and later) rather than `listen ... http2`.
+NGINX_HTTP2_DIRECTIVE = {{ derived.platform.http2_directive | tojson }}
+NGINX_SITE_PATH = {{ derived.nginx_site_path | tojson }}
 # The sites-enabled link, where the platform enables sites that way (None: conf.d is read as is).
-{% if cookiecutter.__nginx_site_link %}
-NGINX_SITE_LINK: str | None = {{ cookiecutter.__nginx_site_link | tojson }}
+{% if derived.nginx_site_link %}
+NGINX_SITE_LINK: str | None = {{ derived.nginx_site_link | tojson }}
 {% else %}
 NGINX_SITE_LINK: str | None = None
 {% endif %}
-NGINX_SNIPPETS_DIR = {{ cookiecutter.__nginx_snippets_dir | tojson }}
+NGINX_SNIPPETS_DIR = {{ derived.nginx_snippets_dir | tojson }}
 
-# systemd. With several instances the units are templates ({{ cookiecutter.__service }}@.service).
-INSTANCES: list[str] = {{ (cookiecutter.__app_instances.split(",") if cookiecutter.__app_instances else []) | tojson }}
-UNIT_STEM = {{ cookiecutter.__unit_stem | tojson }}
+# systemd. With several instances the units are templates ({{ derived.service }}@.service).
+INSTANCES: list[str] = {{ derived.instance_names | tojson }}
+UNIT_STEM = {{ derived.unit_stem | tojson }}
 SERVICE_UNIT = UNIT_STEM + ".service"
 {% if cookiecutter.instances | int > 1 %}
 APP_SERVICES = [f"{UNIT_STEM}{name}.service" for name in INSTANCES]
@@ -86,23 +90,22 @@ SOCKET_UNITS: list[str] = []
 ACTIVE_UNITS = SOCKET_UNITS + APP_SERVICES
 
 # In this project.
-NGINX_SITE = DEPLOY_DIR / "nginx" / "{{ cookiecutter.__service }}.conf"
+NGINX_SITE = DEPLOY_DIR / "nginx" / "{{ derived.service }}.conf"
 {% if cookiecutter.tls_mode == "letsencrypt" %}
 # Served until certbot has the first certificate.
-NGINX_ACME_SITE: Path | None = DEPLOY_DIR / "nginx" / "{{ cookiecutter.__service }}.acme.conf"
+NGINX_ACME_SITE: Path | None = DEPLOY_DIR / "nginx" / "{{ derived.service }}.acme.conf"
 {% else %}
 NGINX_ACME_SITE: Path | None = None
 {% endif %}
 NGINX_SNIPPETS = DEPLOY_DIR / "nginx" / "snippets"
 # Included by the site as snippets/<this>/..., relative to nginx's configuration folder.
-NGINX_SNIPPETS_NAME = {{ cookiecutter.__service | tojson }}
+NGINX_SNIPPETS_NAME = {{ derived.service | tojson }}
 ERROR_PAGES = DEPLOY_DIR / "nginx" / "errors"
 {% if cookiecutter.framework == "django" %}
 # Django collects static files (manage.py collectstatic) instead of shipping a folder.
 STATIC_SOURCE: Path | None = None
-# Django's database lives in the service's state folder (StateDirectory=, STATE_DIRECTORY) on the
-# server, in .state/ of the project elsewhere (not installed: deploy/install leaves hidden files behind).
-STATE_DIR = "/var/lib/{{ cookiecutter.__service }}"
+# Django's database lives in the service's state folder (STATE_DIR) on the server, in .state/ of
+# the project elsewhere (not installed: deploy/install leaves hidden files behind).
 LOCAL_STATE_DIR = PROJECT_DIR / ".state"
 {% elif cookiecutter.framework == "existing" %}
 STATIC_SOURCE: Path | None = PROJECT_DIR / "static"

@@ -1,9 +1,10 @@
+{% set derived = cookiecutter | derive %}
 """deploy/manage: Django's manage.py with the settings the app runs with, here or on the server.
 
 In the project it reads {{ cookiecutter.project_slug }}.env and uses the project's venv and its
-database in .state/, as deploy/run-local does. In the installed copy ({{ cookiecutter.__app_dir }}),
+database in .state/, as deploy/run-local does. In the installed copy ({{ derived.app_dir }}),
 started by root, it runs manage.py the way systemd runs the service: as {{ cookiecutter.server_user }},
-with {{ cookiecutter.__env_file }} and STATE_DIRECTORY=/var/lib/{{ cookiecutter.__service }}, so that
+with {{ derived.env_file }} and STATE_DIRECTORY={{ derived.state_dir }}, so that
 what it writes (the database) belongs to the service.
 """
 

@@ -15,7 +15,7 @@ SETUP_VENV = f"{layout.APP_DIR}/deploy/setup-venv"
 VENV_PYTHON = f"{layout.VENV_DIR}/bin/python"
 # deploy/install's own records on the server: manifest, journal, lock, and (--root) the commands
 # the target still has to run.
-INSTALL_STATE_DIR = f"/var/lib/{layout.SLUG}-install"
+INSTALL_STATE_DIR = layout.INSTALL_STATE_DIR
 STAGED_RECORD = f"{INSTALL_STATE_DIR}/commands.log"
 # Every unit file of the project (services, sockets, and timers or others if it gains some).
 UNIT_FILES = sorted(path.name for path in layout.SYSTEMD_DIR.iterdir() if path.is_file())

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -16,7 +19,7 @@ from .common import InstallError
 from .platform import PLATFORM, PLATFORMS, RHEL, this_platform
 
 if TYPE_CHECKING:
-    from .target import Live, Staged, Target
+    from .target import Live, Result, Staged, Target
 
 
 def certificate_pending(target: Target) -> bool:
@@ -67,6 +70,46 @@ def staged(target: Staged, *, installing: bool) -> str:
     return f"staging for {layout.PLATFORM} under {root} (no account, service or package touched)"
 
 
+def nginx_version(said: str) -> tuple[int, ...]:
+    found = re.search(r"nginx/(\d+(?:\.\d+)*)", said)
+    return tuple(int(part) for part in found.group(1).split(".")) if found else (0,)
+
+
+def rebake_command(platform: str) -> str:
+    """The exact command that bakes this project again for `platform`, from its recorded answers."""
+    answers_file = layout.PROJECT_DIR / ".cookiecutter-answers.json"
+    cruft_file = layout.PROJECT_DIR / ".cruft.json"
+    answers = json.loads(answers_file.read_text())["cookiecutter"] if answers_file.exists() else {}
+    template = json.loads(cruft_file.read_text())["template"] if cruft_file.exists() else "<template>"
+    answers["platform"] = platform
+    pairs = [f"{key}={value}" for key, value in sorted(answers.items())]
+    return shlex.join(["cookiecutter", "--no-input", "-f", "-o", "..", template, *pairs])
+
+
+def platform_problem(here: str, nginx_said: Result | None) -> str | None:
+    """None when a project made for another platform works here unchanged, else why and the fix.
+
+    Debian and Ubuntu lay nginx out alike (sites-available, www-data); what can still differ is how
+    the site spells HTTP/2, which only a TLS site uses: nginx 1.25.1 and later warn at the old
+    spelling, older ones refuse the new one.
+    """
+    same_layout = (here.startswith("rhel")) == (layout.PLATFORM.startswith("rhel"))
+    version = nginx_version(nginx_said.stderr if nginx_said else "")
+    http2_fits = layout.TLS_MODE == "none" or (version >= (1, 25, 1)) == layout.NGINX_HTTP2_DIRECTIVE
+    if same_layout and http2_fits:
+        return None
+    spelling = f"its HTTP/2 spelling for nginx {version_text(version)}"
+    differs = spelling if same_layout else "its nginx paths and user"
+    return (
+        f"this machine is {here} but the project was made for {layout.PLATFORM} ({differs} differ); nothing was"
+        f" changed. Bake it for this machine, from the folder above the project:\n    {rebake_command(here)}"
+    )
+
+
+def version_text(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
 def live(target: Live, *, installing: bool) -> str:
     problems = []
     if os.geteuid() != 0 and target.writes:
@@ -81,14 +124,12 @@ def live(target: Live, *, installing: bool) -> str:
             f"unknown platform {here} (from /etc/os-release): the project supports {', '.join(PLATFORMS)};"
             " install on one of those"
         )
-    elif here != layout.PLATFORM:
-        problems.append(
-            f"this machine is {here} but the project was made for {layout.PLATFORM} (its nginx paths and user"
-            f" differ): re-bake with platform={here}"
-        )
+    nginx = find_nginx()
+    nginx_said = target.query(nginx, "-v", check=False) if nginx else None
+    if here in PLATFORMS and here != layout.PLATFORM and (problem := platform_problem(here, nginx_said)):
+        problems.append(problem)
     if not shutil.which("systemctl"):
         problems.append("systemctl not found: the server must run systemd")
-    nginx = find_nginx()
     if nginx is None:
         problems.append(f"nginx is not installed: {PLATFORM.install} nginx")
     if installing and importlib.util.find_spec("ensurepip") is None:
@@ -119,4 +160,5 @@ def live(target: Live, *, installing: bool) -> str:
         found.append(version.stderr.strip().removeprefix("nginx version: "))
     found.append(f"Python {sys.version.split()[0]}")
     who = "root" if os.geteuid() == 0 else "not root (dry run: what this user may read)"
-    return f"{who}, {', '.join(found)}, {layout.PLATFORM}"
+    made_for = layout.PLATFORM if here == layout.PLATFORM else f"made for {layout.PLATFORM}, works unchanged on {here}"
+    return f"{who}, {', '.join(found)}, {made_for}"

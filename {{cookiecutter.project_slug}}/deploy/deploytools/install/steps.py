@@ -146,7 +146,8 @@ class Install(Run):
         if files.disk(layout.STATE_DIR).exists() or layout.STATE_DIR in files.planned:
             return
         files.make_parents(layout.STATE_DIR)
-        files.create_dir(layout.STATE_DIR, 0o750, SERVICE_OWNS)
+        # 0700, as the unit's StateDirectoryMode= makes it at every start.
+        files.create_dir(layout.STATE_DIR, 0o700, SERVICE_OWNS)
         files.touch(layout.STATE_DIR, {"type": "state"})
         self.target.own_tree(layout.STATE_DIR, SERVICE_OWNS)
 
