@@ -696,7 +696,7 @@ def test_django_migrations_run_as_the_service_user_and_its_data_survives_purge(b
     root = tmp_path / "server"
     output = installed(bake(framework="django"), root)
     state = root / "var/lib/my_app"
-    assert state.is_dir() and stat.S_IMODE(state.stat().st_mode) == 0o750
+    assert state.is_dir() and stat.S_IMODE(state.stat().st_mode) == 0o700
     first = blocks(root)[0]
     migrate = (
         "sh -c 'set -a && . /etc/my_app/my_app.env && export STATE_DIRECTORY=/var/lib/my_app"

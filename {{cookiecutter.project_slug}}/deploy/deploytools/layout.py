@@ -62,7 +62,7 @@ ACME_ROOT = {{ derived.acme_root | tojson }}
 # The platform's nginx: {{ cookiecutter.platform }}.
 PLATFORM = {{ cookiecutter.platform | tojson }}
 # HTTP/2 as `http2 on;` (nginx 1.25.1 and later) rather than `listen ... http2`.
-NGINX_HTTP2_DIRECTIVE = {{ derived.platform.http2_directive | tojson }}
+NGINX_HTTP2_DIRECTIVE = {{ derived.platform.http2_directive }}
 NGINX_SITE_PATH = {{ derived.nginx_site_path | tojson }}
 # The sites-enabled link, where the platform enables sites that way (None: conf.d is read as is).
 {% if derived.nginx_site_link %}
