@@ -55,7 +55,11 @@ class Target:
         self.report = report
         self.root = options.root or Path("/")
         self.manifest = Manifest()  # what an earlier run installed, once read
-        # Whether an install was there before this run, and which of its units.
+        self.observe()
+
+    def observe(self) -> None:
+        """Whether an install was there before this run, and which of its units (once an
+        interrupted run is undone, again)."""
         # (os.path: a tree this user cannot read counts as empty; preflight says why it is refused.)
         self.installed_before = os.path.isdir(self.disk(layout.APP_DIR))
         self.units_before = {n for n in UNIT_FILES if os.path.exists(self.disk(f"{layout.SYSTEMD_UNIT_DIR}/{n}"))}
