@@ -81,8 +81,9 @@ class Target:
         return self.execute(command, env, check)
 
     def execute(self, command: tuple[str, ...], env: dict[str, str] | None, check: bool) -> Result | None:
+        # From /, like a unit: the operator's folder (a home the service cannot enter) must not matter.
         result = subprocess.run(
-            command, capture_output=True, text=True, check=False, env={**os.environ, **env} if env else None
+            command, capture_output=True, text=True, check=False, env={**os.environ, **env} if env else None, cwd="/"
         )
         if check and result.returncode:
             said = indent(result.stdout + result.stderr) or "    (no output)"

@@ -42,6 +42,11 @@ class Uninstall(Run):
             else:
                 record = self.target.record("deploy/install --uninstall --purge")
                 self.journal.close()
+                # The installer's own folder goes last, once the journal is gone (unless it holds the
+                # staged record).
+                state = self.files.disk(INSTALL_STATE_DIR)
+                if target.writes and state.is_dir() and not state.is_symlink() and not any(state.iterdir()):
+                    state.rmdir()
         except (Exception, KeyboardInterrupt) as error:
             stopped = report.step_name
             first_line = self.fail(error)
@@ -145,9 +150,6 @@ class Uninstall(Run):
         elif target.user_exists(name):
             files.left.append(f"user {name} (not created by deploy/install)")
         files.remove_file(MANIFEST, listed_only=False)
-        if files.disk(INSTALL_STATE_DIR).is_dir() and not any(files.disk(INSTALL_STATE_DIR).iterdir()):
-            files.manifest.paths[INSTALL_STATE_DIR] = {"type": "dir"}
-            files.remove_dir(INSTALL_STATE_DIR)
         if self.report.mark() == since and not self.report.commands:
             return "nothing left to purge"
         removed = [path for verb, path in self.report.changes[since:] if verb == "removed" and path != MANIFEST]
