@@ -615,6 +615,8 @@ def test_install_killed_during_validation_is_undone_by_the_next_run(bake, tools,
     assert result.returncode == 1, result.stdout
     assert re.search(r"^recover: install \(pid \d+, .*\) was interrupted: undone \(\d+ restored", result.stdout, re.M)
     assert "not made by this installer" not in result.stdout
+    back = "nothing installed" if first else "the previous version is back in place"
+    assert last_line(result.stdout).endswith(f"; rolled back, {back}")
     assert steps(result.stdout)["validate"].startswith("FAILED: deploy/check rejects the staged files")
     assert snapshot(root) == before
 

@@ -3,6 +3,7 @@ way back when any of that fails."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections import Counter
@@ -84,6 +85,9 @@ class Activation:
         self.nginx_warnings_before: set[str] | None = None
         self.stopped: list[str] = []  # units of the installed version that this one no longer has
         self.problems: list[str] = []  # what a rollback could not put back
+        # Made by this run's commands rather than file by file: a rollback removes them too.
+        self.created_user = False
+        self.created_venv = False
 
     def done(self, result: object, action: str, **details: object) -> None:
         """Note in the journal a command that ran here, for a later run to undo if this one dies."""
@@ -310,6 +314,9 @@ class Activation:
                 self.nginx_reloaded = True
             elif action == "venv":
                 self.changes.venv = True
+                self.created_venv = bool(record.get("new"))
+            elif action == "useradd":
+                self.created_user = True
         if self.refreshed or self.nginx_reloaded or self.daemon_reloaded:
             # Files come back first, then systemd and nginx reload them.
             self.daemon_reloaded = True
@@ -323,11 +330,18 @@ class Activation:
         if self.started or self.enabled:
             units = list(dict.fromkeys([*reversed(self.started), *reversed(self.enabled)]))
             target.run("systemctl", "disable", "--now", *units, check=False)
+        if self.created_venv:
+            # Before the files: the folders it sits in may be this run's too, removed once empty.
+            venv = self.files.disk(layout.VENV_DIR)
+            if venv.is_dir() and not venv.is_symlink():
+                shutil.rmtree(venv)
         problems = self.files.restore()
         self.problems = problems
+        if self.created_user:
+            target.run("userdel", layout.SERVICE_USER, check=False)
         if self.daemon_reloaded:
             target.run("systemctl", "daemon-reload", check=False)
-        if self.changes.venv and target.disk(REQUIREMENTS).exists():
+        if self.changes.venv and not self.created_venv and target.disk(REQUIREMENTS).exists():
             # The previous requirements.txt pins the previous packages.
             target.run("env", f"PYTHON={sys.executable}", SETUP_VENV, layout.VENV_DIR, check=False)
         for service in self.refreshed:

@@ -34,6 +34,7 @@ class Run:
             self.journal.disk = self.files.disk(JOURNAL)
             # An interrupted run first: what it left must not count as someone else's in preflight.
             self.recover()
+            target.observe()
             self.prior_paths = set(target.manifest.paths)
             report.step(target.preflight(installing=installing))
             if target.writes:

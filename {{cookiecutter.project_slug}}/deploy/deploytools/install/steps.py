@@ -119,6 +119,8 @@ class Install(Run):
             name,
         )
         self.files.manifest.user_created = True
+        self.activation.done(done, "useradd")
+        self.activation.created_user = done is not None
         what = f"{name} (system user and group, no login shell, home {layout.INSTALL_DIR})"
         return f"created {what}" if done else f"useradd {target.outcome()} for {what}"
 
@@ -216,11 +218,13 @@ class Install(Run):
         self.files.touch(layout.VENV_DIR, {"type": "tree"})
         if not self.changes.requirements and target.venv_built():
             return f"{layout.VENV_DIR} up to date (requirements.txt unchanged)"
+        new = not os.path.lexists(self.files.disk(layout.VENV_DIR))
         result = target.run("env", f"PYTHON={target.venv_python}", SETUP_VENV, layout.VENV_DIR)
         if result is None:
             return f"{layout.VENV_DIR}: deploy/setup-venv {target.outcome()}"
         self.changes.venv = True
-        self.journal.add({"action": "venv"})
+        self.activation.created_venv = new
+        self.journal.add({"action": "venv", "new": new})
         said = result.stdout.strip().splitlines()
         return f"{layout.VENV_DIR}: {said[-1] if said else 'ready'}"
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 from .. import layout
 from ..nginx import find_nginx
-from ..probe import probe
 from ..rolling import wait_healthy
 from . import preflight
 from .common import NGINX_SERVICE, ROOT, STAGED_RECORD, UNIT_FILES, InstallError, Options, Owner, indent, unit_file
@@ -39,8 +38,6 @@ if TYPE_CHECKING:
     from .activation import Activation
 
 Result = subprocess.CompletedProcess[str]
-# A worker that has just started may still be importing the app: its first answer can take this long.
-HEALTH_ANSWER_SECONDS = 30
 
 
 class Target:
@@ -59,7 +56,11 @@ class Target:
         self.report = report
         self.root = options.root or Path("/")
         self.manifest = Manifest()  # what an earlier run installed, once read
-        # Whether an install was there before this run, and which of its units.
+        self.observe()
+
+    def observe(self) -> None:
+        """Whether an install was there before this run, and which of its units (once an
+        interrupted run is undone, again)."""
         # (os.path: a tree this user cannot read counts as empty; preflight says why it is refused.)
         self.installed_before = os.path.isdir(self.disk(layout.APP_DIR))
         self.units_before = {n for n in UNIT_FILES if os.path.exists(self.disk(f"{layout.SYSTEMD_UNIT_DIR}/{n}"))}
@@ -81,8 +82,7 @@ class Target:
         return self.execute(command, env, check)
 
     def execute(self, command: tuple[str, ...], env: dict[str, str] | None, check: bool) -> Result | None:
-        # From /, not from where deploy/install was started: a checkout under /root or a 0700 home
-        # is no place the service's user (setpriv) may enter.
+        # From /, like a unit: the operator's folder (a home the service cannot enter) must not matter.
         result = subprocess.run(
             command, capture_output=True, text=True, check=False, env={**os.environ, **env} if env else None, cwd="/"
         )
@@ -101,10 +101,6 @@ class Target:
     def workers(self, service: str) -> set[int]:
         """The processes gunicorn's master of `service` has started (its workers) right now."""
         return set()
-
-    def health_of(self, upstream: str) -> int | None:
-        """The status one gunicorn answers for /healthz (waiting for a booting worker), or None."""
-        return None
 
     def wait_gone(self, pids: set[int], seconds: float) -> bool:
         """Whether every process of `pids` has ended within `seconds`."""
@@ -215,10 +211,6 @@ class Live(Target):
             with contextlib.suppress(OSError):
                 found |= {int(pid) for pid in task.read_text().split()}
         return found
-
-    def health_of(self, upstream: str) -> int | None:
-        answer = probe(upstream, layout.DOMAIN, layout.HEALTH_PATH, timeout=HEALTH_ANSWER_SECONDS)
-        return answer.status if answer is not None else None
 
     def wait_gone(self, pids: set[int], seconds: float) -> bool:
         deadline = time.monotonic() + seconds

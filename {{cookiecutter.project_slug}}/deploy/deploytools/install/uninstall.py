@@ -45,6 +45,11 @@ class Uninstall(Run):
             else:
                 record = self.target.record("deploy/install --uninstall --purge")
                 self.journal.close()
+                # The installer's own folder goes last, once the journal is gone (unless it holds the
+                # staged record).
+                state = self.files.disk(INSTALL_STATE_DIR)
+                if target.writes and state.is_dir() and not state.is_symlink() and not any(state.iterdir()):
+                    state.rmdir()
         except (Exception, KeyboardInterrupt) as error:
             stopped = report.step_name
             first_line = self.fail(error)
@@ -172,12 +177,6 @@ class Uninstall(Run):
         elif target.user_exists(name):
             files.left.append(f"user {name} (not created by deploy/install)")
         files.remove_file(MANIFEST, listed_only=False)
-        state_dir = files.disk(INSTALL_STATE_DIR)
-        # This run's journal is the last file in it until the run ends: the folder goes with it then.
-        if state_dir.is_dir() and not any(path != self.journal.disk for path in state_dir.iterdir()):
-            self.report.changed("removed", INSTALL_STATE_DIR)
-            if target.writes and state_dir not in self.journal.made:
-                self.journal.made.append(state_dir)
         if self.report.mark() == since and not self.report.commands:
             return "nothing left to purge"
         removed = [path for verb, path in self.report.changes[since:] if verb == "removed" and path != MANIFEST]
