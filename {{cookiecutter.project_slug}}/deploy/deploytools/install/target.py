@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from .. import layout
 from ..nginx import find_nginx
+from ..probe import probe
 from ..rolling import wait_healthy
 from . import preflight
 from .common import NGINX_SERVICE, ROOT, STAGED_RECORD, UNIT_FILES, InstallError, Options, Owner, indent, unit_file
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from .activation import Activation
 
 Result = subprocess.CompletedProcess[str]
+# A worker that has just started may still be importing the app: its first answer can take this long.
+HEALTH_ANSWER_SECONDS = 30
 
 
 class Target:
@@ -101,6 +104,10 @@ class Target:
     def workers(self, service: str) -> set[int]:
         """The processes gunicorn's master of `service` has started (its workers) right now."""
         return set()
+
+    def health_of(self, upstream: str) -> int | None:
+        """The status one gunicorn answers for /healthz (waiting for a booting worker), or None."""
+        return None
 
     def wait_gone(self, pids: set[int], seconds: float) -> bool:
         """Whether every process of `pids` has ended within `seconds`."""
@@ -211,6 +218,10 @@ class Live(Target):
             with contextlib.suppress(OSError):
                 found |= {int(pid) for pid in task.read_text().split()}
         return found
+
+    def health_of(self, upstream: str) -> int | None:
+        answer = probe(upstream, layout.DOMAIN, layout.HEALTH_PATH, timeout=HEALTH_ANSWER_SECONDS)
+        return answer.status if answer is not None else None
 
     def wait_gone(self, pids: set[int], seconds: float) -> bool:
         deadline = time.monotonic() + seconds
