@@ -11,6 +11,7 @@ import os
 import selectors
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -38,6 +39,14 @@ class Response:
     @property
     def text(self) -> str:
         return self.body.decode(errors="replace")
+
+
+def unverified_tls() -> ssl.SSLContext:
+    """TLS that accepts run-local's throwaway self-signed certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require_tool
-from helpers import DOMAIN, LOOPBACK, LiveStack, Response, load, request, start_stack
+from helpers import DOMAIN, LOOPBACK, LiveStack, Response, load, request, start_stack, unverified_tls
 
 VARIANTS = {
     "flask-gthread-tls": {"framework": "flask", "worker_class": "gthread", "tls_mode": "existing"},
@@ -57,7 +57,7 @@ def variants(cookies_session, framework_venv: Path) -> Iterator[dict[str, LiveSt
 
 
 def https_get(stack: LiveStack, path: str = "/") -> Response:
-    context = ssl._create_unverified_context()
+    context = unverified_tls()
     connection = http.client.HTTPSConnection("localhost", stack.state["https_port"], timeout=10, context=context)
     try:
         connection.request("GET", path, headers={"Host": DOMAIN})
@@ -131,7 +131,7 @@ def test_asgi_websocket_echoes_through_nginx(variants) -> None:
 
 
 def tls_handshake(port: int, version: ssl.TLSVersion) -> tuple[str, str | None]:
-    context = ssl._create_unverified_context()
+    context = unverified_tls()
     context.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer the old versions at all
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -21,7 +21,18 @@ from pathlib import Path
 
 import pytest
 from conftest import Baked, bake_or_fail, require_tool
-from helpers import DOMAIN, LOOPBACK, LiveStack, load, process_gone, request, slow_clients, start_stack, timed_get
+from helpers import (
+    DOMAIN,
+    LOOPBACK,
+    LiveStack,
+    load,
+    process_gone,
+    request,
+    slow_clients,
+    start_stack,
+    timed_get,
+    unverified_tls,
+)
 
 PROBE_APP = Path(__file__).with_name("probe_app.py")
 
@@ -323,7 +334,7 @@ def tls_stack(cookies_session, app_venv: Path) -> Iterator[LiveStack]:
 
 def https_raw(port: int, head: str) -> bytes:
     """`head` over TLS with the site's own name as SNI, whatever Host it carries; the whole answer."""
-    context = ssl._create_unverified_context()  # run-local's certificate is a throwaway self-signed one
+    context = unverified_tls()
     with (
         socket.create_connection((LOOPBACK, port), timeout=5) as sock,
         context.wrap_socket(sock, server_hostname=DOMAIN) as tls,

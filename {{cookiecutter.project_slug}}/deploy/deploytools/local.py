@@ -9,13 +9,11 @@ that drive the stack.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 from . import layout
 from .envfile import read_env_file
 from .nginx import LocalPorts, find_nginx, local_static_root, local_upstreams, scratch_dir, write_main_conf
+from .probe import probe
 from .rolling import HEALTHY_SECONDS, rolling_restart
 
 STATE_FILE = layout.PROJECT_DIR / ".run-local.json"
@@ -84,25 +83,12 @@ def ensure_venv(venv: Path) -> Path:
 
 
 def answers(port: int, path: str = layout.HEALTH_PATH, *, tls: bool = False) -> int | None:
-    """The status nginx gives for `path` with the site's Host, or None if nothing answers yet."""
-    if tls:
-        # The local certificate is a throwaway self-signed one: nothing to verify it against.
-        # "localhost" goes out as the TLS server name (SNI), which the local site answers to.
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-            "localhost", port, timeout=2, context=context
-        )
-    else:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        connection.request("GET", path, headers={"Host": layout.DOMAIN})
-        return connection.getresponse().status
-    except OSError:
-        return None
-    finally:
-        connection.close()
+    """The status nginx gives for `path` with the site's Host, or None if nothing answers yet.
+
+    Over TLS, "localhost" goes out as the server name (SNI), which the local site answers to.
+    """
+    answer = probe(f"127.0.0.1:{port}", layout.DOMAIN, path, tls_server_name="localhost" if tls else None, timeout=2)
+    return answer.status if answer else None
 
 
 def remove_all_but_logs(prefix: Path) -> None:

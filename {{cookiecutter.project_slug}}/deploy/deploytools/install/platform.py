@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
-from pathlib import Path
 
 from .. import layout
 
@@ -31,14 +31,13 @@ NGINX_READS = [
 ]
 
 
-def this_platform(os_release: Path = Path("/etc/os-release")) -> str | None:
-    """A machine as debian-12, ubuntu-24.04 or rhel-9 (Rocky and Alma count as RHEL)."""
+def this_platform() -> str | None:
+    """This machine as debian-13, ubuntu-24.04, rhel-9, ... (Rocky and Alma count as RHEL)."""
     try:
-        lines = os_release.read_text().splitlines()
+        release = platform.freedesktop_os_release()
     except OSError:
         return None
-    fields = dict(line.split("=", 1) for line in lines if "=" in line)
-    name, version = (fields.get(key, "").strip('"') for key in ("ID", "VERSION_ID"))
+    name, version = release.get("ID", ""), release.get("VERSION_ID", "")
     if name in {"rhel", "rocky", "almalinux", "centos"}:
         return f"rhel-{version.split('.')[0]}"
     return f"{name}-{version}"
