@@ -77,6 +77,7 @@ Run: {{ cookiecutter.project_slug }}_venv/bin/python -m unittest -v (the tests m
 """
 
 import os
+import secrets
 import shutil
 import tempfile
 import unittest
@@ -88,7 +89,7 @@ from django.test import Client
 
 # The real key lives in the env file; the tests need one of their own, and a state folder
 # (database) of their own instead of the service's or run-local's.
-os.environ["DJANGO_SECRET_KEY"] = "only-for-tests"
+os.environ["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
 os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"
 os.environ["STATE_DIRECTORY"] = tempfile.mkdtemp(prefix="{{ cookiecutter.project_slug }}-tests-")
 os.environ["DJANGO_SETTINGS_MODULE"] = "{{ cookiecutter.project_slug }}.settings"
@@ -168,6 +169,11 @@ class AppTest(unittest.TestCase):
 
     def test_admin_pages_cannot_be_framed_by_other_sites(self) -> None:
         self.assertEqual(self.client.get("/admin/login/")["X-Frame-Options"], "SAMEORIGIN")
+{% if cookiecutter.tls_mode != "none" %}
+
+    def test_deployment_checklist_has_no_warning(self) -> None:
+        call_command("check", deploy=True, fail_level="WARNING", verbosity=0)
+{% endif %}
 
 
 if __name__ == "__main__":
