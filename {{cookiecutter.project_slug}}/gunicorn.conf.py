@@ -120,4 +120,3 @@ if _runtime_dir:
     control_socket = os.path.join(_runtime_dir.split(":")[0], "gunicorn.ctl")
 else:
     control_socket_disable = True
-
