@@ -126,6 +126,9 @@ class Derived:
     install_state_dir: str
     runtime_dir: str
     env_file: str
+    # nginx's own files for this site: its access log, and the shared cache (with the cache answer).
+    access_log: str
+    cache_dir: str | None
     # systemd: `my_app` or, with several instances, the template `my_app@` and its instance names.
     unit_stem: str
     instance_names: list[str]
@@ -206,6 +209,8 @@ def derive(answers: Mapping[str, object]) -> Derived:
         install_state_dir=f"/var/lib/{slug}-install",
         runtime_dir=f"/run/{slug}",
         env_file=f"/etc/{slug}/{slug}.env",
+        access_log=f"/var/log/nginx/{slug}.access.log",
+        cache_dir=f"/var/lib/nginx/{slug}-cache" if answers.get("cache") == "on" else None,
         unit_stem=unit_stem,
         instance_names=instance_names,
         app_services=app_services,

@@ -49,6 +49,8 @@ server {
     server_tokens off;
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_reject_handshake on;
+    # A request that shook hands with a site's name but asks for another Host ends here too.
+    return 444;
 }
 """
 

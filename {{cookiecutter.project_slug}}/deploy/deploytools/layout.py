@@ -48,6 +48,9 @@ ENV_FILE = {{ derived.env_file | tojson }}
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
 # The service's own data (systemd's StateDirectory=, $STATE_DIRECTORY): Django's SQLite database.
 STATE_DIR = {{ derived.state_dir | tojson }}
+# nginx's access log of this site; the shared cache's folder (None: no cache), emptied on redeploy.
+ACCESS_LOG = {{ derived.access_log | tojson }}
+CACHE_DIR: str | None = {{ derived.cache_dir | tojson if derived.cache_dir else "None" }}
 # deploy/install's own records: the manifest of what it made, its journal, backups.
 INSTALL_STATE_DIR = {{ derived.install_state_dir | tojson }}
 

@@ -138,8 +138,8 @@ def localize(site: str, prefix: Path, ports: LocalPorts, nginx_version: tuple[in
         f"ssl_certificate {layout.TLS_CERTIFICATE};": f"ssl_certificate {certificate};",
         f"ssl_certificate_key {layout.TLS_CERTIFICATE_KEY};": f"ssl_certificate_key {key};",
         # The site's access log and its cache folder (with the cache answer) live under nginx's folders.
-        f"/var/log/nginx/{layout.NGINX_SNIPPETS_NAME}.access.log ": f"{prefix}/logs/access.log ",
-        "proxy_cache_path /var/lib/nginx/": f"proxy_cache_path {prefix}/tmp/",
+        f"access_log {layout.ACCESS_LOG} ": f"access_log {prefix}/logs/access.log ",
+        f"proxy_cache_path {layout.CACHE_DIR} ": f"proxy_cache_path {prefix}/tmp/cache ",
     }
     # The redirect to HTTPS names the local HTTPS port, which is not 443.
     swaps["return 301 https://$host$request_uri;"] = f"return 301 https://$host:{ports.https}$request_uri;"

@@ -62,7 +62,21 @@ class Install(Run):
             ("activate", self.activation.activate),
             ("https", self.activation.certificate),
             ("health", self.activation.health),
+            ("cache", self.empty_cache),
         ]
+
+    def empty_cache(self) -> str | None:
+        """Answers of the previous release must not outlive it: the new one is up, so the cache goes.
+
+        nginx takes a missing cache file for a miss, so emptying the folder under a running nginx is
+        safe; it refills from the new release.
+        """
+        if layout.CACHE_DIR is None:
+            return None
+        if not self.report.changes:
+            return "nothing changed, cache kept"
+        self.target.run("find", layout.CACHE_DIR, "-mindepth", "1", "-delete", check=False)
+        return f"emptied {layout.CACHE_DIR}"
 
     def run(self) -> int:
         target, report = self.target, self.report

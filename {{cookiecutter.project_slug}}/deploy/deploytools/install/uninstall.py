@@ -165,6 +165,17 @@ class Uninstall(Run):
                 files.remove_dir(path)
             else:
                 files.remove_file(path)
+        # What nginx made for this site alone: its shared cache, and its access log with the ones
+        # logrotate turned (access.log.1, access.log.2.gz, ...). Nothing else of nginx's.
+        made_by_nginx = [layout.CACHE_DIR] if layout.CACHE_DIR else []
+        log = files.disk(layout.ACCESS_LOG)
+        made_by_nginx += [
+            str(PurePosixPath(layout.ACCESS_LOG).parent / found.name) for found in log.parent.glob(log.name + "*")
+        ]
+        for path in made_by_nginx:
+            if files.disk(path).exists() and not files.disk(path).is_symlink():
+                target.run("rm", "-rf", "--", path)
+                self.report.changed("removed", path)
         if target.selinux_enabled():
             listed = target.query("semanage", "fcontext", "--list", "--locallist")
             for folder in NGINX_READS:
