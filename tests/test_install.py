@@ -808,3 +808,23 @@ def test_read_only_target_is_refused_without_traceback(baked: Baked, tmp_path: P
     finally:
         subprocess.run(["umount", str(read_only)], check=True)
     assert f"--root {read_only}/server is on a read-only file system ({read_only})" in output
+
+
+def test_cache_is_emptied_after_a_redeploy_and_purged_with_the_sites_logs(bake, tools, tmp_path: Path) -> None:
+    """With cache=on, answers of the previous release must not outlive it; purge takes what nginx
+    made for this site (its cache, its access logs), and nothing of another site's."""
+    project = bake(cache="on")
+    root = tmp_path / "server"
+    first = installed(project, root)
+    assert steps(first)["cache"] == "emptied /var/lib/nginx/my_app-cache"
+    app = project.path / "my_app/app.py"
+    app.write_text(app.read_text() + "\n# release 2\n")
+    installed(project, root)
+    assert "find /var/lib/nginx/my_app-cache -mindepth 1 -delete" in blocks(root)[-1]
+    assert steps(installed(project, root))["cache"] == "nothing changed, cache kept"
+    cached = write(root / "var/lib/nginx/my_app-cache/a/bc/entry", "cached answer")
+    logs = [write(root / f"var/log/nginx/my_app.access.log{suffix}", "GET /\n") for suffix in ("", ".1", ".2.gz")]
+    other = write(root / "var/log/nginx/shop.access.log", "GET /\n")
+    purged = installed(project, root, "--uninstall", "--purge")
+    assert not cached.exists() and not any(log.exists() for log in logs), purged
+    assert other.read_text() == "GET /\n"

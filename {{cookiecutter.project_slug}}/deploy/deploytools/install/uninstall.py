@@ -173,9 +173,10 @@ class Uninstall(Run):
             str(PurePosixPath(layout.ACCESS_LOG).parent / found.name) for found in log.parent.glob(log.name + "*")
         ]
         for path in made_by_nginx:
-            if files.disk(path).exists() and not files.disk(path).is_symlink():
-                target.run("rm", "-rf", "--", path)
-                self.report.changed("removed", path)
+            if files.disk(path).is_dir():
+                files.remove_tree(path)
+            else:
+                files.remove_file(path, listed_only=False)
         if target.selinux_enabled():
             listed = target.query("semanage", "fcontext", "--list", "--locallist")
             for folder in NGINX_READS:
