@@ -43,6 +43,8 @@ def variants(cookies_session, framework_venv: Path) -> Iterator[dict[str, LiveSt
     from contextlib import ExitStack
 
     with ExitStack() as running:
+        # gunicorn's own access log (off by default) shows which requests reached gunicorn.
+        running.enter_context(pytest.MonkeyPatch.context()).setenv("GUNICORN_ACCESSLOG", "-")
         stacks = {}
         for name, answers in VARIANTS.items():
             result = cookies_session.bake(extra_context=answers)
