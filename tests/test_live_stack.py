@@ -57,9 +57,16 @@ def with_probe(project: Path) -> Path:
 
 
 @contextmanager
-def probed_stack(cookies_session, app_venv: Path, **answers: str) -> Iterator[LiveStack]:
+def probed_stack(
+    cookies_session, app_venv: Path, edits: dict[str, tuple[str, str]] | None = None, **answers: str
+) -> Iterator[LiveStack]:
+    """The project baked with `answers` and the probe app; `edits`: file -> (old, new), as a user edits."""
     require_tool("nginx", "apt-get install nginx")
     project = with_probe(bake_or_fail(cookies_session, **answers).path)
+    for name, (old, new) in (edits or {}).items():
+        text = (project / name).read_text()
+        assert old in text, f"{old!r} not in {name}"
+        (project / name).write_text(text.replace(old, new))
     with start_stack(project, app_venv) as live:
         yield live
 
@@ -359,8 +366,12 @@ def test_https_with_another_host_gets_no_version(tls_stack: LiveStack) -> None:
 
 @pytest.fixture(scope="module")
 def two_threaded_instances(cookies_session, app_venv: Path) -> Iterator[LiveStack]:
-    """Two gthread instances with a 2 s timeout."""
-    with probed_stack(cookies_session, app_venv, worker_class="gthread", instances="2", _timeout=2) as live:
+    """Two gthread instances, their timeout edited down to 2 s in both files that hold it."""
+    edits = {
+        "gunicorn.conf.py": ("timeout = 30\n", "timeout = 2\n"),
+        "deploy/nginx/my_app.conf": ("proxy_read_timeout 30s;", "proxy_read_timeout 2s;"),
+    }
+    with probed_stack(cookies_session, app_venv, edits, worker_class="gthread", instances="2") as live:
         yield live
 
 

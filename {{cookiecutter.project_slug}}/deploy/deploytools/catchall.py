@@ -48,6 +48,12 @@ server {
     server_name _;
     server_tokens off;
     ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ecdh_curve X25519:prime256v1:secp384r1;
+    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
+    # The session settings of the sites: a client's resumed session is looked up here first.
+    ssl_session_timeout 1d;
+    ssl_session_cache shared:wsgi_deploy_tls:10m;
+    ssl_session_tickets off;
     ssl_reject_handshake on;
     # A request that shook hands with a site's name but asks for another Host ends here too.
     return 444;

@@ -32,7 +32,7 @@ SYSTEM_TREES = (
     "/sbin", "/snap", "/sys", "/tmp", "/usr", "/var/backups", "/var/cache", "/var/lock", "/var/log", "/var/mail",
     "/var/run", "/var/spool", "/var/tmp", "/var/www/html",
 )  # fmt: skip
-# Not these themselves (a folder of one's own inside them is fine: /srv/my_app, /var/lib/my_app).
+# Not these themselves (a folder of one's own inside them is fine: /srv/<app>, /var/lib/<app>).
 SYSTEM_FOLDERS = ("/", "/media", "/mnt", "/opt", "/srv", "/var", "/var/lib", "/var/local", "/var/opt", "/var/www")
 # Accounts and groups that grant more than a web app may have: root's, disks and memory, logs,
 # password hashes, sudo, container engines, the package manager, the terminal.
