@@ -245,7 +245,7 @@ def test_django_login_post_without_the_csrf_cookie_is_refused(stacks, browser) -
     browser.shoot()
     assert "CSRF verification failed" in browser.driver.find_element(By.TAG_NAME, "body").text
     # nginx writes its access log in batches, at least once a second.
-    refused = re.compile(r'"POST /admin/login/ HTTP/1.1" 403 ')
+    refused = re.compile(r'"POST /admin/login/ HTTP/[0-9.]+" 403 ')
     access_log = Path(stack.state["nginx_access_log"])
     stack.wait_for(lambda: refused.search(access_log.read_text()), seconds=5, what="the 403 in nginx's access log")
     assert "sessionid" not in {cookie["name"] for cookie in browser.driver.get_cookies()}
