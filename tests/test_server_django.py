@@ -1,0 +1,74 @@
+"""A Django project on real Debian 12 and 13 servers: installed with its own deploy/install, the
+installer runs its migrations as the service's user, nginx serves the admin's own files, and the
+first superuser is made the way the generated README says (here without a terminal: --noinput)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import bake_or_fail
+from servers import RELEASES, Checkout, copy_project, make_wheelhouse, platform_answer
+
+ADMIN_CSS = "/static/admin/css/base.css"
+
+
+@pytest.fixture(scope="module", params=list(RELEASES))
+def checkout(request, lab, cookies_session, wheel_cache) -> Iterator[Checkout]:
+    release = request.param
+    project = bake_or_fail(cookies_session, framework="django", **platform_answer(release))
+    make_wheelhouse(project.path, RELEASES[release], wheel_cache)
+    (host,) = lab.boot([f"django-{release}"], release=release)
+    try:
+        checkout = copy_project(host, project.path, "/root/my_app")
+        output = checkout.installed()
+        print(f"django on {release}: {output.strip().splitlines()[-1]}")
+        yield checkout
+    finally:
+        lab.remove(host)
+
+
+def test_the_installer_migrated_the_database_in_the_services_state_folder(checkout: Checkout) -> None:
+    host = checkout.host
+    database = "/var/lib/my_app/db.sqlite3"
+    assert host.run("stat", "-c", "%U %a", database).stdout.split()[0] == "my_app"
+    tables = host.run(
+        "python3",
+        "-c",
+        f"import sqlite3; print(sqlite3.connect({database!r}).execute("
+        '"select count(*) from django_migrations").fetchone()[0])',
+    ).stdout
+    assert int(tables) > 10
+
+
+def test_admin_login_page_answers_through_nginx_with_its_own_files_from_disk(checkout: Checkout) -> None:
+    host = checkout.host
+    login = host.get("/admin/login/")
+    assert login.status == 200 and "Django administration" in login.text
+    css = host.get(ADMIN_CSS)
+    assert css.status == 200 and "max-age" in css.headers.get("cache-control", "")
+    assert host.exists(f"/srv/my_app/static/{ADMIN_CSS.removeprefix('/static/')}")
+
+
+def test_first_superuser_as_the_readme_says_then_the_admin_knows_them(checkout: Checkout) -> None:
+    host = checkout.host
+    made = host.run(
+        "/srv/my_app/app/deploy/manage",
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        "admin",
+        "--email",
+        "admin@example.com",
+        check=False,
+        cwd="/",
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    listed = host.run(
+        "/srv/my_app/app/deploy/manage",
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; print(User.objects.get().is_superuser)",
+        cwd="/",
+    )
+    assert listed.stdout.strip().splitlines()[-1] == "True"
