@@ -121,13 +121,16 @@ def stacks(cookies_session, framework_venv: Path) -> Iterator[dict[str, LiveStac
     """wsgi, flask and django with HTTPS, each under run-local; the Django one with a superuser."""
     require_tool("nginx", "apt-get install nginx")
     require_tool("openssl", "apt-get install openssl")
-    with ExitStack() as running:
+    with ExitStack() as running, pytest.MonkeyPatch.context() as starting:
+        # gunicorn's own access log (off by default; nginx's has every request) shows what reached the app.
+        starting.setenv("GUNICORN_ACCESSLOG", "-")
         stacks = {}
         for framework in FRAMEWORKS:
             result = cookies_session.bake(extra_context={"framework": framework, "tls_mode": "existing"})
             assert result.exception is None, result.exception
             project = Path(result.project_path)
             stacks[framework] = running.enter_context(start_stack(project, framework_venv))
+        starting.undo()
         django = Baked(stacks["django"].project, {})
         # As deploy/setup-venv leaves it: deploy/manage uses the project's venv.
         (django.path / "my_app_venv").symlink_to(framework_venv)
@@ -181,7 +184,8 @@ def test_home_page_renders_with_nginx_stylesheet_and_no_csp_violation(stacks, br
     assert browser.script("return getComputedStyle(document.body).backgroundColor") == PAGE_BACKGROUND
     assert browser.script("return getComputedStyle(document.querySelector('main')).borderTopLeftRadius") == "8px"
     assert response_headers(browser, "/static/style.css")["cache-control"] == NGINX_STATIC_CACHE
-    assert "/static/style.css" not in stack.gunicorn_log()
+    assert '"GET / HTTP/1.1" 200' in stack.gunicorn_log()  # the page came from the app, through nginx
+    assert "/static/style.css" not in stack.gunicorn_log()  # its stylesheet did not
     assert browser.csp_problems() == []
 
 
@@ -244,8 +248,10 @@ def test_django_login_post_without_the_csrf_cookie_is_refused(stacks, browser) -
     wait_for(browser, lambda: browser.driver.title == "403 Forbidden", "Django's CSRF failure page")
     browser.shoot()
     assert "CSRF verification failed" in browser.driver.find_element(By.TAG_NAME, "body").text
-    # nginx writes its access log in batches, at least once a second.
-    refused = re.compile(r'"POST /admin/login/ HTTP/[0-9.]+" 403 ')
+    assert re.search(r'"POST /admin/login/ HTTP/1.1" 403 ', stack.gunicorn_log())
+    assert "Forbidden (CSRF cookie not set.): /admin/login/" in stack.gunicorn_log()
+    # nginx writes its access log in batches, at least once a second (the browser speaks HTTP/2 to it).
+    refused = re.compile(r'"POST /admin/login/ HTTP/[\d.]+" 403 ')
     access_log = Path(stack.state["nginx_access_log"])
     stack.wait_for(lambda: refused.search(access_log.read_text()), seconds=5, what="the 403 in nginx's access log")
     assert "sessionid" not in {cookie["name"] for cookie in browser.driver.get_cookies()}
