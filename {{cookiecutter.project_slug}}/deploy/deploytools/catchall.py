@@ -39,6 +39,11 @@ server {
     return 444;
 }
 """
+# Mozilla's intermediate profile, as in the sites' tls.conf.
+CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
 HTTPS_SERVER = """
 # The same on 443: no certificate is shown for a name that is not ours. Before the name is known
 # this server also sets the TLS versions offered (Mozilla's intermediate profile, like the sites).
@@ -49,7 +54,7 @@ server {
     server_tokens off;
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_ecdh_curve X25519:prime256v1:secp384r1;
-    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
+    ssl_ciphers @CIPHERS@;
     # The session settings of the sites: a client's resumed session is looked up here first.
     ssl_session_timeout 1d;
     ssl_session_cache shared:wsgi_deploy_tls:10m;
@@ -58,7 +63,7 @@ server {
     # A request that shook hands with a site's name but asks for another Host ends here too.
     return 444;
 }
-"""
+""".replace("@CIPHERS@", CIPHERS)
 
 
 @dataclass
