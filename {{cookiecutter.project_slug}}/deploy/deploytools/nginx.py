@@ -139,7 +139,7 @@ def localize(site: str, prefix: Path, ports: LocalPorts, nginx_version: tuple[in
         f"ssl_certificate_key {layout.TLS_CERTIFICATE_KEY};": f"ssl_certificate_key {key};",
         # The site's access log and its cache folder (with the cache answer) live under nginx's folders.
         f"access_log {layout.ACCESS_LOG} ": f"access_log {prefix}/logs/access.log ",
-        f"proxy_cache_path {layout.CACHE_DIR} ": f"proxy_cache_path {prefix}/tmp/cache ",
+        f"proxy_cache_path {layout.CACHE_DIR} ": f"proxy_cache_path {prefix}/tmp/{Path(layout.CACHE_DIR or '').name} ",
     }
     # The redirect to HTTPS names the local HTTPS port, which is not 443.
     swaps["return 301 https://$host$request_uri;"] = f"return 301 https://$host:{ports.https}$request_uri;"
