@@ -98,7 +98,7 @@ limit_request_field_size = 8190
 
 # Logging ---------------------------------------------------------------------
 # nginx's access log has every request, with gunicorn's time in it ($upstream_response_time); a
-# second line per request from gunicorn cost 25-36% of the throughput when measured. Set
+# second line per request from gunicorn cost 19-36% of the throughput when measured. Set
 # GUNICORN_ACCESSLOG=- to have it in the journal as well (the client address nginx saw, the
 # request, status, bytes, referrer, user agent and milliseconds).
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
