@@ -808,3 +808,16 @@ def test_read_only_target_is_refused_without_traceback(baked: Baked, tmp_path: P
     finally:
         subprocess.run(["umount", str(read_only)], check=True)
     assert f"--root {read_only}/server is on a read-only file system ({read_only})" in output
+
+
+def test_redeploy_keeps_a_file_edited_on_the_server_that_the_new_version_drops(bake, tools, tmp_path: Path) -> None:
+    root = tmp_path / "server"
+    installed(bake(), root)
+    socket_unit = root / "etc/systemd/system/my_app.socket"
+    socket_unit.write_text(socket_unit.read_text() + "# tuned on this server\n")
+
+    output = installed(bake(bind="tcp"), root)
+
+    assert socket_unit.read_text().endswith("# tuned on this server\n")
+    assert "/etc/systemd/system/my_app.socket (changed since it was installed)" in output
+    assert "systemctl disable --now my_app.socket" in blocks(root)[-1]
