@@ -828,3 +828,16 @@ def test_cache_is_emptied_after_a_redeploy_and_purged_with_the_sites_logs(bake, 
     purged = installed(project, root, "--uninstall", "--purge")
     assert not cached.exists() and not any(log.exists() for log in logs), purged
     assert other.read_text() == "GET /\n"
+
+
+def test_redeploy_keeps_a_file_edited_on_the_server_that_the_new_version_drops(bake, tools, tmp_path: Path) -> None:
+    root = tmp_path / "server"
+    installed(bake(), root)
+    socket_unit = root / "etc/systemd/system/my_app.socket"
+    socket_unit.write_text(socket_unit.read_text() + "# tuned on this server\n")
+
+    output = installed(bake(bind="tcp"), root)
+
+    assert socket_unit.read_text().endswith("# tuned on this server\n")
+    assert "/etc/systemd/system/my_app.socket (changed since it was installed)" in output
+    assert "systemctl disable --now my_app.socket" in blocks(root)[-1]
