@@ -1,4 +1,4 @@
-"""Three gunicorn instances behind nginx (instances=3) on a real Debian server: restarts and
+"""Three gunicorn instances behind nginx (instances=3) on real Debian 12 and 13 servers: restarts and
 redeploys go one instance at a time, and requests keep succeeding meanwhile."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ HOME_TEXT = "Served by gunicorn behind nginx."
 SERVICES = [f"my_app@{n}.service" for n in (1, 2, 3)]
 
 
-@pytest.fixture(scope="module")
-def checkout(lab, cookies_session, wheel_cache) -> Iterator[Checkout]:
-    project = bake_or_fail(cookies_session, instances="3", **platform_answer("bookworm"))
-    make_wheelhouse(project.path, RELEASES["bookworm"], wheel_cache)
-    (host,) = lab.boot(["instances"], release="bookworm")
+@pytest.fixture(scope="module", params=list(RELEASES))
+def checkout(request, lab, cookies_session, wheel_cache) -> Iterator[Checkout]:
+    release = request.param
+    project = bake_or_fail(cookies_session, instances="3", **platform_answer(release))
+    make_wheelhouse(project.path, RELEASES[release], wheel_cache)
+    (host,) = lab.boot([f"instances-{release}"], release=release)
     try:
         checkout = copy_project(host, project.path, "/root/my_app")
         checkout.installed()
