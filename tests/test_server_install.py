@@ -8,6 +8,7 @@ each one leaves it serving.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -237,3 +238,45 @@ def test_measurements_of_the_live_server(installed: Installed) -> None:
         f" first install {installed.seconds:.1f}s"
     )
     assert float(exposure[1]) <= 2.0
+
+
+# An env file with what trips naive parsers; what systemd passes the service is the reference.
+TRICKY_ENV = (
+    "PLAIN=1\n"
+    "  SPACED = two words  \n"
+    "  # INDENTED_COMMENT=1\n"
+    "; SEMICOLON_COMMENT=1\n"
+    "HASH_AFTER=1 # not a comment\n"
+    "NO_EQUALS_LINE\n"
+    'DOUBLE="a b"\n'
+    "SINGLE='a \"b\" $c'\n"
+    'ESCAPES="q\\"d\\$e\\n"\n'
+    "APOSTROPHE=it's\n"
+    'JOINED="a"b\n'
+    "BACKSLASH=a\\ b\\\\c\n"
+    "CONTINUED=one \\\ntwo\n"
+    "EMPTY=\n"
+    "URL=postgres://u:p@h/db?x=1\n"
+    "1INVALID=1\n"
+    "TWICE=1\nTWICE=2\n"
+)
+
+
+def test_the_env_file_reads_as_systemd_gives_it_to_the_service(installed: Installed) -> None:
+    host = installed.host
+    host.write("/tmp/tricky.env", TRICKY_ENV)
+    given = host.run(
+        "systemd-run", "--wait", "--pipe", "--quiet", "--property=EnvironmentFile=/tmp/tricky.env", "/usr/bin/env", "-0"
+    ).stdout
+    by_systemd = dict(entry.split("=", 1) for entry in given.split("\0") if "=" in entry)
+    ours = host.run(
+        "python3",
+        "-c",
+        "import importlib.util, json, pathlib; "
+        "spec = importlib.util.spec_from_file_location('envfile', '/srv/my_app/app/deploy/deploytools/envfile.py'); "
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
+        "print(json.dumps(module.read_env_file(pathlib.Path('/tmp/tricky.env'))))",
+    ).stdout
+    parsed = json.loads(ours)
+    assert parsed == {name: by_systemd[name] for name in parsed}
+    assert set(parsed) == {name for name in by_systemd if name in TRICKY_ENV}
