@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import hashlib
 import http.client
-import json
 import os
 import re
 import shutil
@@ -42,7 +41,6 @@ from pathlib import Path
 RELEASES = {"bookworm": "3.11", "trixie": "3.13"}
 # The template's platform answer for each release.
 PLATFORMS = {"bookworm": "debian-12", "trixie": "debian-13"}
-TEMPLATE_ANSWERS = Path(__file__).resolve().parents[1] / "cookiecutter.json"
 # What a fresh server of ours has: systemd booting it, nginx, Python with venv, and the tools
 # the tests use inside it (curl, ip, ps, openssl for a self-signed certificate).
 PACKAGES = (
@@ -656,10 +654,8 @@ def load(
 
 # Projects on servers ---------------------------------------------------------------------------
 def platform_answer(release: str) -> dict[str, str]:
-    """{"platform": ...} for a project made for `release`, where the template offers that platform;
-    else nothing (the default platform)."""
-    choices = json.loads(TEMPLATE_ANSWERS.read_text())["platform"]
-    return {"platform": PLATFORMS[release]} if PLATFORMS[release] in choices else {}
+    """{"platform": ...}: the answer that makes a project for `release`."""
+    return {"platform": PLATFORMS[release]}
 
 
 def make_wheelhouse(project: Path, python: str, cache: Path) -> None:
