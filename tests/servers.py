@@ -41,8 +41,9 @@ from pathlib import Path
 RELEASES = {"bookworm": "3.11", "trixie": "3.13"}
 # The template's platform answer for each release.
 PLATFORMS = {"bookworm": "debian-12", "trixie": "debian-13"}
-# What a fresh server of ours has: systemd booting it, nginx, Python with venv, and the tools
-# the tests use inside it (curl, ip, ps, openssl for a self-signed certificate).
+# What a fresh server of ours has: systemd booting it, nginx, Python with venv, an ssh server and
+# sudo (Ansible comes in over ssh), and the tools the tests use inside it (curl, ip, ps, openssl
+# for a self-signed certificate).
 PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -50,6 +51,8 @@ PACKAGES = (
     "nginx",
     "python3",
     "python3-venv",
+    "openssh-server",
+    "sudo",
     "curl",
     "iproute2",
     "procps",
@@ -126,8 +129,9 @@ def root_filesystem(release: str) -> Path:
             "--variant=minbase",
             f"--include={','.join(PACKAGES)}",
             f"--customize-hook=chroot $1 systemctl mask {' '.join(MASKED_UNITS)}",
-            # The host's name would be copied in; each server gets its own at boot.
-            "--customize-hook=rm -f $1/etc/hostname",
+            # The host's name would be copied in; each server gets its own at boot. So do ssh host keys:
+            # every server gets its own (Lab.create), known to the lab's known_hosts.
+            "--customize-hook=rm -f $1/etc/hostname $1/etc/ssh/ssh_host_*",
             release,
             str(building),
             timeout=BUILD_SECONDS,
@@ -383,6 +387,12 @@ class Lab:
             run("ip", "address", "add", f"{self.subnet}.254/24", "dev", self.bridge)
             run("ip", "link", "set", self.bridge, "up")
         self.folder.mkdir(parents=True, exist_ok=True)
+        # The way in over ssh: one client key for every host, and each host's own key, known ahead.
+        (self.folder / "ssh").mkdir(mode=0o700)
+        self.ssh_key = self.folder / "ssh" / "id_ed25519"
+        self.known_hosts = self.folder / "ssh" / "known_hosts"
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{PREFIX}-{self.id}", "-f", str(self.ssh_key))
+        self.known_hosts.touch(mode=0o600)
         atexit.register(self.close)
         # A plain SIGTERM (a CI runner cancelling the job) would skip atexit: make it an exit.
         if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
@@ -424,6 +434,11 @@ class Lab:
             str(host.root),
         )  # fmt: skip
         (host.root / "etc" / "hostname").write_text(f"{name}\n")
+        # As Debian's installer writes it: the host's own name resolves (sudo asks for it).
+        (host.root / "etc" / "hosts").write_text(
+            f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost\n"
+        )
+        self.allow_ssh(host)
         veth = f"{PREFIX}{self.id}v{index}"
         run("ip", "netns", "add", host.netns)
         run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns)
@@ -432,6 +447,31 @@ class Lab:
         run("ip", "-n", host.netns, "link", "set", "eth0", "up")
         run("ip", "-n", host.netns, "link", "set", "lo", "up")
         return host
+
+    def allow_ssh(self, host: Host) -> None:
+        """Give the host an ssh host key of its own, add it to known_hosts, let the lab's key in as root."""
+        key = host.root / "etc" / "ssh" / "ssh_host_ed25519_key"
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}", "-f", str(key))
+        public = key.with_name(key.name + ".pub").read_text().split()[:2]
+        with self.lock, self.known_hosts.open("a") as known:
+            known.write(f"{host.address} {' '.join(public)}\n")
+        ssh_dir = host.root / "root" / ".ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        authorized = ssh_dir / "authorized_keys"
+        authorized.write_text(self.ssh_key.with_suffix(".pub").read_text())
+        authorized.chmod(0o600)
+
+    @property
+    def ssh_options(self) -> list[str]:
+        """ssh options that reach every host of the lab as root, checking its host key."""
+        return [
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "IdentitiesOnly=yes",
+            "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=10",
+            "-i", str(self.ssh_key),
+        ]  # fmt: skip
 
     def remove(self, host: Host) -> None:
         """Power the host off and remove everything it had: mount, namespace, link, files."""

@@ -1,0 +1,88 @@
+"""The several-servers kit of a baked project: deploy/ansible's playbooks pass Ansible's own checks,
+and deploy/release packs the project the same way every time. (The playbooks run against booted
+servers in test_server_ansible.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import Baked, require_tool
+
+ANSIBLE_DIR = Path("deploy") / "ansible"
+
+
+def ansible_env(project: Path) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "ANSIBLE_NOCOLOR": "1",
+        "NO_COLOR": "1",
+        "ANSIBLE_HOME": str(project / ".ansible-home"),
+    }
+
+
+def release(project: Path) -> dict:
+    result = subprocess.run(
+        [str(project / "deploy" / "release"), "--json"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_playbooks_pass_ansible_lint_production_profile(baked: Baked) -> None:
+    lint = require_tool("ansible-lint", "pip install -r requirements-dev.txt")
+    result = subprocess.run(
+        [lint, "--offline", "--profile", "production", "--nocolor"],
+        cwd=baked.path / ANSIBLE_DIR,
+        env=ansible_env(baked.path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Profile 'production' was required, and it passed" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "rolling.yml"])
+def test_playbooks_pass_syntax_check_with_the_example_inventory(baked: Baked, playbook: str) -> None:
+    ansible_playbook = require_tool("ansible-playbook", "pip install -r requirements-dev.txt")
+    result = subprocess.run(
+        [ansible_playbook, "--syntax-check", "-i", "inventory.example.yml", playbook],
+        cwd=baked.path / ANSIBLE_DIR,
+        env=ansible_env(baked.path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_release_is_the_same_archive_for_the_same_files_and_a_new_one_after_an_edit(bake) -> None:
+    project = bake(framework="django").path
+    first = release(project)
+    assert first["made"] is True
+    again = release(project)
+    assert (again["id"], again["made"]) == (first["id"], False)
+    archive = Path(first["archive"])
+    assert archive.parent == project / ".releases"
+    # It holds the bake-time secret: only its owner reads it.
+    assert archive.stat().st_mode & 0o077 == 0
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        install = tar.getmember("deploy/install")
+    assert {"deploy/install", "gunicorn.conf.py", "requirements.txt", "my_app.env", "manage.py"} <= names
+    assert install.mode & 0o111, "deploy/install must stay executable"
+    assert not {name for name in names if name.startswith(("tests", "my_app_venv", ".releases")) or "__pycache__" in name}
+    assert first["app_ports"] == [8081] and first["domain"] == "example.com"
+    (project / "my_app" / "views.py").write_text((project / "my_app" / "views.py").read_text() + "\n# edited\n")
+    edited = release(project)
+    assert edited["made"] is True and edited["id"] != first["id"]

@@ -1,0 +1,246 @@
+"""Several servers with Ansible: two app hosts and a load balancer, booted Debian 12 on a private
+network, converged over ssh by the project's own deploy/ansible playbooks; releases rolled out
+under load, a failing one stopped at its first host, and a third app host joining.
+
+The tests run in order on one set of hosts (the module's tests share them, as an operator's
+servers see one deploy after another)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from conftest import Baked, bake_or_fail, require_tool
+from servers import RELEASES, Host, Lab, http_get, load, make_wheelhouse, platform_answer
+
+RELEASE = "bookworm"
+APP_MODULE = "my_app/app.py"
+# Appended to the app by the tests: a page that says which release and which host answered.
+RELEASE_PAGE = """
+
+# Which release answers, and on which host (added for the several-servers tests).
+import socket  # noqa: E402
+
+RELEASE = "{release}"
+
+
+def release(environ: dict) -> tuple[str, str, bytes]:
+    return "200 OK", "text/plain; charset=utf-8", f"{{RELEASE}} {{socket.gethostname()}}\\n".encode()
+
+
+ROUTES["/release"] = release
+"""
+BROKEN_HEALTH = """
+
+def broken_health(environ: dict) -> tuple[str, str, bytes]:
+    return "500 Internal Server Error", "text/plain; charset=utf-8", b"broken\\n"
+
+
+ROUTES["/healthz"] = broken_health
+"""
+RECAP = re.compile(r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+                   r"\s+failed=(?P<failed>\d+)", re.MULTILINE)  # fmt: skip
+PLAYBOOK_SECONDS = 600
+
+
+@dataclass
+class Played:
+    returncode: int
+    output: str
+    seconds: float
+    recap: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"exit {self.returncode} after {self.seconds:.1f}s\n{self.output}"
+
+
+@dataclass
+class Cluster:
+    """The project on the controller (this machine), the booted hosts, and Ansible's inventory."""
+
+    lab: Lab
+    project: Baked
+    app_module: str
+    hosts: dict[str, Host]
+    groups: dict[str, list[str]]
+    inventory: Path
+
+    @property
+    def lb(self) -> Host:
+        return self.hosts["lb"]
+
+    def release(self, name: str, *extra: str) -> None:
+        """Make the project's app release `name` (and add `extra` code), as a developer would."""
+        path = self.project.path / APP_MODULE
+        path.write_text(self.app_module + RELEASE_PAGE.format(release=name) + "".join(extra))
+
+    def write_inventory(self) -> None:
+        """The inventory an operator writes, as inventory.example.yml shows, for the lab's hosts."""
+        children = {
+            group: {"hosts": {name: {"ansible_host": self.hosts[name].address} for name in names}}
+            for group, names in self.groups.items()
+        }
+        inventory = {
+            "all": {
+                "vars": {
+                    "ansible_user": "root",
+                    "ansible_ssh_private_key_file": str(self.lab.ssh_key),
+                    "ansible_ssh_common_args": " ".join(self.lab.ssh_options),
+                },
+                "children": children,
+            }
+        }
+        # JSON is YAML: Ansible reads it as an inventory file like any other.
+        self.inventory.write_text(json.dumps(inventory, indent=2))
+
+    def play(self, playbook: str, *args: str) -> Played:
+        """ansible-playbook run from deploy/ansible, as the generated README says."""
+        venv_bin = str(Path(sys.executable).parent)
+        env = {
+            **os.environ,
+            "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCAL_TEMP": str(self.inventory.parent / "ansible-local"),
+            "ANSIBLE_HOME": str(self.inventory.parent / "ansible-home"),
+        }
+        started = time.monotonic()
+        result = subprocess.run(
+            [f"{venv_bin}/ansible-playbook", "-i", str(self.inventory), playbook, *args],
+            cwd=self.project.path / "deploy" / "ansible",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=PLAYBOOK_SECONDS,
+            check=False,
+        )
+        played = Played(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
+        for match in RECAP.finditer(result.stdout):
+            counts = {key: int(value) for key, value in match.groupdict().items() if key != "host"}
+            played.recap[match["host"]] = counts
+        return played
+
+    def answers(self, path: str = "/release", count: int = 30) -> list[str]:
+        """What `count` requests through the load balancer got back: "<release> <host>" each."""
+        found = []
+        for _ in range(count):
+            response = self.lb.get(path)
+            assert response.status == 200, response
+            found.append(response.text.strip())
+        return found
+
+    def on_host(self, name: str, port: int = 8081) -> str:
+        """The release a host's gunicorn answers directly, on its private address."""
+        host = self.hosts[name]
+        return http_get(host.address, "/release", port=port).text.strip()
+
+
+@pytest.fixture(scope="module")
+def cluster(lab: Lab, cookies_session, wheel_cache, tmp_path_factory) -> Iterator[Cluster]:
+    require_tool("ssh", "apt-get install openssh-client")
+    require_tool("ansible-playbook", "pip install -r requirements-dev.txt")
+    project = bake_or_fail(cookies_session, **platform_answer(RELEASE))
+    make_wheelhouse(project.path, RELEASES[RELEASE], wheel_cache)
+    hosts = lab.boot(["app1", "app2", "lb"], release=RELEASE)
+    cluster = Cluster(
+        lab=lab,
+        project=project,
+        app_module=(project.path / APP_MODULE).read_text(),
+        hosts={host.name: host for host in hosts},
+        groups={"app": ["app1", "app2"], "lb": ["lb"]},
+        inventory=tmp_path_factory.mktemp("ansible") / "inventory.yml",
+    )
+    cluster.release("v1")
+    cluster.write_inventory()
+    try:
+        yield cluster
+    finally:
+        for host in list(cluster.hosts.values()):
+            lab.remove(host)
+
+
+def changed_anywhere(played: Played) -> dict[str, int]:
+    return {host: counts["changed"] for host, counts in played.recap.items() if counts["changed"]}
+
+
+def test_site_converges_every_host_and_a_second_run_changes_nothing(cluster: Cluster) -> None:
+    first = cluster.play("site.yml")
+    print(f"site.yml, first run: {first.seconds:.1f}s")
+    assert first.returncode == 0, first
+    assert set(first.recap) == {"localhost", "app1", "app2", "lb"}, first
+    assert all(counts["changed"] for name, counts in first.recap.items() if name != "localhost"), first
+    second = cluster.play("site.yml")
+    print(f"site.yml, second run: {second.seconds:.1f}s")
+    assert second.returncode == 0, second
+    assert changed_anywhere(second) == {}, second
+
+
+def test_requests_through_the_load_balancer_reach_both_app_hosts(cluster: Cluster) -> None:
+    answers = cluster.answers()
+    assert set(answers) == {"v1 app1", "v1 app2"}, answers
+    # The static files come from the load balancer's nginx, not from an app host.
+    assert cluster.lb.get("/static/style.css").status == 200
+    # gunicorn trusts X-Forwarded-For from the load balancer: the app sees this machine's address.
+    assert f'id="client-addr">{cluster.lab.gateway}<' in cluster.lb.get("/").text
+
+
+def test_app_hosts_listen_on_their_private_address_and_trust_only_the_load_balancer(cluster: Cluster) -> None:
+    app1 = cluster.hosts["app1"]
+    assert cluster.on_host("app1") == "v1 app1"
+    forged = http_get(app1.address, "/", port=8081, headers={"X-Forwarded-For": "203.0.113.9"}).text
+    # From anywhere but the load balancer the header is ignored: the app sees the real peer.
+    assert f'id="client-addr">{cluster.lab.gateway}<' in forged, forged
+    # No nginx on an app host: nothing answers on port 80 there.
+    assert app1.run("curl", "-sS", "-o", "/dev/null", "http://127.0.0.1/", check=False).returncode != 0
+    assert not app1.exists("/etc/nginx/sites-enabled/my_app.conf")
+
+
+def test_rolling_update_under_load_fails_no_request(cluster: Cluster) -> None:
+    cluster.release("v2")
+    with load(cluster.lb.address, path="/release", seconds=300, max_requests=60000) as seen:
+        time.sleep(0.5)
+        played = cluster.play("rolling.yml")
+        time.sleep(0.5)
+    print(f"rolling.yml, 2 app hosts, under load: {played.seconds:.1f}s; {seen}")
+    assert played.returncode == 0, played
+    assert seen.failed == 0, seen
+    assert seen.sent > 100, seen
+    assert [cluster.on_host("app1"), cluster.on_host("app2")] == ["v2 app1", "v2 app2"]
+    assert set(cluster.answers()) == {"v2 app1", "v2 app2"}
+
+
+def test_failing_release_stops_at_its_first_host_which_stays_drained(cluster: Cluster) -> None:
+    cluster.release("v3", BROKEN_HEALTH)
+    played = cluster.play("rolling.yml")
+    print(f"rolling.yml with a failing /healthz: {played.seconds:.1f}s")
+    assert played.returncode != 0, played
+    assert played.recap["app1"]["failed"] == 1, played
+    # The play stopped there: the second host was never drained nor touched.
+    assert "app2" not in played.recap or played.recap["app2"]["changed"] == 0, played
+    # deploy/install rolled the first host back to v2; the load balancer serves from the other.
+    assert cluster.on_host("app1") == "v2 app1"
+    assert cluster.on_host("app2") == "v2 app2"
+    assert set(cluster.answers()) == {"v2 app2"}
+    site = cluster.lb.read("/etc/nginx/sites-available/my_app.conf")
+    assert re.search(rf"server {re.escape(cluster.hosts['app1'].address)}:8081 .*\bdown;", site), site
+
+
+def test_a_third_app_host_added_to_the_inventory_joins_the_upstream(cluster: Cluster) -> None:
+    (app3,) = cluster.lab.boot(["app3"], release=RELEASE)
+    cluster.hosts["app3"] = app3
+    cluster.groups["app"].append("app3")
+    cluster.write_inventory()
+    cluster.release("v2")  # the release that runs everywhere: the broken one is withdrawn
+    played = cluster.play("site.yml")
+    print(f"site.yml with a third app host: {played.seconds:.1f}s")
+    assert played.returncode == 0, played
+    assert played.recap["app3"]["changed"] > 0, played
+    # site.yml puts the drained host back too: every app host answers through the load balancer.
+    assert set(cluster.answers(count=45)) == {"v2 app1", "v2 app2", "v2 app3"}

@@ -1,0 +1,110 @@
+"""deploy/release: this project as one archive, the release that deploy/ansible puts on every host.
+
+The archive holds what deploy/install reads on a server: the project's files as the installer
+copies them (tests, venvs, caches and hidden files stay behind), the settings made at bake time
+(the .env file) and, when deploy/wheelhouse made it, wheels/. It is built the same way every
+time (sorted names, no dates, root as owner), so the same files make the same archive: its
+SHA-256 names the release, and an unchanged project makes no new release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+import tempfile
+from pathlib import Path
+
+from . import layout
+from .install.common import app_skips, tree
+
+# Hidden: deploy/install and the archive's own tree skip hidden folders, and git ignores it.
+RELEASES_DIR = layout.PROJECT_DIR / ".releases"
+# Archives kept beside the newest, for a look at what a host ran before.
+KEEP = 5
+
+
+def files() -> dict[str, Path]:
+    """Every path of the release by its name in the archive, parents first."""
+    found = tree(layout.PROJECT_DIR, app_skips(layout.PROJECT_DIR))
+    if layout.ENV_SOURCE.exists():
+        # Hidden from the app's copy (it holds secrets), but the installer creates the env file from it.
+        found[layout.ENV_SOURCE.name] = layout.ENV_SOURCE
+    return dict(sorted(found.items()))
+
+
+def archive(paths: dict[str, Path]) -> bytes:
+    """A gzip'd tar of `paths`, byte for byte the same for the same files."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, path in paths.items():
+            info = tar.gettarinfo(str(path), arcname=name)
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            # The mode as git keeps it: executable or not, nothing of this machine's umask.
+            executable = info.mode & stat.S_IXUSR
+            info.mode = 0o755 if info.isdir() or executable else 0o644
+            if info.isfile():
+                with path.open("rb") as content:
+                    tar.addfile(info, content)
+            elif info.isdir():
+                tar.addfile(info)
+            else:
+                raise SystemExit(f"release: {path}: only files and folders go into a release")
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, filename="") as zipped:
+        zipped.write(raw.getvalue())
+    return packed.getvalue()
+
+
+def make(releases: Path) -> dict[str, object]:
+    """Write the archive into `releases` unless it is there already; what Ansible needs to know."""
+    content = archive(files())
+    release_id = hashlib.sha256(content).hexdigest()[:12]
+    path = releases / f"{layout.SLUG}-{release_id}.tar.gz"
+    made = not path.exists()
+    if made:
+        # It may hold secrets (the .env file): readable by this user only.
+        releases.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=releases, prefix=".partial-", delete=False) as partial:
+            partial.write(content)
+        os.replace(partial.name, path)
+    else:
+        path.touch()  # the newest again: pruning keeps it
+    prune(releases)
+    return {
+        "archive": str(path),
+        "id": release_id,
+        "made": made,
+        "slug": layout.SLUG,
+        "domain": layout.DOMAIN,
+        "health_path": layout.HEALTH_PATH,
+        "app_ports": layout.APP_PORTS,
+        "tls": layout.TLS_MODE != "none",
+    }
+
+
+def prune(releases: Path) -> None:
+    archives = sorted(releases.glob(f"{layout.SLUG}-*.tar.gz"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for old in archives[KEEP:]:
+        old.unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deploy/release", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=RELEASES_DIR, help=f"where archives go (default: {RELEASES_DIR})")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (for deploy/ansible)")
+    args = parser.parse_args(argv)
+    result = make(args.dir.absolute())
+    if args.json:
+        print(json.dumps(result))
+    else:
+        verb = "made" if result["made"] else "unchanged"
+        print(f"release {result['id']}: {verb}: {result['archive']}")
+    return 0
