@@ -134,6 +134,9 @@ class Derived:
     instance_names: list[str]
     app_services: list[str]
     socket_units: list[str]
+    # The app's TCP ports, one per instance from app_port on: where gunicorn listens with bind=tcp,
+    # and on an app host of its own (deploy/install --role app) whatever bind says.
+    app_ports: list[int]
     # nginx's upstream servers on this machine, one per gunicorn instance: unix:/path or 127.0.0.1:port.
     upstream_servers: list[str]
     # The socket path as the unit spells it (%i: the instance name), when bind is unix.
@@ -184,8 +187,8 @@ def derive(answers: Mapping[str, object]) -> Derived:
     tcp = answers["bind"] == "tcp"
     several = instances > 1
     unit_stem = f"{slug}@" if several else slug
+    ports = [int(str(answers["app_port"])) + index for index in range(instances)]
     if tcp:
-        ports = [int(str(answers["app_port"])) + index for index in range(instances)]
         instance_names = [str(port) for port in ports] if several else []
         upstream_servers = [f"127.0.0.1:{port}" for port in ports]
         socket_path = None
@@ -215,6 +218,7 @@ def derive(answers: Mapping[str, object]) -> Derived:
         instance_names=instance_names,
         app_services=app_services,
         socket_units=[] if tcp else [name.removesuffix(".service") + ".socket" for name in app_services],
+        app_ports=ports,
         upstream_servers=upstream_servers,
         socket_path=socket_path,
         remote_app_servers=remote.split(",") if remote else [],

@@ -26,7 +26,12 @@ APP_DIR = {{ derived.app_dir | tojson }}
 VENV_DIR = {{ derived.venv_dir | tojson }}
 STATIC_ROOT = {{ derived.static_root | tojson }}
 ERRORS_ROOT = {{ derived.errors_root | tojson }}
-# What nginx's upstream lists: unix:/path or 127.0.0.1:port, one per gunicorn instance.
+# The app's TCP ports, one per instance: gunicorn's with bind=tcp, and on an app host of its own
+# (deploy/install --role app) whatever bind says, since another machine reaches it over TCP only.
+APP_PORTS: list[int] = {{ derived.app_ports | tojson }}
+# The name of the site's upstream block, and what it lists: unix:/path or 127.0.0.1:port, one per
+# gunicorn instance.
+UPSTREAM = {{ derived.upstream | tojson }}
 UPSTREAM_SERVERS = [
 {% for server in derived.upstream_servers %}
     {{ server | tojson }},

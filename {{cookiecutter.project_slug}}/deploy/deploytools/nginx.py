@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +164,58 @@ def localize(site: str, prefix: Path, ports: LocalPorts, nginx_version: tuple[in
     # Browsers on this machine say localhost or 127.0.0.1 in Host; the server answers both too.
     names = " ".join(dict.fromkeys([layout.DOMAIN, "localhost", "127.0.0.1"]))
     return site.replace(f"server_name {layout.DOMAIN};", f"server_name {names};")
+
+
+def address_port(address: str, port: int) -> str:
+    """host:port as nginx, gunicorn and systemd spell it: [2001:db8::5]:8081 for IPv6."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+APP_HOSTS_COMMENT = """\
+    # From deploy/install --role lb --app-host: each app host's gunicorn ports. Their gunicorn
+    # trusts X-Forwarded-* from the load balancers only (FORWARDED_ALLOW_IPS). One that fails is
+    # left alone for 10s instead of costing every request a timeout. `down` (--drain): nginx sends
+    # it nothing while its host is being updated.
+"""
+
+
+def app_hosts_site(site: str, hosts: list[str], drained: Collection[str] = ()) -> str:
+    """The site with its upstream pointing at app hosts elsewhere (deploy/install --role lb).
+
+    The `server` lines of the upstream block, with the comments that describe them, give way to
+    one server per app host and app port (layout.APP_PORTS), `down` for the hosts in `drained`;
+    the rest of the block (keep-alive) and of the site stays as it is.
+    """
+    # (No doubled braces in this file: cookiecutter renders it with Jinja.)
+    opening = f"upstream {layout.UPSTREAM} " + "{\n"
+    block = re.search(r"^((?:#[^\n]*\n)*)" + re.escape(opening) + r"(.*?)^\}", site, re.M | re.S)
+    if block is None:
+        raise ValueError(f"the site has no upstream block named {layout.UPSTREAM}")
+    kept, comments = [], []
+    for line in block[2].splitlines(keepends=True):
+        if line.lstrip().startswith("#"):
+            comments.append(line)
+            continue
+        if not line.lstrip().startswith("server "):
+            kept += comments
+            kept.append(line)
+        comments = []
+    kept += comments
+    servers = [
+        f"    server {address_port(host, port)} max_fails=1 fail_timeout=10s{' down' if host in drained else ''};\n"
+        for host in hosts
+        for port in layout.APP_PORTS
+    ]
+    if len(servers) > 1:
+        heading = (
+            "# The app servers, on the app hosts. An idempotent request that fails on one is retried on the\n"
+            "# next (proxy_next_upstream in the proxy snippet).\n"
+        )
+    else:
+        heading = "# The app server, on the app host.\n"
+    body = APP_HOSTS_COMMENT + "".join(servers) + "".join(kept)
+    replaced = heading + opening + body + "}"
+    return site[: block.start()] + replaced + site[block.end() :]
 
 
 def main_conf(prefix: Path, nginx: str, site: Path, *, foreground: bool, catch_all: Path | None = None) -> str:
