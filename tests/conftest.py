@@ -41,7 +41,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 def require_tool(name: str, install: str) -> str:
     """The tool's path; a skip with how to install it, or under CI=true a failure."""
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
+    # Tools pip installs (ansible-playbook) sit beside the test run's python, often not on PATH.
+    beside_python = str(Path(sys.executable).parent)
+    found = shutil.which(name) or shutil.which(name, path=f"/usr/sbin:/usr/bin:/sbin:{beside_python}")
     if found:
         return found
     message = f"{name} is not installed ({install})"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -17,11 +16,11 @@ from conftest import Baked, require_tool
 ANSIBLE_DIR = Path("deploy") / "ansible"
 
 
-def ansible_env(project: Path) -> dict[str, str]:
-    venv_bin = str(Path(sys.executable).parent)
+def ansible_env(project: Path, tool: str) -> dict[str, str]:
     return {
         **os.environ,
-        "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        # Ansible's commands start each other from their own folder (a venv's bin/).
+        "PATH": f"{Path(tool).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "ANSIBLE_NOCOLOR": "1",
         "NO_COLOR": "1",
         "ANSIBLE_HOME": str(project / ".ansible-home"),
@@ -41,7 +40,7 @@ def test_playbooks_pass_ansible_lint_production_profile(baked: Baked) -> None:
     result = subprocess.run(
         [lint, "--offline", "--profile", "production", "--nocolor"],
         cwd=baked.path / ANSIBLE_DIR,
-        env=ansible_env(baked.path),
+        env=ansible_env(baked.path, lint),
         capture_output=True,
         text=True,
         timeout=300,
@@ -57,7 +56,7 @@ def test_playbooks_pass_syntax_check_with_the_example_inventory(baked: Baked, pl
     result = subprocess.run(
         [ansible_playbook, "--syntax-check", "-i", "inventory.example.yml", playbook],
         cwd=baked.path / ANSIBLE_DIR,
-        env=ansible_env(baked.path),
+        env=ansible_env(baked.path, ansible_playbook),
         capture_output=True,
         text=True,
         timeout=120,
@@ -81,7 +80,8 @@ def test_release_is_the_same_archive_for_the_same_files_and_a_new_one_after_an_e
         install = tar.getmember("deploy/install")
     assert {"deploy/install", "gunicorn.conf.py", "requirements.txt", "my_app.env", "manage.py"} <= names
     assert install.mode & 0o111, "deploy/install must stay executable"
-    assert not {name for name in names if name.startswith(("tests", "my_app_venv", ".releases")) or "__pycache__" in name}
+    left_behind = ("tests", "my_app_venv", ".releases")
+    assert not {name for name in names if name.startswith(left_behind) or "__pycache__" in name}
     assert first["app_ports"] == [8081] and first["domain"] == "example.com"
     (project / "my_app" / "views.py").write_text((project / "my_app" / "views.py").read_text() + "\n# edited\n")
     edited = release(project)

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,6 +71,7 @@ class Cluster:
     hosts: dict[str, Host]
     groups: dict[str, list[str]]
     inventory: Path
+    ansible_playbook: str
 
     @property
     def lb(self) -> Host:
@@ -103,17 +103,18 @@ class Cluster:
 
     def play(self, playbook: str, *args: str) -> Played:
         """ansible-playbook run from deploy/ansible, as the generated README says."""
-        venv_bin = str(Path(sys.executable).parent)
+        tools = str(Path(self.ansible_playbook).parent)
         env = {
             **os.environ,
-            "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            # ansible-playbook starts ansible's other commands from its own folder.
+            "PATH": f"{tools}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_LOCAL_TEMP": str(self.inventory.parent / "ansible-local"),
             "ANSIBLE_HOME": str(self.inventory.parent / "ansible-home"),
         }
         started = time.monotonic()
         result = subprocess.run(
-            [f"{venv_bin}/ansible-playbook", "-i", str(self.inventory), playbook, *args],
+            [self.ansible_playbook, "-i", str(self.inventory), playbook, *args],
             cwd=self.project.path / "deploy" / "ansible",
             capture_output=True,
             text=True,
@@ -145,7 +146,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(lab: Lab, cookies_session, wheel_cache, tmp_path_factory) -> Iterator[Cluster]:
     require_tool("ssh", "apt-get install openssh-client")
-    require_tool("ansible-playbook", "pip install -r requirements-dev.txt")
+    playbook = require_tool("ansible-playbook", "pip install -r requirements-dev.txt")
     project = bake_or_fail(cookies_session, **platform_answer(RELEASE))
     make_wheelhouse(project.path, RELEASES[RELEASE], wheel_cache)
     hosts = lab.boot(["app1", "app2", "lb"], release=RELEASE)
@@ -156,6 +157,7 @@ def cluster(lab: Lab, cookies_session, wheel_cache, tmp_path_factory) -> Iterato
         hosts={host.name: host for host in hosts},
         groups={"app": ["app1", "app2"], "lb": ["lb"]},
         inventory=tmp_path_factory.mktemp("ansible") / "inventory.yml",
+        ansible_playbook=playbook,
     )
     cluster.release("v1")
     cluster.write_inventory()
