@@ -67,9 +67,10 @@ class Role:
         if name == "app":
             if not listen:
                 raise ValueError("--role app needs --listen ADDRESS: this host's address on the private network")
+            here = address("--listen", listen)
             if not trust:
                 raise ValueError("--role app needs --trust ADDRESS for each load balancer (their nginx connects)")
-            return cls("app", address("--listen", listen), unique([address("--trust", value) for value in trust]))
+            return cls("app", here, unique([address("--trust", value) for value in trust]))
         if name == "lb":
             if not app_hosts:
                 raise ValueError("--role lb needs --app-host ADDRESS for each app host")
