@@ -355,7 +355,8 @@ class Install(Run):
         stopped = ""
         if stale:
             self.activation.stop(stale)
-            stopped = f"; stop and disable {' '.join(stale)} (not in this role or version) {self.target.outcome()}"
+            why = "not in this version" if role.runs_app else "not on a load balancer"
+            stopped = f"; stop and disable {' '.join(stale)} ({why}) {self.target.outcome()}"
         self.prune(lambda path: path.startswith(layout.SYSTEMD_UNIT_DIR + "/"))
         changed = [path for _, path in self.report.changes[since:]]
         self.changes.units = bool(changed)
