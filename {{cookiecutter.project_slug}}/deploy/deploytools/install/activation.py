@@ -374,7 +374,7 @@ class Activation:
         start = time.monotonic()
         status = None
         while time.monotonic() - start < HEALTH_SECONDS:
-            status = health_status()
+            status = health_status(role)
             if status == 200:
                 return f"{health_url()} answered 200 in {time.monotonic() - start:.1f}s"
             time.sleep(0.25)
