@@ -34,6 +34,8 @@ from .undo import Undo
 HEALTH_SECONDS = 60
 # Longer than gunicorn's graceful_timeout: an old worker finishing a slow request leaves by then.
 REPLACED_SECONDS = 60
+# How long nginx may take to start the workers of a reloaded configuration.
+NGINX_RELOAD_SECONDS = 10
 # How long the new workers may answer /healthz with an error before the release counts as failed.
 SETTLE_SECONDS = 10
 
@@ -249,10 +251,13 @@ class Activation:
                 target.run("systemctl", "enable", NGINX_SERVICE)
                 done.append(f"enable {NGINX_SERVICE}")
             if changes.site or not target.unit_is("active", NGINX_SERVICE):
+                old_workers = target.workers(NGINX_SERVICE)
                 # Validated above with nginx -t; a running nginx reloads gracefully, a stopped one starts.
                 self.done(target.run("systemctl", "reload-or-restart", NGINX_SERVICE), "nginx-reloaded")
                 self.nginx_reloaded = True
                 done.append("reload nginx")
+                if role.name == "lb" and not self.nginx_took_over(old_workers):
+                    raise InstallError(f"nginx started no workers with the new site within {NGINX_RELOAD_SECONDS}s")
         elif changes.site and target.unit_is("active", NGINX_SERVICE):
             # The site of an earlier role went: nginx stops serving it.
             self.done(target.run("systemctl", "reload", NGINX_SERVICE), "nginx-reloaded")
@@ -265,6 +270,21 @@ class Activation:
                 return "nothing to do (units enabled and running)"
             return "nothing to do (units enabled and running, nginx up to date)"
         return f"{'; '.join(done)} ({target.outcome()})"
+
+    def nginx_took_over(self, old_workers: set[int]) -> bool:
+        """Whether nginx runs workers with the new configuration (a reload only signals nginx).
+
+        Once they run, the previous workers have been told to finish: a load balancer's drain is in
+        force when deploy/install returns, before the host it drains goes down for its update.
+        """
+        if not old_workers:
+            return True  # nginx was not running, or this target cannot tell
+        deadline = time.monotonic() + NGINX_RELOAD_SECONDS
+        while time.monotonic() < deadline:
+            if self.target.workers(NGINX_SERVICE) - old_workers:
+                return True
+            time.sleep(0.05)
+        return False
 
     def activate_app(self) -> list[str]:
         target, changes = self.target, self.changes
