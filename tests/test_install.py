@@ -7,6 +7,7 @@ staged copy of deploy/check (real nginx -t and systemd-analyze on them).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -841,3 +842,235 @@ def test_redeploy_keeps_a_file_edited_on_the_server_that_the_new_version_drops(b
     assert socket_unit.read_text().endswith("# tuned on this server\n")
     assert "/etc/systemd/system/my_app.socket (changed since it was installed)" in output
     assert "systemctl disable --now my_app.socket" in blocks(root)[-1]
+
+
+# Roles: an app host (gunicorn only) and a load balancer (nginx only) ---------------------------
+APP = ("--role", "app", "--listen", "10.0.0.5", "--trust", "10.0.0.9", "--trust", "10.0.0.10")
+LB = ("--role", "lb", "--app-host", "10.0.0.5", "--app-host", "fd00::6")
+SITE = "etc/nginx/sites-available/my_app.conf"
+UNITS = "etc/systemd/system"
+
+
+def upstream_block(site: str) -> list[str]:
+    """The lines inside the site's `upstream my_app_app { }` block."""
+    found = re.search(r"^upstream my_app_app \{\n(.*?)^\}", site, re.MULTILINE | re.DOTALL)
+    assert found, site
+    return found.group(1).splitlines()
+
+
+def manifest(root: Path) -> dict:
+    return json.loads((root / "var/lib/my_app-install/manifest.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [{}, {"worker_class": "gthread"}, {"instances": "3"}, {"tls_mode": "existing"}],
+    ids=["default", "gthread-keepalive", "three-instances", "tls"],
+)
+def test_load_balancer_site_lists_each_app_hosts_ports_and_keeps_the_rest(bake, answers) -> None:
+    project = bake(**answers)
+    code = (
+        "import json; from deploytools import layout, nginx; "
+        "print(json.dumps(nginx.app_hosts_site(layout.NGINX_SITE.read_text(), ['10.0.0.5', 'fd00::6'], {'fd00::6'})))"
+    )
+    result = project.run(sys.executable, "-c", code, env={**os.environ, "PYTHONPATH": str(project.path / "deploy")})
+    assert result.returncode == 0, result.stderr
+    site = json.loads(result.stdout)
+    baked = (project.path / "deploy/nginx/my_app.conf").read_text()
+
+    ports = [8081, 8082, 8083] if answers.get("instances") == "3" else [8081]
+    servers = [line.strip() for line in upstream_block(site) if line.strip().startswith("server ")]
+    assert servers == [f"server 10.0.0.5:{port} max_fails=1 fail_timeout=10s;" for port in ports] + [
+        f"server [fd00::6]:{port} max_fails=1 fail_timeout=10s down;" for port in ports
+    ]
+    comments = [line.strip() for line in upstream_block(site) if line.strip().startswith("#")]
+    assert comments[0].startswith("# From deploy/install --role lb --app-host")
+    assert any("`down` (--drain)" in line for line in comments)
+    # What described the baked servers goes with them; keep-alive stays, with its comments.
+    assert "unix:" not in "\n".join(upstream_block(site)) and "max_fails=0" not in site
+    kept = [line for line in upstream_block(baked) if "keepalive" in line or "Shorter than" in line]
+    assert kept == [line for line in upstream_block(site) if "keepalive" in line or "Shorter than" in line]
+    assert bool(kept) == (answers.get("worker_class") == "gthread")
+    # Outside the block, nothing changed.
+    outside = re.compile(r"^(?:#[^\n]*\n)*upstream my_app_app \{\n.*?^\}\n", re.MULTILINE | re.DOTALL)
+    assert outside.sub("", site) == outside.sub("", baked)
+
+
+@pytest.mark.parametrize(
+    ("bind", "instances", "listen"),
+    [("unix", "1", "10.0.0.5"), ("unix", "3", "10.0.0.5"), ("tcp", "1", "fd00::5"), ("tcp", "3", "10.0.0.5")],
+    ids=["unix", "unix-three-instances", "tcp-ipv6", "tcp-three-instances"],
+)
+def test_app_host_gets_gunicorn_on_its_private_address_and_no_site(bake, tools, tmp_path, bind, instances, listen):
+    project = bake(bind=bind, instances=instances)
+    root = tmp_path / "app1"
+    output = installed(
+        project, root, "--role", "app", "--listen", listen, "--trust", "10.0.0.9", "--trust", "10.0.0.10"
+    )
+
+    ports = [8081, 8082, 8083] if instances == "3" else [8081]
+    names = [str(port) for port in ports] if bind == "tcp" else ["1", "2", "3"]
+    services = [f"my_app@{name}.service" for name in names] if instances == "3" else ["my_app.service"]
+    bound = [f"[{listen}]:{port}" if ":" in listen else f"{listen}:{port}" for port in ports]
+    for service, address in zip(services, bound, strict=True):
+        drop_in = (root / UNITS / f"{service}.d/app-host.conf").read_text()
+        assert drop_in.startswith(f"# Written by deploy/install --role app --listen {listen} --trust 10.0.0.9")
+        assert f"\nEnvironment=GUNICORN_BIND={address}\n" in drop_in
+        assert "\nEnvironment=FORWARDED_ALLOW_IPS=10.0.0.9,10.0.0.10\n" in drop_in
+        socket_drop_in = root / UNITS / f"{service.replace('.service', '.socket')}.d/app-host.conf"
+        if bind == "unix":
+            assert f"\nListenStream=\nListenStream={address}\n" in socket_drop_in.read_text()
+        else:
+            assert not socket_drop_in.exists()
+            assert "After=network-online.target" in drop_in
+    # deploy/check's systemd-analyze verify ran on the units with these drop-ins, and nginx -t not at all.
+    assert "systemd ok" in steps(output)["validate"] and "nginx" not in steps(output)["validate"]
+    record = blocks(root)[0]
+    assert "nginx -t" not in record and any(line.startswith("systemd-analyze verify") for line in record)
+    assert not (root / SITE).exists() and not (root / "etc/nginx").exists()
+    assert not (root / "srv/my_app/static").exists() and not (root / "srv/my_app/errors").exists()
+    assert {"static", "errors", "https", "cache"}.isdisjoint(steps(output))
+    assert manifest(root)["role"] == {"name": "app", "listen": listen, "trust": ["10.0.0.9", "10.0.0.10"]}
+
+
+@pytest.mark.parametrize("framework", ["wsgi", "django"])
+def test_load_balancer_gets_nginx_for_the_app_hosts_and_no_units(bake, tools, tmp_path, framework) -> None:
+    project = bake(framework=framework, worker_class="gthread")
+    root = tmp_path / "lb"
+    output = installed(project, root, *LB, "--drain", "fd00::6")
+
+    servers = [line.strip() for line in upstream_block((root / SITE).read_text()) if "server " in line]
+    assert servers == [
+        "server 10.0.0.5:8081 max_fails=1 fail_timeout=10s;",
+        "server [fd00::6]:8081 max_fails=1 fail_timeout=10s down;",
+    ]
+    assert "keepalive 16;" in (root / SITE).read_text()
+    # deploy/check's nginx -t ran on the site as installed (with the app hosts), not the baked one.
+    assert "nginx ok" in steps(output)["validate"] and "systemd" not in steps(output)["validate"]
+    assert not list((root / UNITS).glob("my_app*")) if (root / UNITS).exists() else True
+    record = blocks(root)[0]
+    assert not [line for line in record if line.startswith(("useradd", "systemd-analyze", "systemctl start"))]
+    assert (root / "srv/my_app/static").is_dir() and (root / "srv/my_app/errors/50x.html").is_file()
+    assert {"user", "migrate"}.isdisjoint(steps(output))
+    if framework == "django":
+        # collectstatic needs the app, its settings and venv; the service never runs here.
+        assert steps(output)["app"].endswith("(for collectstatic only: the app does not run here)")
+        assert (root / "etc/my_app/my_app.env").is_file() and "venv" in steps(output)
+        assert any("manage.py collectstatic" in line for line in record)
+        assert "chown -R root:root /srv/my_app/app" in record
+    else:
+        assert not (root / "srv/my_app/app").exists() and not (root / "etc/my_app").exists()
+        assert {"env", "app", "venv"}.isdisjoint(steps(output))
+    assert manifest(root)["role"] == {"name": "lb", "app_hosts": ["10.0.0.5", "fd00::6"], "drain": ["fd00::6"]}
+    assert manifest(root)["active_units"] == []
+
+
+def test_drain_only_change_touches_only_the_site_and_a_repeat_changes_nothing(baked: Baked, tools, tmp_path) -> None:
+    root = tmp_path / "lb"
+    installed(baked, root, *LB)
+    before = snapshot(root)
+    again = installed(baked, root, *LB)
+    assert last_line(again) == "install: nothing changed" and snapshot(root) == before
+
+    for drained in (["--drain", "10.0.0.5"], ["--drain", "10.0.0.5", "--drain", "fd00::6"], []):
+        output = installed(baked, root, *LB, *drained)
+        after = snapshot(root)
+        changed = {
+            path
+            for path in before.keys() | after.keys()
+            if before.get(path) != after.get(path) and "/backups" not in path and not path.endswith("commands.log")
+        }
+        assert changed == {"/etc/nginx/sites-available/my_app.conf", "/var/lib/my_app-install/manifest.json"}, output
+        assert blocks(root)[-1] == ["nginx -t", "systemctl reload-or-restart nginx.service"]
+        assert "nginx ok" in steps(output)["validate"]  # also with every app host down
+        before = after
+    site = (root / SITE).read_text()
+    assert " down;" not in site
+
+
+def test_run_without_role_on_an_app_host_is_refused_with_the_command_to_give(baked: Baked, tools, tmp_path) -> None:
+    root = tmp_path / "app1"
+    installed(baked, root, *APP)
+    before = snapshot(root)
+
+    result = install(baked, root)
+
+    assert result.returncode == 1 and snapshot(root) == before
+    assert "this machine is installed as an app host (--role app" in result.stdout
+    assert "    deploy/install --role app --listen 10.0.0.5 --trust 10.0.0.9 --trust 10.0.0.10\n" in result.stdout
+    assert last_line(result.stdout) == "install: nothing changed"
+    assert last_line(installed(baked, root, *APP)) == "install: nothing changed"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--role", "app", "--trust", "10.0.0.9"), "--role app needs --listen ADDRESS"),
+        (("--role", "app", "--listen", "10.0.0.5"), "--role app needs --trust ADDRESS"),
+        (("--role", "app", "--listen", "0.0.0.0", "--trust", "10.0.0.9"), "--listen 0.0.0.0: the wildcard address"),
+        (("--role", "app", "--listen", "::", "--trust", "10.0.0.9"), "--listen ::: the wildcard address"),
+        (("--role", "app", "--listen", "app1", "--trust", "10.0.0.9"), "--listen app1: not an IPv4 or IPv6 address"),
+        (("--role", "lb", "--app-host", "10.0.0.5", "--drain", "10.0.0.6"), "--drain 10.0.0.6: not one of the"),
+        (("--role", "lb"), "--role lb needs --app-host ADDRESS"),
+        (("--role", "server", "--listen", "10.0.0.5"), "--listen does not go with --role server"),
+        (("--role", "server", "--app-host", "10.0.0.5"), "--app-host does not go with --role server"),
+        (("--role", "lb", "--app-host", "10.0.0.5", "--trust", "10.0.0.9"), "--trust does not go with --role lb"),
+        (("--drain", "10.0.0.5"), "--drain goes with --role lb"),
+        (("--uninstall", "--role", "app"), "--uninstall removes what the manifest lists"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, tuple) else None,
+)
+def test_role_options_that_do_not_fit_are_refused(baked: Baked, tmp_path, args, said) -> None:
+    result = install(baked, tmp_path / "server", *args)
+    assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert not (tmp_path / "server").exists()
+
+
+def test_converting_between_roles_removes_what_the_new_role_has_not(baked: Baked, tools, tmp_path) -> None:
+    root = tmp_path / "host"
+    installed(baked, root)
+    catch_all = root / "etc/nginx/sites-available/catch-all.conf"
+    assert "my_app" in catch_all.read_text()
+
+    to_app = installed(baked, root, *APP)
+
+    assert not (root / SITE).exists() and not (root / "etc/nginx/sites-enabled/my_app.conf").exists()
+    assert not catch_all.exists()  # this project was its only user
+    assert not (root / "srv/my_app/static").exists()
+    assert (root / UNITS / "my_app.socket.d/app-host.conf").is_file()
+    record = blocks(root)[-1]
+    # The socket binds its new address: its service stops meanwhile, then both start again.
+    assert record[record.index("systemctl stop my_app.service") :][:3] == [
+        "systemctl stop my_app.service",
+        "systemctl restart my_app.socket",
+        "systemctl start my_app.service",
+    ]
+    assert "systemctl reload nginx.service" in record and "nginx -t" in record, to_app
+
+    to_server = installed(baked, root, "--role", "server")
+    assert not (root / UNITS / "my_app.socket.d").exists() and not (root / UNITS / "my_app.service.d").exists()
+    assert (root / SITE).read_bytes() == (baked.path / "deploy/nginx/my_app.conf").read_bytes()
+    assert "my_app" in catch_all.read_text(), to_server
+    assert manifest(root)["role"] == {"name": "server"}
+
+    installed(baked, root, *LB)
+    assert not (root / UNITS / "my_app.service").exists() and not (root / "srv/my_app/app").exists()
+    assert "systemctl disable --now my_app.socket my_app.service" in blocks(root)[-1]
+
+
+@pytest.mark.parametrize("role", [APP, LB], ids=["app", "lb"])
+def test_each_role_dry_runs_and_uninstalls_by_its_manifest(baked: Baked, tools, tmp_path, role) -> None:
+    root = tmp_path / "host"
+    dry = installed(baked, root, "--dry-run", *role)
+    assert not root.exists()
+    wanted = "  would create /etc/systemd/system/my_app.service.d/app-host.conf" if role == APP else SITE
+    assert wanted in dry
+    installed(baked, root, *role)
+    assert last_line(installed(baked, root, "--dry-run", *role)) == "install: nothing would change"
+
+    kept = installed(baked, root, "--uninstall")
+    assert not list((root / "etc/systemd/system").glob("my_app*")) if role == APP else not (root / SITE).exists()
+    assert last_line(kept).startswith("uninstall: done:")
+    installed(baked, root, "--uninstall", "--purge")
+    left = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and "commands.log" not in p.name]
+    assert left == []

@@ -146,16 +146,24 @@ def sites() -> list[Path]:
     return [site for site in (layout.NGINX_SITE, layout.NGINX_ACME_SITE) if site]
 
 
-def check_nginx() -> Result:
+def check_nginx(site_text: str | None = None) -> Result:
+    """nginx -t on the project's sites; with `site_text`, on that version of the site instead (a
+    load balancer's, whose upstream names the app hosts)."""
     nginx = find_nginx()
     if nginx is None:
         return parse_with_crossplane()
     names = ", ".join(str(site.relative_to(layout.PROJECT_DIR)) for site in sites())
+    if site_text is not None:
+        names += " (with the upstream as installed)"
     # Ports are never bound by -t; unprivileged ones let a normal user run the check.
     app_ports = [int(server.rsplit(":", 1)[1]) for server in layout.UPSTREAM_SERVERS if not server.startswith("unix:")]
     for site in sites():
         prefix = scratch_dir("check")
         try:
+            if site_text is not None and site == layout.NGINX_SITE:
+                site = prefix / "given" / site.name
+                site.parent.mkdir()
+                site.write_text(site_text)
             main = write_main_conf(
                 prefix, nginx, LocalPorts(http=8080, app=app_ports), foreground=False, site_source=site
             )
@@ -164,7 +172,7 @@ def check_nginx() -> Result:
             shutil.rmtree(prefix)
         said = [line for line in result.stderr.splitlines() if "[warn]" in line or "[emerg]" in line]
         if result.returncode or said:
-            relative = site.relative_to(layout.PROJECT_DIR)
+            relative = site.relative_to(layout.PROJECT_DIR) if site.is_relative_to(layout.PROJECT_DIR) else site.name
             return Result("FAIL", "nginx", f"nginx -t rejects {relative}", "\n".join(said) or result.stderr.strip())
     version = run([nginx, "-v"]).stderr.strip().removeprefix("nginx version: ")
     tls = " (TLS with a throwaway self-signed certificate)" if layout.TLS_MODE != "none" else ""
@@ -191,10 +199,14 @@ def systemd_analyze() -> str | None:
     return shutil.which("systemd-analyze") or shutil.which("systemd-analyze", path="/usr/bin:/bin")
 
 
-def unit_tree(root: Path) -> Path:
-    """A root folder in which systemd-analyze finds the units, their programs and systemd's own units."""
+def unit_tree(root: Path, drop_ins: dict[str, str] | None = None) -> Path:
+    """A root folder in which systemd-analyze finds the units (with `drop_ins`: relative path ->
+    content, e.g. my_app.service.d/x.conf), their programs and systemd's own units."""
     units = root / "etc" / "systemd" / "system"
     units.mkdir(parents=True)
+    for relative, text in (drop_ins or {}).items():
+        (units / relative).parent.mkdir(exist_ok=True)
+        (units / relative).write_text(text)
     for name in layout.UNITS:
         shutil.copy(layout.SYSTEMD_DIR / name, units / name)
         for program in EXEC_LINE.findall((units / name).read_text()):
@@ -219,9 +231,10 @@ def units_to_verify() -> list[str]:
     return [name.replace("@.", f"@{first}.") for name in layout.UNITS]
 
 
-def check_systemd(analyze: str, units: Path) -> Result:
-    names = ", ".join(units_to_verify())
-    result = run([analyze, "verify", "--man=no", f"--root={units.parents[2]}", *units_to_verify()])
+def check_systemd(analyze: str, units: Path, chosen: list[str] | None = None) -> Result:
+    verified = chosen or units_to_verify()
+    names = ", ".join(verified)
+    result = run([analyze, "verify", "--man=no", f"--root={units.parents[2]}", *verified])
     # Unknown keys and bad values are only warnings with exit 0: any output is a finding.
     said = (result.stdout + result.stderr).strip()
     if result.returncode or said:
@@ -242,14 +255,16 @@ def check_sandbox(analyze: str, units: Path) -> Result:
     return Result("ok", "sandbox", summary)
 
 
-def check_units() -> list[Result]:
+def check_units(drop_ins: dict[str, str] | None = None, chosen: list[str] | None = None) -> list[Result]:
+    """systemd-analyze verify and security on the units; with `drop_ins` among them, verifying the
+    `chosen` units (every instance: each may have drop-ins of its own)."""
     analyze = systemd_analyze()
     if analyze is None:
         reason = "systemd-analyze not installed (apt-get install systemd)"
         return [Result("skip", "systemd", reason), Result("skip", "sandbox", reason)]
     with tempfile.TemporaryDirectory(prefix=f"{layout.SLUG}-units-") as scratch:
-        units = unit_tree(Path(scratch))
-        return [check_systemd(analyze, units), check_sandbox(analyze, units)]
+        units = unit_tree(Path(scratch), drop_ins)
+        return [check_systemd(analyze, units, chosen), check_sandbox(analyze, units)]
 
 
 CHECKS: list[Callable[[], Result | list[Result]]] = [check_python, check_gunicorn, check_nginx, check_units]

@@ -7,7 +7,8 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import checks, layout
@@ -26,12 +27,15 @@ from .common import (
 )
 from .files import Files
 from .report import Report
+from .roles import Role
 from .target import Target
 from .undo import Undo
 
 HEALTH_SECONDS = 60
 # Longer than gunicorn's graceful_timeout: an old worker finishing a slow request leaves by then.
 REPLACED_SECONDS = 60
+# How long nginx may take to start the workers of a reloaded configuration.
+NGINX_RELOAD_SECONDS = 10
 # How long the new workers may answer /healthz with an error before the release counts as failed.
 SETTLE_SECONDS = 10
 
@@ -46,6 +50,8 @@ class Changes:
     site: bool = False
     public: bool = False
     venv: bool = False  # rebuilt by this run
+    # Socket units whose listening address changed (an app host's drop-in came or went).
+    relisten: list[str] = field(default_factory=list)
 
 
 def health_address() -> tuple[str, str | None]:
@@ -55,10 +61,14 @@ def health_address() -> tuple[str, str | None]:
     return "127.0.0.1:443", layout.DOMAIN
 
 
-def health_status() -> int | None:
-    """The status nginx answers for /healthz with the site's Host, or None when nothing answers."""
-    address, server_name = health_address()
-    answer = probe(address, layout.DOMAIN, layout.HEALTH_PATH, tls_server_name=server_name)
+def health_status(role: Role) -> int | None:
+    """The status nginx answers for /healthz with the site's Host (an app host: its first gunicorn,
+    directly), or None when nothing answers."""
+    if not role.runs_nginx:
+        answer = probe(role.app_servers()[0], layout.DOMAIN, layout.HEALTH_PATH)
+    else:
+        address, server_name = health_address()
+        answer = probe(address, layout.DOMAIN, layout.HEALTH_PATH, tls_server_name=server_name)
     return answer.status if answer is not None else None
 
 
@@ -80,6 +90,7 @@ class Activation:
         self.started: list[str] = []
         self.refreshed: list[str] = []
         self.refresh = ""
+        self.relistened: list[list[str]] = []  # [socket, service]: bound anew (roles.py)
         self.nginx_reloaded = False
         # nginx -t's warnings before this run's files were placed (None: not asked).
         self.nginx_warnings_before: set[str] | None = None
@@ -118,7 +129,7 @@ class Activation:
         prefix, systemd-analyze on the units, ...: they are byte for byte the project's); the
         target's own nginx -t and systemd-analyze are recorded."""
         results: list[checks.Result] = []
-        for check in checks.CHECKS:
+        for check in self.staged_checks():
             outcome = check()
             results += outcome if isinstance(outcome, list) else [outcome]
         failed = [result for result in results if result.status == "FAIL"]
@@ -128,20 +139,56 @@ class Activation:
                 f"deploy/check rejects the staged files: {'; '.join(r.summary for r in failed)}\n" + indent(said)
             )
         verdicts = ", ".join(f"{result.name} {result.status}" for result in results)
-        self.record_live_checks()
-        return f"deploy/check passed on the staged files ({verdicts}); nginx -t and systemd-analyze verify recorded"
+        recorded = " and ".join(self.record_live_checks())
+        return f"deploy/check passed on the staged files ({verdicts}); {recorded} recorded"
 
-    def record_live_checks(self) -> None:
+    def staged_checks(self) -> list[Callable[[], checks.Result | list[checks.Result]]]:
+        """deploy/check's checks for what this role installs: the site as installed (a load
+        balancer's names the app hosts), the units with an app host's drop-ins."""
+        role = self.target.role
+        if role.name == "server":
+            return list(checks.CHECKS)
+        chosen: list[Callable[[], checks.Result | list[checks.Result]]] = [checks.check_python]
+        if role.runs_app:
+            drop_ins = {
+                path.removeprefix(layout.SYSTEMD_UNIT_DIR + "/"): text for path, text in role.drop_ins().items()
+            }
+            chosen += [checks.check_gunicorn, lambda: checks.check_units(drop_ins, list(layout.ACTIVE_UNITS))]
+        if role.runs_nginx:
+            chosen.append(lambda: checks.check_nginx(role.site().decode()))
+        return chosen
+
+    def checks_nginx(self) -> bool:
+        """nginx -t where nginx serves this project, or where this run took the site away."""
+        return self.target.role.runs_nginx or self.changes.site
+
+    def record_live_checks(self) -> list[str]:
         target = self.target
-        if self.acme_first and layout.NGINX_ACME_SITE is not None:
-            # The target has no certificate yet: its nginx -t and first reload use the challenge site.
-            target.run("install", "-m", "0644", app_copy(layout.NGINX_ACME_SITE), layout.NGINX_SITE_PATH)
-        target.run(target.nginx_command(), "-t")
-        target.run("systemd-analyze", "verify", "--man=no", *units_to_verify())
+        recorded = []
+        if self.checks_nginx():
+            if self.acme_first and layout.NGINX_ACME_SITE is not None:
+                # The target has no certificate yet: its nginx -t and first reload use the challenge site.
+                target.run("install", "-m", "0644", app_copy(layout.NGINX_ACME_SITE), layout.NGINX_SITE_PATH)
+            target.run(target.nginx_command(), "-t")
+            recorded.append("nginx -t")
+        if target.role.runs_app:
+            target.run("systemd-analyze", "verify", "--man=no", *units_to_verify())
+            recorded.append("systemd-analyze verify")
+        return recorded
 
     def validate_live(self) -> str:
         """The new files in place, before anything is reloaded: nginx -t with every site of this
         nginx, systemd-analyze verify on the units, gunicorn --check-config as the service's user."""
+        target = self.target
+        passed = []
+        if self.checks_nginx():
+            self.validate_nginx()
+            passed.append("nginx -t")
+        if target.role.runs_app:
+            passed += self.validate_app()
+        return f"{' and '.join(filter(None, [', '.join(passed[:-1]), passed[-1]]))} passed"
+
+    def validate_nginx(self) -> None:
         target = self.target
         result = target.run(target.nginx_command(), "-t", check=False)
         assert result is not None
@@ -151,7 +198,13 @@ class Activation:
         warnings = [line for line in result.stderr.splitlines() if "[warn]" in line and line.strip() not in before]
         if result.returncode or warnings:
             what = "rejects" if result.returncode else "warns about"
-            raise InstallError(f"nginx -t {what} the configuration with the new site:\n" + indent(result.stderr))
+            site = "the new site" if target.role.runs_nginx else "the site taken away"
+            raise InstallError(f"nginx -t {what} the configuration with {site}:\n" + indent(result.stderr))
+
+    def validate_app(self) -> list[str]:
+        """systemd-analyze verify on the units (with an app host's drop-ins, read from their
+        folders), gunicorn --check-config as the service's user."""
+        target = self.target
         units = units_to_verify()
         result = target.run("systemd-analyze", "verify", "--man=no", *units, check=False)
         assert result is not None
@@ -181,16 +234,61 @@ class Activation:
                 f"gunicorn --check-config cannot load {layout.APP} as {layout.SERVICE_USER}:\n"
                 + indent(result.stdout + result.stderr)
             )
-        return f"nginx -t, systemd-analyze verify ({', '.join(units)}) and gunicorn --check-config passed"
+        return [f"systemd-analyze verify ({', '.join(units)})", "gunicorn --check-config"]
 
     # Activation ---------------------------------------------------------------------------------
     def activate(self) -> str:
-        target, changes = self.target, self.changes
+        target, changes, role = self.target, self.changes, self.target.role
         done = []
         if changes.units:
             self.done(target.run("systemctl", "daemon-reload"), "daemon-reload")
             self.daemon_reloaded = True
             done.append("daemon-reload")
+        if role.runs_app:
+            done += self.activate_app()
+        if role.runs_nginx:
+            if not target.unit_is("enabled", NGINX_SERVICE):
+                target.run("systemctl", "enable", NGINX_SERVICE)
+                done.append(f"enable {NGINX_SERVICE}")
+            if changes.site or not target.unit_is("active", NGINX_SERVICE):
+                old_workers = target.workers(NGINX_SERVICE)
+                # Validated above with nginx -t; a running nginx reloads gracefully, a stopped one starts.
+                self.done(target.run("systemctl", "reload-or-restart", NGINX_SERVICE), "nginx-reloaded")
+                self.nginx_reloaded = True
+                done.append("reload nginx")
+                if role.name == "lb" and not self.nginx_took_over(old_workers):
+                    raise InstallError(f"nginx started no workers with the new site within {NGINX_RELOAD_SECONDS}s")
+        elif changes.site and target.unit_is("active", NGINX_SERVICE):
+            # The site of an earlier role went: nginx stops serving it.
+            self.done(target.run("systemctl", "reload", NGINX_SERVICE), "nginx-reloaded")
+            self.nginx_reloaded = True
+            done.append("reload nginx (without the site)")
+        if not done:
+            if not role.runs_app:
+                return "nothing to do (nginx up to date)"
+            if not role.runs_nginx:
+                return "nothing to do (units enabled and running)"
+            return "nothing to do (units enabled and running, nginx up to date)"
+        return f"{'; '.join(done)} ({target.outcome()})"
+
+    def nginx_took_over(self, old_workers: set[int]) -> bool:
+        """Whether nginx runs workers with the new configuration (a reload only signals nginx).
+
+        Once they run, the previous workers have been told to finish: a load balancer's drain is in
+        force when deploy/install returns, before the host it drains goes down for its update.
+        """
+        if not old_workers:
+            return True  # nginx was not running, or this target cannot tell
+        deadline = time.monotonic() + NGINX_RELOAD_SECONDS
+        while time.monotonic() < deadline:
+            if self.target.workers(NGINX_SERVICE) - old_workers:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def activate_app(self) -> list[str]:
+        target, changes = self.target, self.changes
+        done = []
         units = dict.fromkeys([*layout.ACTIVE_UNITS, *layout.APP_SERVICES])
         was_active = {unit: target.unit_is("active", unit) for unit in units}
         self.enabled = [unit for unit in layout.ACTIVE_UNITS if not target.unit_is("enabled", unit)]
@@ -205,51 +303,61 @@ class Activation:
         # workers start, the old ones finish their requests). One service at a time, each healthy
         # again before the next.
         self.refresh = "restart" if changes.units else "reload" if changes.code or changes.venv else ""
-        if self.refresh:
-            for service, upstream in zip(layout.APP_SERVICES, layout.UPSTREAM_SERVERS, strict=False):
-                if not was_active[service]:
-                    continue
-                # The old workers answer until they are gone: only then does /healthz speak for
-                # the new release, and a failing one is caught here instead of after they leave.
-                old_workers = target.workers(service)
+        if not self.refresh:
+            return done
+        sockets = {socket.removesuffix(".socket") + ".service": socket for socket in changes.relisten}
+        for service, upstream in zip(layout.APP_SERVICES, target.role.app_servers(), strict=False):
+            socket = sockets.get(service)
+            if not was_active[service]:
+                if socket and was_active[socket]:
+                    self.relisten(socket, service, start=False)
+                continue
+            # The old workers answer until they are gone: only then does /healthz speak for
+            # the new release, and a failing one is caught here instead of after they leave.
+            old_workers = target.workers(service)
+            if socket:
+                self.relisten(socket, service, start=True)
+            else:
                 self.done(
                     target.run("systemctl", self.refresh, service), "refreshed", how=self.refresh, units=[service]
                 )
                 self.refreshed.append(service)
-                if not target.wait_gone(old_workers, REPLACED_SECONDS):
-                    raise InstallError(
-                        f"{service}: the previous workers still run {REPLACED_SECONDS}s after {self.refresh}"
-                    )
-                # Only new workers are left: what they answer is the new release's. An app still
-                # warming up may say 503 for a moment; one that keeps failing is not waited on.
+            if not target.wait_gone(old_workers, REPLACED_SECONDS):
+                raise InstallError(
+                    f"{service}: the previous workers still run {REPLACED_SECONDS}s after {self.refresh}"
+                )
+            # Only new workers are left: what they answer is the new release's. An app still
+            # warming up may say 503 for a moment; one that keeps failing is not waited on.
+            status = target.health_of(upstream)
+            settled = time.monotonic() + SETTLE_SECONDS
+            while status not in (None, 200) and time.monotonic() < settled:
+                time.sleep(0.5)
                 status = target.health_of(upstream)
-                settled = time.monotonic() + SETTLE_SECONDS
-                while status not in (None, 200) and time.monotonic() < settled:
-                    time.sleep(0.5)
-                    status = target.health_of(upstream)
-                if status is not None and status != 200:
-                    raise InstallError(
-                        f"{service} answers {layout.HEALTH_PATH} on {upstream} with {status} after {self.refresh}"
-                    )
-                if not target.wait_healthy(upstream):
-                    raise InstallError(
-                        f"{service} did not answer {layout.HEALTH_PATH} on {upstream} after {self.refresh}"
-                    )
-            if self.refreshed:
-                how = "graceful" if self.refresh == "reload" else "unit changed"
-                order = ", one at a time" if len(self.refreshed) > 1 else ""
-                done.append(f"{self.refresh} {' '.join(self.refreshed)} ({how}{order})")
-        if not target.unit_is("enabled", NGINX_SERVICE):
-            target.run("systemctl", "enable", NGINX_SERVICE)
-            done.append(f"enable {NGINX_SERVICE}")
-        if changes.site or not target.unit_is("active", NGINX_SERVICE):
-            # Validated above with nginx -t; a running nginx reloads gracefully, a stopped one starts.
-            self.done(target.run("systemctl", "reload-or-restart", NGINX_SERVICE), "nginx-reloaded")
-            self.nginx_reloaded = True
-            done.append("reload nginx")
-        if not done:
-            return "nothing to do (units enabled and running, nginx up to date)"
-        return f"{'; '.join(done)} ({target.outcome()})"
+            if status is not None and status != 200:
+                raise InstallError(
+                    f"{service} answers {layout.HEALTH_PATH} on {upstream} with {status} after {self.refresh}"
+                )
+            if not target.wait_healthy(upstream):
+                raise InstallError(f"{service} did not answer {layout.HEALTH_PATH} on {upstream} after {self.refresh}")
+        if self.refreshed:
+            how = "graceful" if self.refresh == "reload" else "unit changed"
+            order = ", one at a time" if len(self.refreshed) > 1 else ""
+            done.append(f"{self.refresh} {' '.join(self.refreshed)} ({how}{order})")
+        if self.relistened:
+            moved = " ".join(socket for socket, _ in self.relistened)
+            done.append(f"stop, re-listen and start {moved} (listening address changed)")
+        return done
+
+    def relisten(self, socket: str, service: str, *, start: bool) -> None:
+        """A socket binds its new address only when restarted, and systemd refuses to start a socket
+        whose service runs: the service stops meanwhile (its connections are refused for a moment)."""
+        target = self.target
+        self.files.journal.add({"action": "relistened", "units": [socket, service]})
+        self.relistened.append([socket, service])
+        target.run("systemctl", "stop", service)
+        target.run("systemctl", "restart", socket)
+        if start:
+            target.run("systemctl", "start", service)
 
     def certificate(self) -> str | None:
         """Let's Encrypt's first certificate, through the challenge site nginx now serves; then the
@@ -265,7 +373,7 @@ class Activation:
             # The staged tree holds the HTTPS site already; the server swaps it in after certbot.
             target.run("install", "-m", "0644", app_copy(layout.NGINX_SITE), layout.NGINX_SITE_PATH)
         else:
-            self.files.ensure_file(layout.NGINX_SITE_PATH, layout.NGINX_SITE.read_bytes(), 0o644, ROOT)
+            self.files.ensure_file(layout.NGINX_SITE_PATH, target.role.site(), 0o644, ROOT)
         result = target.run(target.nginx_command(), "-t", check=False)
         if result is not None and result.returncode:
             raise InstallError("nginx -t rejects the HTTPS site with the new certificate:\n" + indent(result.stderr))
@@ -276,17 +384,40 @@ class Activation:
         return f"certificate for {layout.DOMAIN} from Let's Encrypt; HTTPS site in place, nginx reloaded"
 
     def health(self) -> str:
+        role = self.target.role
         if self.target.no_run_reason:
             return f"skipped ({self.target.no_run_reason})"
+        if role.all_drained:
+            return "every app host is drained (--drain): nginx sends them nothing, so nothing to probe"
+        if not role.runs_nginx:
+            return self.app_health()
         start = time.monotonic()
         status = None
         while time.monotonic() - start < HEALTH_SECONDS:
-            status = health_status()
+            status = health_status(role)
             if status == 200:
                 return f"{health_url()} answered 200 in {time.monotonic() - start:.1f}s"
             time.sleep(0.25)
         said = f"status {status}" if status else "no answer"
         raise InstallError(f"{health_url()}: {said} within {HEALTH_SECONDS}s")
+
+    def app_health(self) -> str:
+        """An app host: each gunicorn on its private address, asked directly with the site's Host."""
+        start = time.monotonic()
+        for server in self.target.role.app_servers():
+            status = None
+            while time.monotonic() - start < HEALTH_SECONDS:
+                status = self.target.health_of(server)
+                if status == 200:
+                    break
+                time.sleep(0.25)
+            if status != 200:
+                said = f"status {status}" if status else "no answer"
+                where = f"http://{server}{layout.HEALTH_PATH} (Host: {layout.DOMAIN})"
+                raise InstallError(f"{where}: {said} within {HEALTH_SECONDS}s")
+        servers = ", ".join(self.target.role.app_servers())
+        took = time.monotonic() - start
+        return f"{layout.HEALTH_PATH} on {servers} (Host: {layout.DOMAIN}) answered 200 in {took:.1f}s"
 
     # The way back -------------------------------------------------------------------------------
     def recover(self, records: list[dict]) -> str:
@@ -310,6 +441,8 @@ class Activation:
                 self.refreshed += units
             elif action == "stopped":
                 self.stopped += units
+            elif action == "relistened":
+                self.relistened.append(units)
             elif action == "nginx-reloaded":
                 self.nginx_reloaded = True
             elif action == "venv":
@@ -317,7 +450,7 @@ class Activation:
                 self.created_venv = bool(record.get("new"))
             elif action == "useradd":
                 self.created_user = True
-        if self.refreshed or self.nginx_reloaded or self.daemon_reloaded:
+        if self.refreshed or self.relistened or self.nginx_reloaded or self.daemon_reloaded:
             # Files come back first, then systemd and nginx reload them.
             self.daemon_reloaded = True
         return self.roll_back()
@@ -349,6 +482,11 @@ class Activation:
             failed_workers = target.workers(service)
             target.run("systemctl", self.refresh, service, check=False)
             target.wait_gone(failed_workers, REPLACED_SECONDS)
+        for socket, service in self.relistened:
+            # Back on the previous address: the socket binds it again, then its service starts.
+            target.run("systemctl", "stop", service, check=False)
+            target.run("systemctl", "restart", socket, check=False)
+            target.run("systemctl", "start", service, check=False)
         if self.stopped:
             # The previous version's units, back as they were: enabled and running.
             target.run("systemctl", "enable", "--now", *self.stopped, check=False)
@@ -359,6 +497,6 @@ class Activation:
         if problems:
             result += "; NOT restored (copies kept in the backup folder):\n" + indent("\n".join(problems))
         elif not target.no_run_reason and (self.refreshed or self.started or self.nginx_reloaded):
-            status = health_status()
+            status = health_status(target.role)
             result += f"; {layout.HEALTH_PATH} now answers {status or 'nothing'}"
         return result

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from .. import layout
+
+if TYPE_CHECKING:
+    from .roles import Role
 
 BACKUPS_DIR = f"{layout.INSTALL_DIR}/backups"
 ENV_DIR = str(PurePosixPath(layout.ENV_FILE).parent)
@@ -60,6 +64,7 @@ class Options:
     verbose: bool = False
     purge: bool = False
     adopt: bool = False  # take over what exists and this installer did not make (see system.py)
+    role: Role | None = None  # --role and its options; None: as the manifest records (roles.py)
 
 
 def unit_file(unit: str) -> str:

@@ -38,6 +38,8 @@ class Manifest:
     paths: dict[str, dict[str, str]] = field(default_factory=dict)
     user_created: bool = False  # the service's account and group are this installer's
     active_units: list[str] = field(default_factory=list)  # what the installed version enables
+    # The role this machine was installed for, with its options (roles.py); empty: a whole server.
+    role: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, disk: Path) -> Manifest:
@@ -45,7 +47,12 @@ class Manifest:
             return cls()
         try:
             data = json.loads(disk.read_text())
-            return cls(paths=data["paths"], user_created=data["user_created"], active_units=data["active_units"])
+            return cls(
+                paths=data["paths"],
+                user_created=data["user_created"],
+                active_units=data["active_units"],
+                role=data.get("role", {}),
+            )
         except (ValueError, KeyError, TypeError) as error:
             raise InstallError(f"{disk} is not a manifest deploy/install can read ({error}): move it away") from None
 

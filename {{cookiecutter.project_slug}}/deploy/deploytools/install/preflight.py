@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
 import re
 import shlex
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,11 +65,39 @@ def staged(target: Staged, *, installing: bool) -> str:
     problems = []
     if installing:
         problems += system.problems(target, target.manifest, adopt=target.options.adopt)
+        if target.role.name == "lb" and certificate_pending(target):
+            # Its record would need the challenge site and the HTTPS site from the app folder,
+            # which a load balancer does not get.
+            problems.append(
+                "a load balancer's first Let's Encrypt install cannot be staged: run deploy/install --role lb on"
+                " the server itself (later updates stage fine)"
+            )
     if problems:
         raise InstallError("\n".join(f"  {problem}" for problem in problems).lstrip())
     if target.writes:
         root.mkdir(parents=True, exist_ok=True)
-    return f"staging for {layout.PLATFORM} under {root} (no account, service or package touched)"
+    return f"staging for {layout.PLATFORM} under {root} (no account, service or package touched){role_said(target)}"
+
+
+def role_said(target: Target) -> str:
+    """What the step line says of the role (nothing for a whole server, the default)."""
+    role = target.role
+    return "" if role.name == "server" else f"; as {role.describe} (--role {role.name})"
+
+
+def listen_problem(address: str) -> str | None:
+    """Why gunicorn could not listen on `address` here (it is not this machine's), or None."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe_socket:
+        try:
+            probe_socket.bind((address, 0))
+        except OSError as error:
+            if error.errno == errno.EADDRNOTAVAIL:
+                return (
+                    f"--listen {address} is not an address of this machine (`ip -brief address` lists them):"
+                    " give this host's address on the private network"
+                )
+    return None
 
 
 def nginx_version(said: str) -> tuple[int, ...]:
@@ -128,16 +158,19 @@ def live(target: Live, *, installing: bool) -> str:
     nginx_said = target.query(nginx, "-v", check=False) if nginx else None
     if here in PLATFORMS and here != layout.PLATFORM and (problem := platform_problem(here, nginx_said)):
         problems.append(problem)
+    role = target.role
     if not shutil.which("systemctl"):
         problems.append("systemctl not found: the server must run systemd")
-    if nginx is None:
+    if nginx is None and role.runs_nginx:
         problems.append(f"nginx is not installed: {PLATFORM.install} nginx")
-    if installing and importlib.util.find_spec("ensurepip") is None:
+    if installing and role.name == "app" and role.listen and (problem := listen_problem(role.listen)):
+        problems.append(problem)
+    if installing and role.installs_code and importlib.util.find_spec("ensurepip") is None:
         problems.append(f"Python cannot create virtualenvs here: {PLATFORM.install} {PLATFORM.python}")
-    if installing and certificate_pending(target) and not shutil.which("certbot"):
+    if installing and role.runs_nginx and certificate_pending(target) and not shutil.which("certbot"):
         epel = " (from EPEL)" if RHEL else ""
         problems.append(f"certbot is not installed: {PLATFORM.install} certbot{epel}")
-    if installing and layout.TLS_MODE == "existing":
+    if installing and role.runs_nginx and layout.TLS_MODE == "existing":
         tls_files = {layout.TLS_CERTIFICATE: "certificate (full chain)", layout.TLS_CERTIFICATE_KEY: "key"}
         problems += [
             f"TLS: no {what} at {path}: put it there first"
@@ -152,7 +185,8 @@ def live(target: Live, *, installing: bool) -> str:
                 problems.append(problem)
     if installing:
         problems += system.problems(target, target.manifest, adopt=target.options.adopt)
-        problems += system.port_problems()
+        if role.runs_app:
+            problems += system.port_problems(target)
     if problems:
         raise InstallError("\n".join(f"  {problem}" for problem in problems).lstrip())
     found = []
@@ -161,4 +195,4 @@ def live(target: Live, *, installing: bool) -> str:
     found.append(f"Python {sys.version.split()[0]}")
     who = "root" if os.geteuid() == 0 else "not root (dry run: what this user may read)"
     made_for = layout.PLATFORM if here == layout.PLATFORM else f"made for {layout.PLATFORM}, works unchanged on {here}"
-    return f"{who}, {', '.join(found)}, {made_for}"
+    return f"{who}, {', '.join(found)}, {made_for}{role_said(target)}"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from pathlib import Path, PurePosixPath
 
+from .. import catchall, layout
 from .activation import Activation, Changes
 from .common import ROOT, InstallError
 from .files import Files
 from .ledger import JOURNAL, MANIFEST, Journal, Manifest
 from .report import Report
+from .roles import Role
 from .target import Target
 
 
@@ -34,6 +37,7 @@ class Run:
             self.journal.disk = self.files.disk(JOURNAL)
             # An interrupted run first: what it left must not count as someone else's in preflight.
             self.recover()
+            target.role = self.choose_role()
             target.observe()
             self.prior_paths = set(target.manifest.paths)
             report.step(target.preflight(installing=installing))
@@ -43,6 +47,10 @@ class Run:
             report.say(f"{report.step_name}: FAILED: {explain(error, target)}\n{self.command}: nothing changed")
             return False
         return True
+
+    def choose_role(self) -> Role:
+        """The role this run works for: the one the manifest records."""
+        return Role.recorded(self.target.manifest.role)
 
     def recover(self) -> None:
         """A journal left by a run that never finished: undo that run before anything else."""
@@ -69,6 +77,29 @@ class Run:
         journal.close()
         report.step(f"{when} was interrupted: undone ({result})")
         report.step_name = "preflight"
+
+    def leave_catch_all(self) -> None:
+        """This project off the shared default server's list; the last one removes it and enables
+        the package's default site again if the catch-all had replaced it."""
+        target, files = self.target, self.files
+        disk = target.disk(catchall.path())
+        if not disk.exists():
+            return
+        state = catchall.CatchAll.parse(disk.read_text())
+        if state.users.pop(layout.SLUG, None) is None:
+            return
+        if state.users:
+            files.ensure_file(catchall.path(), state.render().encode(), 0o644, ROOT, listed=False)
+            return
+        if link := catchall.link():
+            files.remove_file(link, listed_only=False)
+        files.remove_file(catchall.path(), listed_only=False)
+        if state.replaces:
+            stock, points_to = state.replaces
+            # Only where the package's site is still there: a link to nothing would fail nginx -t.
+            if target.disk(os.path.join(PurePosixPath(stock).parent, points_to)).exists():
+                files.ensure_link(stock, points_to)
+                files.forget(stock)
 
     def end(self, title: str) -> Path | None:
         """Save the manifest, keep the backups in bounds, record the commands, close the journal."""

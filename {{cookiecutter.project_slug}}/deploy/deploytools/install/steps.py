@@ -2,8 +2,11 @@
 
 Steps, one line of output each: recover (only after an interrupted run), preflight, user, dirs,
 env, app, venv, static, errors, systemd, nginx, selinux (RHEL), validate, migrate (Django),
-activate, https (Let's Encrypt's first certificate), health.
+activate, https (Let's Encrypt's first certificate), health, cache.
 Every step is the same whatever the target (target.py): a live run, a staged tree or a dry run.
+The role (roles.py) leaves out what this machine does not run: an app host has no static, errors,
+https or cache step, a load balancer no user, units or migrations (nor app, env and venv, except
+Django's, for collectstatic); their systemd and nginx steps still remove what another role left.
 """
 
 from __future__ import annotations
@@ -29,12 +32,16 @@ from .common import (
     SETUP_VENV,
     UNIT_FILES,
     VENV_PYTHON,
+    InstallError,
+    Owner,
     app_skips,
     indent,
     tree,
 )
+from .ledger import MANIFEST
 from .platform import NGINX_READS, RHEL, fcontext_spec
 from .preflight import certificate_pending
+from .roles import Role
 from .run import Run
 
 SERVICE_OWNS = (layout.SERVICE_USER, layout.SERVICE_USER)
@@ -46,24 +53,48 @@ class Install(Run):
     command = "install"
 
     def steps(self) -> list[tuple[str, Callable[[], str | None]]]:
-        return [
-            ("user", self.user),
-            ("dirs", self.dirs),
-            ("env", self.env_file),
-            ("app", self.app),
-            ("venv", self.venv),
-            ("static", self.static),
-            ("errors", self.errors),
-            ("systemd", self.units),
-            ("nginx", self.site),
-            ("selinux", self.selinux),
-            ("validate", self.activation.validate),
-            ("migrate", self.migrate),
-            ("activate", self.activation.activate),
-            ("https", self.activation.certificate),
-            ("health", self.activation.health),
-            ("cache", self.empty_cache),
+        role = self.target.role
+        app, nginx, code = role.runs_app, role.runs_nginx, role.installs_code
+        chosen: list[tuple[str, Callable[[], str | None], bool]] = [
+            ("user", self.user, app),
+            ("dirs", self.dirs, True),
+            ("env", self.env_file, code),
+            ("app", self.app, code),
+            ("venv", self.venv, code),
+            ("static", self.static, nginx),
+            ("errors", self.errors, nginx),
+            ("systemd", self.units, True),
+            ("nginx", self.site, True),
+            ("selinux", self.selinux, nginx),
+            ("validate", self.activation.validate, True),
+            ("migrate", self.migrate, app),
+            ("activate", self.activation.activate, True),
+            ("https", self.activation.certificate, nginx),
+            ("health", self.activation.health, True),
+            ("cache", self.empty_cache, nginx),
         ]
+        return [(name, step) for name, step, wanted in chosen if wanted]
+
+    def choose_role(self) -> Role:
+        """--role as given; without it, the recorded one, unless that would turn an app host or a
+        load balancer into a whole server."""
+        recorded = super().choose_role()
+        given = self.target.options.role
+        if given is not None:
+            return given
+        if recorded.name != "server":
+            raise InstallError(
+                f"this machine is installed as {recorded.describe} (--role {recorded.name}, recorded in {MANIFEST}):"
+                f" without --role, deploy/install would make it a whole server. Give the role again:\n"
+                f"    {recorded.command()}\nor --role server to turn it into a whole server"
+            )
+        return recorded
+
+    @property
+    def code_owner(self) -> Owner:
+        """The app's code is readable by the service's group; a load balancer (Django's, for
+        collectstatic) has no service account: root's alone."""
+        return SERVICE_READS if self.target.role.runs_app else ROOT
 
     def empty_cache(self) -> str | None:
         """Answers of the previous release must not outlive it: the new one is up, so the cache goes.
@@ -101,7 +132,8 @@ class Install(Run):
     def finish(self) -> None:
         target, report = self.target, self.report
         manifest = self.files.manifest
-        manifest.active_units = list(layout.ACTIVE_UNITS)
+        manifest.active_units = list(layout.ACTIVE_UNITS) if target.role.runs_app else []
+        manifest.role = target.role.record()
         files, commands = len(report.changes), len(report.commands)
         record = self.end("deploy/install")
         if self.files.left:
@@ -139,18 +171,21 @@ class Install(Run):
         return f"created {what}" if done else f"useradd {target.outcome()} for {what}"
 
     def dirs(self) -> str:
-        files = self.files
+        files, role = self.files, self.target.role
         since = self.report.mark()
         # nginx passes through the install folder to static/ and errors/; it cannot list app/.
         files.ensure_dir(layout.INSTALL_DIR, 0o755, ROOT)
-        files.ensure_dir(layout.APP_DIR, 0o750, SERVICE_READS)
-        files.ensure_dir(layout.STATIC_ROOT, 0o755, ROOT)
-        files.ensure_dir(layout.ERRORS_ROOT, 0o755, ROOT)
-        if layout.TLS_MODE == "letsencrypt":
-            files.ensure_dir(layout.ACME_ROOT, 0o755, ROOT)
-        # systemd reads the env file as root; the service itself never opens it.
-        files.ensure_dir(ENV_DIR, 0o750, ROOT)
-        if layout.FRAMEWORK == "django":
+        if role.installs_code:
+            files.ensure_dir(layout.APP_DIR, 0o750, self.code_owner)
+        if role.runs_nginx:
+            files.ensure_dir(layout.STATIC_ROOT, 0o755, ROOT)
+            files.ensure_dir(layout.ERRORS_ROOT, 0o755, ROOT)
+            if layout.TLS_MODE == "letsencrypt":
+                files.ensure_dir(layout.ACME_ROOT, 0o755, ROOT)
+        if role.installs_code:
+            # systemd reads the env file as root; the service itself never opens it.
+            files.ensure_dir(ENV_DIR, 0o750, ROOT)
+        if layout.FRAMEWORK == "django" and role.runs_app:
             self.state_dir()
         return self.report.summary(since)
 
@@ -213,7 +248,7 @@ class Install(Run):
             dir_mode=0o750,
             file_mode=0o640,
             exec_mode=0o750,
-            owner=SERVICE_READS,
+            owner=self.code_owner,
             skip=skip,
         )
         written = [(verb, path) for verb, path in report.changes[since:] if verb != "fixed"]
@@ -223,7 +258,9 @@ class Install(Run):
         )
         self.changes.requirements = any(path == REQUIREMENTS for _, path in written)
         if report.changes[since:]:
-            self.target.own_tree(layout.APP_DIR, SERVICE_READS)
+            self.target.own_tree(layout.APP_DIR, self.code_owner)
+        if not self.target.role.runs_app:
+            return f"{report.summary(since, layout.APP_DIR)} (for collectstatic only: the app does not run here)"
         return report.summary(since, layout.APP_DIR)
 
     def venv(self) -> str:
@@ -281,7 +318,7 @@ class Install(Run):
         """Django's migrations, once the new files passed validation: as the service's user, with
         the env file's settings and the service's state folder (where the SQLite database is).
         They are not undone by a rollback: a migration must work with the previous code too."""
-        if layout.FRAMEWORK != "django":
+        if layout.FRAMEWORK != "django" or not self.target.role.runs_app:
             return None
         if not (self.changes.code or self.changes.requirements):
             return "no code change: nothing to migrate"
@@ -300,20 +337,38 @@ class Install(Run):
         self.changes.public |= self.report.mark() > since
         return self.report.summary(since, layout.ERRORS_ROOT)
 
-    def units(self) -> str:
+    def units(self) -> str | None:
+        role = self.target.role
         since = self.report.mark()
-        for name in UNIT_FILES:
-            content = (layout.SYSTEMD_DIR / name).read_bytes()
-            self.files.ensure_file(f"{layout.SYSTEMD_UNIT_DIR}/{name}", content, 0o644, ROOT)
+        if role.runs_app:
+            for name in UNIT_FILES:
+                content = (layout.SYSTEMD_DIR / name).read_bytes()
+                self.files.ensure_file(f"{layout.SYSTEMD_UNIT_DIR}/{name}", content, 0o644, ROOT)
+            # An app host's listening addresses and trusted proxies (roles.py).
+            for path, text in role.drop_ins().items():
+                self.files.ensure_file(path, text.encode(), 0o644, ROOT)
         # What the installed version ran and this one has no more (a socket after bind=tcp, the
-        # single service after instances=3): stopped and disabled before its file goes.
-        stale = [unit for unit in self.target.manifest.active_units if unit not in layout.ACTIVE_UNITS]
+        # single service after instances=3, every unit on a load balancer): stopped and disabled
+        # before its file goes.
+        active = layout.ACTIVE_UNITS if role.runs_app else []
+        stale = [unit for unit in self.target.manifest.active_units if unit not in active]
         stopped = ""
         if stale:
             self.activation.stop(stale)
-            stopped = f"; stop and disable {' '.join(stale)} (not in this version) {self.target.outcome()}"
+            why = "not in this version" if role.runs_app else "not on a load balancer"
+            stopped = f"; stop and disable {' '.join(stale)} ({why}) {self.target.outcome()}"
         self.prune(lambda path: path.startswith(layout.SYSTEMD_UNIT_DIR + "/"))
-        self.changes.units = self.report.mark() > since
+        changed = [path for _, path in self.report.changes[since:]]
+        self.changes.units = bool(changed)
+        # A socket whose drop-in came or went listens elsewhere now: it must bind anew.
+        self.changes.relisten = [
+            unit
+            for unit in active
+            if unit.endswith(".socket")
+            and any(path.startswith(f"{layout.SYSTEMD_UNIT_DIR}/{unit}.d/") for path in changed)
+        ]
+        if not role.runs_app and not changed and not stale:
+            return None
         return self.report.summary(since, layout.SYSTEMD_UNIT_DIR) + stopped
 
     def prune(self, chosen: Callable[[str], bool] = lambda path: True) -> None:
@@ -329,15 +384,18 @@ class Install(Run):
             else:
                 files.remove_file(path)
 
-    def site(self) -> str:
-        files = self.files
+    def site(self) -> str | None:
+        files, role = self.files, self.target.role
         since = self.report.mark()
+        if not role.runs_nginx:
+            return self.no_site()
         # What nginx -t warns about before this run: validation fails on any warning it adds.
         self.activation.nginx_warnings_before = self.activation.nginx_warnings()
         # Until its first certificate exists, an HTTPS site cannot pass nginx -t: the challenge site
         # stands in for it (a staged tree gets the real site; its record swaps them on the target).
         first = layout.NGINX_ACME_SITE if self.acme_first and not self.target.defers else None
-        files.ensure_file(layout.NGINX_SITE_PATH, (first or layout.NGINX_SITE).read_bytes(), 0o644, ROOT)
+        content = first.read_bytes() if first else role.site()
+        files.ensure_file(layout.NGINX_SITE_PATH, content, 0o644, ROOT)
         files.mirror(
             layout.NGINX_SNIPPETS_DIR, tree(layout.NGINX_SNIPPETS), dir_mode=0o755, file_mode=0o644, owner=ROOT
         )
@@ -350,7 +408,24 @@ class Install(Run):
         self.prune()
         self.changes.site = self.report.mark() > since
         result = self.report.summary(since)
+        if role.name == "lb":
+            drained = f", {len(role.drain)} drained" if role.drain else ""
+            result += f" (upstream: {len(role.app_hosts)} app host(s){drained})"
         return result + (f" (challenge site until the certificate exists: {first.name})" if first else "")
+
+    def no_site(self) -> str | None:
+        """An app host serves no site: what an earlier role placed goes (the site, its snippets, the
+        static files, this project's name on the shared catch-all), like any file this version
+        does not have."""
+        if layout.NGINX_SITE_PATH in self.prior_paths:
+            self.activation.nginx_warnings_before = self.activation.nginx_warnings()
+        since = self.report.mark()
+        self.leave_catch_all()
+        self.prune()
+        self.changes.site = self.report.mark() > since
+        if not self.changes.site:
+            return None
+        return f"{self.report.summary(since)} (nginx runs on the load balancers, not on an app host)"
 
     def catch_all(self) -> None:
         """The shared default server (catchall.py), with this project on its list; the package's
@@ -391,7 +466,7 @@ class Install(Run):
         if added or self.changes.public:
             target.run("restorecon", "-R", *NGINX_READS)
             done.append("restorecon")
-        if layout.BIND == "tcp":
+        if layout.BIND == "tcp" or self.target.role.name == "lb":
             boolean = target.query("getsebool", "httpd_can_network_connect")
             on = boolean.stdout.strip().endswith("on") if boolean is not None else target.installed_before
             if not on:

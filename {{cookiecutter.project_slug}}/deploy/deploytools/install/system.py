@@ -24,6 +24,7 @@ from .platform import PLATFORM
 
 if TYPE_CHECKING:
     from .ledger import Manifest
+    from .roles import Role
     from .target import Target
 
 # Neither these nor anything under them: the operating system's, or wiped, or hidden from services.
@@ -80,20 +81,20 @@ def privileged(account: Account, groups: dict[str, tuple[int, list[str]]]) -> st
     return None
 
 
-def owned_paths() -> list[str]:
+def owned_paths(role: Role) -> list[str]:
     """Paths outside the install folder that a host's other software might own already."""
-    paths = [
-        ENV_DIR,
-        layout.NGINX_SITE_PATH,
-        layout.NGINX_SNIPPETS_DIR,
-        *(f"{layout.SYSTEMD_UNIT_DIR}/{u}" for u in UNIT_FILES),
-    ]
-    if layout.NGINX_SITE_LINK:
-        paths.append(layout.NGINX_SITE_LINK)
-    if layout.TLS_MODE == "letsencrypt":
-        paths.append(CERTBOT_HOOK)
-    if layout.FRAMEWORK == "django":
-        paths.append(layout.STATE_DIR)
+    paths = [ENV_DIR] if role.installs_code else []
+    if role.runs_nginx:
+        paths += [layout.NGINX_SITE_PATH, layout.NGINX_SNIPPETS_DIR]
+        if layout.NGINX_SITE_LINK:
+            paths.append(layout.NGINX_SITE_LINK)
+        if layout.TLS_MODE == "letsencrypt":
+            paths.append(CERTBOT_HOOK)
+    if role.runs_app:
+        paths += [f"{layout.SYSTEMD_UNIT_DIR}/{u}" for u in UNIT_FILES]
+        paths += list(role.drop_ins())
+        if layout.FRAMEWORK == "django":
+            paths.append(layout.STATE_DIR)
     return paths
 
 
@@ -120,7 +121,8 @@ def problems(target: Target, manifest: Manifest, *, adopt: bool) -> list[str]:
         found.append(
             f"install folder {layout.INSTALL_DIR} exists, is not empty and was not made by this installer{adopt_hint}"
         )
-    for name in UNIT_FILES:
+    role = target.role
+    for name in UNIT_FILES if role.runs_app else []:
         for folder in DISTRIBUTION_UNIT_DIRS:
             if target.disk(f"{folder}/{name}").exists():
                 found.append(
@@ -129,11 +131,12 @@ def problems(target: Target, manifest: Manifest, *, adopt: bool) -> list[str]:
                 )
                 break
     if not adopt:
-        for path in owned_paths():
+        for path in owned_paths(role):
             if not_ours(target, manifest, path):
                 found.append(f"{path} exists and was not made by this installer{adopt_hint}")
-    found += account_problems(target, manifest, adopt=adopt)
-    found += missing_programs(target)
+    if role.runs_app:
+        found += account_problems(target, manifest, adopt=adopt)
+        found += missing_programs(target)
     return found
 
 
@@ -232,25 +235,32 @@ def unit_of(process: Path) -> str:
     return found.group(1) if found else ""
 
 
-def ours(pid: int, unit: str, proc: Path = Path("/proc")) -> bool:
-    """A process of this project's own service (its unit, or gunicorn from its venv)."""
+def ours(pid: int, unit: str, proc: Path = Path("/proc"), *, sockets_active: bool = False) -> bool:
+    """A process of this project's own service (its unit, or gunicorn from its venv), or systemd
+    itself holding the project's active socket units (an app host's, on TCP)."""
     if unit and unit in layout.ACTIVE_UNITS:
+        return True
+    if pid == 1 and sockets_active:
         return True
     return layout.VENV_DIR + "/" in read(proc / str(pid) / "cmdline").replace("\0", " ")
 
 
-def port_problems() -> list[str]:
-    """Ports of bind=tcp that another program listens on already (this project's own are fine)."""
-    if layout.BIND != "tcp":
+def port_problems(target: Target) -> list[str]:
+    """Ports gunicorn listens on (bind=tcp, or any bind on an app host) that another program listens
+    on already (this project's own are fine)."""
+    app_host = target.role.name == "app"
+    if layout.BIND != "tcp" and not app_host:
         return []
-    ports = [int(server.rsplit(":", 1)[1]) for server in layout.UPSTREAM_SERVERS if not server.startswith("unix:")]
+    ports = list(layout.APP_PORTS)
+    # On an app host with bind=unix, systemd holds the TCP sockets: they are ours if our sockets run.
+    sockets_active = app_host and any(target.unit_is("active", unit) for unit in layout.SOCKET_UNITS)
     listening = listeners()
     found = []
     for port in ports:
         if port not in listening:
             continue
         holders = socket_owners(listening[port])
-        owners = [owner for owner in holders if not ours(owner[0], owner[2])]
+        owners = [owner for owner in holders if not ours(owner[0], owner[2], sockets_active=sockets_active)]
         if holders and not owners:
             continue  # this project's own service, running
         said = ", ".join(f"{name} (pid {pid}{', unit ' + unit if unit else ''})" for pid, name, unit in owners)

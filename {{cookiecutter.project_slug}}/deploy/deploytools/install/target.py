@@ -33,6 +33,7 @@ from .common import NGINX_SERVICE, ROOT, STAGED_RECORD, UNIT_FILES, InstallError
 from .ledger import Manifest
 from .platform import PLATFORM, RHEL
 from .report import Report
+from .roles import Role
 from .system import Account
 
 if TYPE_CHECKING:
@@ -59,13 +60,15 @@ class Target:
         self.report = report
         self.root = options.root or Path("/")
         self.manifest = Manifest()  # what an earlier run installed, once read
+        self.role = Role()  # what this machine is for, once the manifest is read (roles.py)
         self.observe()
 
     def observe(self) -> None:
         """Whether an install was there before this run, and which of its units (once an
         interrupted run is undone, again)."""
         # (os.path: a tree this user cannot read counts as empty; preflight says why it is refused.)
-        self.installed_before = os.path.isdir(self.disk(layout.APP_DIR))
+        # A load balancer has no app folder (unless Django's): its manifest tells.
+        self.installed_before = os.path.isdir(self.disk(layout.APP_DIR)) or bool(self.manifest.paths)
         self.units_before = {n for n in UNIT_FILES if os.path.exists(self.disk(f"{layout.SYSTEMD_UNIT_DIR}/{n}"))}
 
     def disk(self, path: str) -> Path:

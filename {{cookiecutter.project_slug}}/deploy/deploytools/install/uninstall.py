@@ -4,11 +4,10 @@ left in place and named."""
 
 from __future__ import annotations
 
-import os
 from pathlib import PurePosixPath
 
-from .. import catchall, layout
-from .common import CERTBOT_HOOK, INSTALL_STATE_DIR, NGINX_SERVICE, ROOT, UNIT_FILES, InstallError, indent, unit_file
+from .. import layout
+from .common import CERTBOT_HOOK, INSTALL_STATE_DIR, NGINX_SERVICE, UNIT_FILES, InstallError, indent, unit_file
 from .ledger import MANIFEST
 from .platform import NGINX_READS, fcontext_spec
 from .report import Report
@@ -84,7 +83,7 @@ class Uninstall(Run):
         files.remove_dir(layout.NGINX_SNIPPETS_DIR)
         # The renewal hook only reloads nginx; the certificate itself stays with certbot.
         files.remove_file(CERTBOT_HOOK)
-        self.catch_all()
+        self.leave_catch_all()
         if self.report.mark() == since:
             return "site not installed (or not by deploy/install)"
         result = target.run(target.nginx_command(), "-t", check=False)
@@ -94,32 +93,16 @@ class Uninstall(Run):
             target.run("systemctl", "reload", NGINX_SERVICE)
         return f"{self.report.summary(since)}; nginx -t and reload without the site {target.outcome()}"
 
-    def catch_all(self) -> None:
-        """This project off the shared default server's list; the last one removes it and enables
-        the package's default site again if the catch-all had replaced it."""
-        target, files = self.target, self.files
-        disk = target.disk(catchall.path())
-        if not disk.exists():
-            return
-        state = catchall.CatchAll.parse(disk.read_text())
-        if state.users.pop(layout.SLUG, None) is None:
-            return
-        if state.users:
-            files.ensure_file(catchall.path(), state.render().encode(), 0o644, ROOT, listed=False)
-            return
-        if link := catchall.link():
-            files.remove_file(link, listed_only=False)
-        files.remove_file(catchall.path(), listed_only=False)
-        if state.replaces:
-            stock, points_to = state.replaces
-            # Only where the package's site is still there: a link to nothing would fail nginx -t.
-            if target.disk(os.path.join(PurePosixPath(stock).parent, points_to)).exists():
-                files.ensure_link(stock, points_to)
-                files.forget(stock)
-
     def units(self) -> str:
         target, files = self.target, self.files
-        listed = {p.rsplit("/", 1)[1] for p in files.manifest.paths if p.startswith(layout.SYSTEMD_UNIT_DIR + "/")}
+        unit_dir = layout.SYSTEMD_UNIT_DIR + "/"
+        # Unit files sit right in the folder; an app host's drop-ins in <unit>.d/ below it.
+        drop_ins = [
+            path
+            for path in files.manifest.paths
+            if path.startswith(unit_dir) and ("/" in path[len(unit_dir) :] or path.endswith(".d"))
+        ]
+        listed = {p.rsplit("/", 1)[1] for p in files.manifest.paths if p.startswith(unit_dir) and p not in drop_ins}
         placed = [
             name
             for name in sorted(listed | set(UNIT_FILES))
@@ -136,9 +119,15 @@ class Uninstall(Run):
         since = self.report.mark()
         for name in placed:
             files.remove_file(f"{layout.SYSTEMD_UNIT_DIR}/{name}")
+        # Deepest first: the drop-ins, then their folders once empty.
+        for path in sorted(drop_ins, reverse=True):
+            if files.manifest.paths[path]["type"] == "dir":
+                files.remove_dir(path)
+            else:
+                files.remove_file(path)
         if self.report.mark() > since:
             target.run("systemctl", "daemon-reload")
-        if not placed and not running:
+        if not placed and not running and self.report.mark() == since:
             return "units not installed (or not by deploy/install)"
         stopped = f"stop and disable {' '.join(running)} {target.outcome()}" if running else "no unit running"
         return f"{stopped}; unit files {self.report.summary(since)}"
