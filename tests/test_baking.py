@@ -86,7 +86,7 @@ def test_generated_shell_is_shellcheck_clean(baked: Baked) -> None:
     assert result.returncode == 0, result.stdout
 
 
-GENERATED_TEST_COUNTS = {"wsgi": 5, "flask": 5, "django": 11, "asgi": 5}
+GENERATED_TEST_COUNTS = {"wsgi": 9, "flask": 9, "django": 15, "asgi": 9}
 
 
 @pytest.mark.parametrize("framework", GENERATED_TEST_COUNTS)

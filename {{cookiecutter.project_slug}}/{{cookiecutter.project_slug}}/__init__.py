@@ -1,15 +1,31 @@
 {% if cookiecutter.framework == "flask" %}
 """{{ cookiecutter.project_name }}: a Flask app, served by gunicorn behind nginx."""
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .proxy import client_address
+
+WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+
+
+def behind_nginx(wsgi_app: WsgiApp) -> WsgiApp:
+    """request.remote_addr is the client's: nginx's X-Forwarded-For, believed from a trusted proxy
+    only (proxy.py). request.scheme needs nothing here: gunicorn sets it from X-Forwarded-Proto,
+    from the same proxies."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        environ["REMOTE_ADDR"] = client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"))
+        return wsgi_app(environ, start_response)
+
+    return app
 
 
 def create_app() -> Flask:
     app = Flask(__name__)
-    # nginx sets X-Forwarded-For and -Proto (overwriting what clients send): trust exactly that one
-    # proxy, so request.remote_addr and request.scheme are the client's.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+    app.wsgi_app = behind_nginx(app.wsgi_app)  # type: ignore[method-assign]
 
     from .views import pages
 

@@ -33,6 +33,8 @@ import html
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .proxy import client_address
+
 PROJECT_NAME = {{ cookiecutter.project_name | tojson }}
 
 Scope = dict[str, Any]
@@ -45,10 +47,10 @@ def header(scope: Scope, name: bytes) -> str:
     return next((value.decode("latin-1") for key, value in scope["headers"] if key == name), "")
 
 
-def client_address(scope: Scope) -> str:
-    """nginx overwrites X-Forwarded-For with the peer it accepted: the client's own address."""
-    client = scope.get("client")
-    return header(scope, b"x-forwarded-for") or (client[0] if client else "unknown")
+def client_of(scope: Scope) -> str:
+    """The client's address, from nginx's X-Forwarded-For when a trusted proxy connected."""
+    peer = scope.get("client")
+    return client_address(peer[0] if peer else None, header(scope, b"x-forwarded-for"))
 
 
 async def respond(send: Send, status: int, content_type: str, body: bytes, method: str) -> None:
@@ -68,7 +70,7 @@ async def http(scope: Scope, send: Send) -> None:
     else:
         page = HOME_PAGE.format(
             name=html.escape(PROJECT_NAME),
-            client_addr=html.escape(client_address(scope)),
+            client_addr=html.escape(client_of(scope)),
             scheme=html.escape(scope["scheme"]),
             host=html.escape(header(scope, b"host")),
         )
@@ -120,25 +122,23 @@ import html
 import time
 from collections.abc import Callable, Iterable
 
+from .proxy import client_address
+
 PROJECT_NAME = {{ cookiecutter.project_name | tojson }}
 
 StartResponse = Callable[[str, list[tuple[str, str]]], object]
 
 {{ home_page }}
 
-def client_address(environ: dict) -> str:
-    """The client's address as nginx saw it.
-
-    nginx overwrites X-Forwarded-For with the address of the peer it accepted, and gunicorn only
-    trusts the header from nginx (forwarded_allow_ips), so it cannot be spoofed from outside.
-    """
-    return environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR") or "unknown"
+def client_of(environ: dict) -> str:
+    """The client's address, from nginx's X-Forwarded-For when a trusted proxy connected."""
+    return client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"))
 
 
 def home(environ: dict) -> tuple[str, str, bytes]:
     page = HOME_PAGE.format(
         name=html.escape(PROJECT_NAME),
-        client_addr=html.escape(client_address(environ)),
+        client_addr=html.escape(client_of(environ)),
         scheme=html.escape(environ["wsgi.url_scheme"]),
         host=html.escape(environ.get("HTTP_HOST", "")),
     )

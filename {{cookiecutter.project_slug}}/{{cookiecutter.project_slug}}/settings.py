@@ -80,9 +80,10 @@ STATIC_URL = "/static/"
 STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT", "{{ derived.static_root }}")
 STATICFILES_DIRS = [PACKAGE_DIR / "static"]
 
-# Behind nginx. It sets X-Forwarded-Proto from the real connection and clears what clients send,
-# so request.is_secure() is true for HTTPS: CSRF's origin check and secure cookies rely on it.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Behind nginx, which sets X-Forwarded-Proto from the real connection. gunicorn believes it from
+# the proxies it trusts only (FORWARDED_ALLOW_IPS) and sets the request's scheme from it, so
+# request.is_secure() is true for HTTPS: CSRF's origin check and secure cookies rely on it. No
+# SECURE_PROXY_SSL_HEADER: Django would believe that header from any peer.
 {% if cookiecutter.tls_mode != "none" %}
 # Session and CSRF cookies travel over HTTPS only (nginx redirects plain HTTP to HTTPS).
 SESSION_COOKIE_SECURE = True

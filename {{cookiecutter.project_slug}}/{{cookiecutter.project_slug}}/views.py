@@ -21,15 +21,17 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
+from .proxy import client_address
 
-def client_address(request: HttpRequest) -> str:
-    """nginx overwrites X-Forwarded-For with the peer it accepted: the client's own address."""
-    return request.META.get("HTTP_X_FORWARDED_FOR") or request.META.get("REMOTE_ADDR") or "unknown"
+
+def client_of(request: HttpRequest) -> str:
+    """The client's address, from nginx's X-Forwarded-For when a trusted proxy connected."""
+    return client_address(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"))
 
 
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
-    context = {"client_addr": client_address(request), "scheme": request.scheme, "host": request.get_host()}
+    context = {"client_addr": client_of(request), "scheme": request.scheme, "host": request.get_host()}
     return render(request, "index.html", context)
 
 
