@@ -577,10 +577,10 @@ def test_unit_program_missing_from_the_server_is_refused_with_the_package(baked:
     assert "/bin/kill is missing, and my_app.service runs it: apt-get install procps" in refused(baked, root)
 
 
-def run_until(project: Baked, root: Path, step: str, signum: int) -> subprocess.Popen[str]:
+def run_until(project: Baked, root: Path, step: str, signum: int, *args: str) -> subprocess.Popen[str]:
     """Start a staged install and send it `signum` once it reports `step` (all files placed)."""
     process = subprocess.Popen(
-        [sys.executable, "deploy/install", "--root", str(root)],
+        [sys.executable, "deploy/install", "--root", str(root), *args],
         cwd=project.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -1074,3 +1074,20 @@ def test_each_role_dry_runs_and_uninstalls_by_its_manifest(baked: Baked, tools, 
     installed(baked, root, "--uninstall", "--purge")
     left = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and "commands.log" not in p.name]
     assert left == []
+
+
+def test_conversion_to_an_app_host_killed_midway_is_undone_by_the_next_run(baked: Baked, tools, tmp_path) -> None:
+    root = tmp_path / "host"
+    installed(baked, root)
+    site = (root / SITE).read_bytes()
+
+    killed = run_until(baked, root, "nginx", signal.SIGKILL, *APP)
+    assert killed.returncode == -signal.SIGKILL
+    assert (root / UNITS / "my_app.socket.d/app-host.conf").exists() and not (root / SITE).exists()
+
+    result = install(baked, root)
+
+    assert result.returncode == 0, result.stdout
+    assert re.search(r"^recover: install \(pid \d+, .*\) was interrupted: undone", result.stdout, re.MULTILINE)
+    assert (root / SITE).read_bytes() == site and not (root / UNITS / "my_app.socket.d").exists()
+    assert manifest(root)["role"] == {"name": "server"}

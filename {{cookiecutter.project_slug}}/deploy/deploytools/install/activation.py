@@ -28,7 +28,7 @@ from .common import (
 from .files import Files
 from .report import Report
 from .roles import Role
-from .target import Target
+from .target import Target, running, shutting_down
 from .undo import Undo
 
 HEALTH_SECONDS = 60
@@ -274,16 +274,18 @@ class Activation:
     def nginx_took_over(self, old_workers: set[int]) -> bool:
         """Whether nginx runs workers with the new configuration (a reload only signals nginx).
 
-        Once they run, the previous workers have been told to finish: a load balancer's drain is in
-        force when deploy/install returns, before the host it drains goes down for its update.
+        Once they run and every previous worker has left or says "is shutting down" (it accepts no
+        more connections), a load balancer's drain is in force: deploy/install returns before the
+        host it drains goes down for its update.
         """
         if not old_workers:
             return True  # nginx was not running, or this target cannot tell
         deadline = time.monotonic() + NGINX_RELOAD_SECONDS
         while time.monotonic() < deadline:
-            if self.target.workers(NGINX_SERVICE) - old_workers:
+            started = self.target.workers(NGINX_SERVICE) - old_workers
+            if started and all(not running(pid) or shutting_down(pid) for pid in old_workers):
                 return True
-            time.sleep(0.05)
+            time.sleep(0.02)
         return False
 
     def activate_app(self) -> list[str]:

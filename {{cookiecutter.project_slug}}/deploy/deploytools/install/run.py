@@ -34,6 +34,8 @@ class Run:
         target, report = self.target, self.report
         try:
             target.manifest = self.files.manifest = Manifest.load(self.files.disk(MANIFEST))
+            # What an interrupted run is undone to: the role the last finished run recorded.
+            target.role = Role.recorded(target.manifest.role)
             self.journal.disk = self.files.disk(JOURNAL)
             # An interrupted run first: what it left must not count as someone else's in preflight.
             self.recover()

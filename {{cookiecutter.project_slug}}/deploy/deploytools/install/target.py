@@ -348,6 +348,14 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
+def shutting_down(pid: int) -> bool:
+    """Whether nginx's worker `pid` is finishing its last requests after a reload (its title says so)."""
+    try:
+        return b"is shutting down" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 class DryRun(Target):
     """Mixed in before Live or Staged: the same steps, and nothing is written, run or recorded."""
 
