@@ -16,15 +16,20 @@ from conftest import Baked, require_tool
 ANSIBLE_DIR = Path("deploy") / "ansible"
 
 
-def ansible_env(project: Path, tool: str) -> dict[str, str]:
-    return {
+def run_ansible(project: Path, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One of Ansible's commands (installed by requirements-dev.txt), run in deploy/ansible."""
+    command = require_tool(tool, "pip install -r requirements-dev.txt")
+    env = {
         **os.environ,
         # Ansible's commands start each other from their own folder (a venv's bin/).
-        "PATH": f"{Path(tool).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PATH": f"{Path(command).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "ANSIBLE_NOCOLOR": "1",
         "NO_COLOR": "1",
         "ANSIBLE_HOME": str(project / ".ansible-home"),
     }
+    return subprocess.run(
+        [command, *args], cwd=project / ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def release(project: Path) -> dict:
@@ -36,32 +41,14 @@ def release(project: Path) -> dict:
 
 
 def test_playbooks_pass_ansible_lint_production_profile(baked: Baked) -> None:
-    lint = require_tool("ansible-lint", "pip install -r requirements-dev.txt")
-    result = subprocess.run(
-        [lint, "--offline", "--profile", "production", "--nocolor"],
-        cwd=baked.path / ANSIBLE_DIR,
-        env=ansible_env(baked.path, lint),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_ansible(baked.path, "ansible-lint", "--offline", "--profile", "production", "--nocolor")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Profile 'production' was required, and it passed" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("playbook", ["site.yml", "rolling.yml"])
 def test_playbooks_pass_syntax_check_with_the_example_inventory(baked: Baked, playbook: str) -> None:
-    ansible_playbook = require_tool("ansible-playbook", "pip install -r requirements-dev.txt")
-    result = subprocess.run(
-        [ansible_playbook, "--syntax-check", "-i", "inventory.example.yml", playbook],
-        cwd=baked.path / ANSIBLE_DIR,
-        env=ansible_env(baked.path, ansible_playbook),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_ansible(baked.path, "ansible-playbook", "--syntax-check", "-i", "inventory.example.yml", playbook)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -86,3 +73,12 @@ def test_release_is_the_same_archive_for_the_same_files_and_a_new_one_after_an_e
     (project / "my_app" / "views.py").write_text((project / "my_app" / "views.py").read_text() + "\n# edited\n")
     edited = release(project)
     assert edited["made"] is True and edited["id"] != first["id"]
+
+
+def test_playbooks_keep_no_config_of_their_own(baked: Baked) -> None:
+    """One source of truth: the hosts get the release and its deploy/install, nothing written by Ansible."""
+    text = "\n".join(path.read_text() for path in sorted((baked.path / ANSIBLE_DIR).rglob("*.yml")))
+    for writer in ("ansible.builtin.template", "lineinfile", "blockinfile", "content:", "ansible.builtin.service"):
+        assert writer not in text, writer
+    copied = [line.strip() for line in text.splitlines() if line.strip().startswith("src:")]
+    assert copied and all("release" in line for line in copied), copied
