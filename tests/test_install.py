@@ -914,7 +914,7 @@ def test_app_host_gets_gunicorn_on_its_private_address_and_no_site(bake, tools, 
     bound = [f"[{listen}]:{port}" if ":" in listen else f"{listen}:{port}" for port in ports]
     for service, address in zip(services, bound, strict=True):
         drop_in = (root / UNITS / f"{service}.d/app-host.conf").read_text()
-        assert drop_in.startswith(f"# Written by deploy/install --role app --listen {listen} --trust 10.0.0.9")
+        assert drop_in.startswith("# Written by deploy/install --role app (from its --listen and --trust addresses)")
         assert f"\nEnvironment=GUNICORN_BIND={address}\n" in drop_in
         assert "\nEnvironment=FORWARDED_ALLOW_IPS=10.0.0.9,10.0.0.10\n" in drop_in
         socket_drop_in = root / UNITS / f"{service.replace('.service', '.socket')}.d/app-host.conf"
@@ -923,6 +923,7 @@ def test_app_host_gets_gunicorn_on_its_private_address_and_no_site(bake, tools, 
         else:
             assert not socket_drop_in.exists()
             assert "After=network-online.target" in drop_in
+
     # deploy/check's systemd-analyze verify ran on the units with these drop-ins, and nginx -t not at all.
     assert "systemd ok" in steps(output)["validate"] and "nginx" not in steps(output)["validate"]
     record = blocks(root)[0]
@@ -931,6 +932,13 @@ def test_app_host_gets_gunicorn_on_its_private_address_and_no_site(bake, tools, 
     assert not (root / "srv/my_app/static").exists() and not (root / "srv/my_app/errors").exists()
     assert {"static", "errors", "https", "cache"}.isdisjoint(steps(output))
     assert manifest(root)["role"] == {"name": "app", "listen": listen, "trust": ["10.0.0.9", "10.0.0.10"]}
+
+    # Another load balancer: the services restart with the new trust; the sockets keep listening.
+    again = installed(project, root, "--role", "app", "--listen", listen, "--trust", "10.0.0.9")
+    assert "re-listen" not in steps(again)["activate"] and "restart" in steps(again)["activate"]
+    assert (
+        "\nEnvironment=FORWARDED_ALLOW_IPS=10.0.0.9\n" in (root / UNITS / f"{services[0]}.d/app-host.conf").read_text()
+    )
 
 
 @pytest.mark.parametrize("framework", ["wsgi", "django"])

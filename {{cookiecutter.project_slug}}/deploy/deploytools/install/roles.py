@@ -157,8 +157,9 @@ class Role:
         if self.name != "app" or not self.listen:
             return {}
         found = {}
+        # The same words whatever the options: only a changed address rewrites (and rebinds) a socket.
         header = (
-            f"# Written by {self.command()}\n"
+            "# Written by deploy/install --role app (from its --listen and --trust addresses).\n"
             "# This host runs the app only; nginx runs on the load balancers, which connect over the private\n"
             "# network. deploy/install writes this file again on every run (another role removes it): change\n"
             "# its options, not the file.\n"
