@@ -9,13 +9,13 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from helpers import LiveStack, start_stack
-from servers import Lab, prepare_roots
+from servers import RELEASES, Lab, make_wheelhouse, platform_answer, prepare_roots
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 STRICT = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -86,6 +86,20 @@ def lab() -> Iterator[Lab]:
 def wheel_cache(tmp_path_factory) -> Path:
     """Wheelhouses made by deploy/wheelhouse, one per requirements.txt and Python, for this process."""
     return tmp_path_factory.mktemp("wheelhouses")
+
+
+@pytest.fixture(scope="session")
+def server_project(cookies_session, wheel_cache) -> Callable[..., Baked]:
+    """server_project(release, **answers): the project baked for a server of `release` (its platform
+    answer unless `answers` give another), with the wheelhouse for that server's Python: the servers
+    reach no package index."""
+
+    def make(release: str, **answers: str) -> Baked:
+        project = bake_or_fail(cookies_session, **{**platform_answer(release), **answers})
+        make_wheelhouse(project.path, RELEASES[release], wheel_cache)
+        return project
+
+    return make
 
 
 @pytest.fixture

@@ -416,6 +416,16 @@ class Lab:
             list(pool.map(Host.wait_booted, hosts))
         return hosts
 
+    @contextlib.contextmanager
+    def booted(self, *names: str, release: str = "bookworm") -> Iterator[list[Host]]:
+        """The servers of `boot` for the length of a block, removed when it ends, however it ends."""
+        hosts = self.boot(names, release=release)
+        try:
+            yield hosts
+        finally:
+            for host in hosts:
+                self.remove(host)
+
     def create(self, name: str, release: str, root: Path) -> Host:
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,23}", name):
             raise ValueError(f"host name {name!r}: lower-case letters, digits and hyphens, up to 24")

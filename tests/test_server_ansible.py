@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import Baked, bake_or_fail, require_tool
-from servers import RELEASES, Host, Lab, http_get, load, make_wheelhouse, platform_answer
+from conftest import Baked, require_tool
+from servers import Host, Lab, http_get, load
 
 RELEASE = "bookworm"
 APP_MODULE = "my_app/app.py"
@@ -144,11 +144,10 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(lab: Lab, cookies_session, wheel_cache, tmp_path_factory) -> Iterator[Cluster]:
+def cluster(lab: Lab, server_project, tmp_path_factory) -> Iterator[Cluster]:
     require_tool("ssh", "apt-get install openssh-client")
     playbook = require_tool("ansible-playbook", "pip install -r requirements-dev.txt")
-    project = bake_or_fail(cookies_session, **platform_answer(RELEASE))
-    make_wheelhouse(project.path, RELEASES[RELEASE], wheel_cache)
+    project = server_project(RELEASE)
     hosts = lab.boot(["app1", "app2", "lb"], release=RELEASE)
     cluster = Cluster(
         lab=lab,

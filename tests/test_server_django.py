@@ -7,25 +7,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import bake_or_fail
-from servers import RELEASES, Checkout, copy_project, make_wheelhouse, platform_answer
+from servers import RELEASES, Checkout, copy_project
 
 ADMIN_CSS = "/static/admin/css/base.css"
 
 
 @pytest.fixture(scope="module", params=list(RELEASES))
-def checkout(request, lab, cookies_session, wheel_cache) -> Iterator[Checkout]:
+def checkout(request, lab, server_project) -> Iterator[Checkout]:
     release = request.param
-    project = bake_or_fail(cookies_session, framework="django", **platform_answer(release))
-    make_wheelhouse(project.path, RELEASES[release], wheel_cache)
-    (host,) = lab.boot([f"django-{release}"], release=release)
-    try:
+    project = server_project(release, framework="django")
+    with lab.booted(f"django-{release}", release=release) as (host,):
         checkout = copy_project(host, project.path, "/root/my_app")
         output = checkout.installed()
         print(f"django on {release}: {output.strip().splitlines()[-1]}")
         yield checkout
-    finally:
-        lab.remove(host)
 
 
 def test_the_installer_migrated_the_database_in_the_services_state_folder(checkout: Checkout) -> None:

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import bake_or_fail
-from servers import RELEASES, Checkout, Host, copy_project, load, make_wheelhouse, platform_answer
+from servers import RELEASES, Checkout, Host, copy_project, load
 
 DOMAIN = "example.com"
 HOME_TEXT = "Served by gunicorn behind nginx."
@@ -38,13 +37,10 @@ class Installed:
 
 
 @pytest.fixture(scope="module", params=list(RELEASES))
-def server(request, lab, cookies_session, wheel_cache) -> Iterator[Installed]:
+def server(request, lab, server_project) -> Iterator[Installed]:
     release = request.param
-    platform = platform_answer(release)
-    project = bake_or_fail(cookies_session, **platform)
-    make_wheelhouse(project.path, RELEASES[release], wheel_cache)
-    (host,) = lab.boot([f"install-{release}"], release=release)
-    try:
+    project = server_project(release)
+    with lab.booted(f"install-{release}", release=release) as (host,):
         default_site = host.exists("/etc/nginx/sites-enabled/default")
         checkout = copy_project(host, project.path, "/root/my_app")
         started = time.monotonic()
@@ -52,8 +48,6 @@ def server(request, lab, cookies_session, wheel_cache) -> Iterator[Installed]:
         seconds = time.monotonic() - started
         print(f"{release}: first install {seconds:.1f}s")
         yield Installed(host, checkout, result.stdout + result.stderr, result.returncode, seconds, default_site)
-    finally:
-        lab.remove(host)
 
 
 @pytest.fixture

@@ -7,25 +7,20 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import bake_or_fail
-from servers import RELEASES, Checkout, copy_project, load, make_wheelhouse, platform_answer
+from servers import RELEASES, Checkout, copy_project, load
 
 HOME_TEXT = "Served by gunicorn behind nginx."
 SERVICES = [f"my_app@{n}.service" for n in (1, 2, 3)]
 
 
 @pytest.fixture(scope="module", params=list(RELEASES))
-def checkout(request, lab, cookies_session, wheel_cache) -> Iterator[Checkout]:
+def checkout(request, lab, server_project) -> Iterator[Checkout]:
     release = request.param
-    project = bake_or_fail(cookies_session, instances="3", **platform_answer(release))
-    make_wheelhouse(project.path, RELEASES[release], wheel_cache)
-    (host,) = lab.boot([f"instances-{release}"], release=release)
-    try:
+    project = server_project(release, instances="3")
+    with lab.booted(f"instances-{release}", release=release) as (host,):
         checkout = copy_project(host, project.path, "/root/my_app")
         checkout.installed()
         yield checkout
-    finally:
-        lab.remove(host)
 
 
 def test_three_instances_run_and_the_site_answers(checkout: Checkout) -> None:

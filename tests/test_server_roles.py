@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import bake_or_fail
-from servers import RELEASES, Checkout, Host, copy_project, http_get, make_wheelhouse, platform_answer
+from servers import Checkout, Host, copy_project, http_get
 
 RELEASE = "bookworm"
 HOME_TEXT = "Served by gunicorn behind nginx."
@@ -39,17 +38,12 @@ class Tier:
 
 
 @pytest.fixture(scope="module")
-def tier(lab, cookies_session, wheel_cache) -> Iterator[Tier]:
-    project = bake_or_fail(cookies_session, **platform_answer(RELEASE))
-    make_wheelhouse(project.path, RELEASES[RELEASE], wheel_cache)
-    app1, lb = lab.boot(["roles-app1", "roles-lb"], release=RELEASE)
-    try:
+def tier(lab, server_project) -> Iterator[Tier]:
+    project = server_project(RELEASE)
+    with lab.booted("roles-app1", "roles-lb", release=RELEASE) as (app1, lb):
         yield Tier(
             app1, lb, copy_project(app1, project.path, "/root/my_app"), copy_project(lb, project.path, "/root/my_app")
         )
-    finally:
-        lab.remove(app1)
-        lab.remove(lb)
 
 
 def statuses(address: str, count: int) -> Counter:

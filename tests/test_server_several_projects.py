@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import bake_or_fail
-from servers import RELEASES, Checkout, Host, copy_project, make_wheelhouse, platform_answer
+from servers import Checkout, Host, copy_project, platform_answer
 
 PROJECTS = {
     "shop": {"project_name": "Shop", "domain_name": "shop.example"},
@@ -37,19 +37,15 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(lab, cookies_session, wheel_cache) -> Iterator[Server]:
-    (host,) = lab.boot(["several"], release="bookworm")
-    try:
+def server(lab, server_project) -> Iterator[Server]:
+    with lab.booted("several", release="bookworm") as (host,):
         stock = host.run("readlink", STOCK_DEFAULT).stdout.strip()
         checkouts = {}
         for slug, answers in PROJECTS.items():
-            project = bake_or_fail(cookies_session, **answers, **platform_answer("bookworm"))
-            make_wheelhouse(project.path, RELEASES["bookworm"], wheel_cache)
+            project = server_project("bookworm", **answers)
             checkouts[slug] = copy_project(host, project.path, f"/root/{slug}")
             checkouts[slug].installed()
         yield Server(host, checkouts, stock)
-    finally:
-        lab.remove(host)
 
 
 def answers_for(host: Host, domain: str) -> int | None:

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
-from conftest import bake_or_fail
-from servers import RELEASES, Checkout, Host, copy_project, make_wheelhouse, platform_answer, tls_alpn
+from servers import RELEASES, Checkout, Host, copy_project, tls_alpn
 
 DOMAIN = "example.com"
 CERTIFICATE = f"/etc/ssl/certs/{DOMAIN}.pem"
@@ -38,27 +37,22 @@ def self_signed(host: Host) -> None:
 
 
 @contextmanager
-def tls_project(lab, cookies_session, wheel_cache, release: str, name: str, **answers: str) -> Iterator[Installed]:
+def tls_project(lab, server_project, release: str, name: str, **answers: str) -> Iterator[Installed]:
     """A server of `release` with a self-signed certificate for the domain, and the HTTPS project
-    made with `answers` installed on it."""
-    project = bake_or_fail(cookies_session, tls_mode="existing", **answers)
-    make_wheelhouse(project.path, RELEASES[release], wheel_cache)
-    (host,) = lab.boot([name], release=release)
-    try:
+    made with `answers` (the release's platform unless they say otherwise) installed on it."""
+    project = server_project(release, tls_mode="existing", **answers)
+    with lab.booted(name, release=release) as (host,):
         self_signed(host)
         checkout = copy_project(host, project.path, "/root/my_app")
         result = checkout.install()
         yield Installed(host, checkout, result.stdout + result.stderr, result.returncode)
-    finally:
-        lab.remove(host)
 
 
 @pytest.fixture(scope="module", params=list(RELEASES))
-def server(request, lab, cookies_session, wheel_cache) -> Iterator[Installed]:
+def server(request, lab, server_project) -> Iterator[Installed]:
     """The HTTPS project made for the server's release, installed there."""
     release = request.param
-    platform = platform_answer(release)
-    with tls_project(lab, cookies_session, wheel_cache, release, f"tls-{release}", **platform) as installed:
+    with tls_project(lab, server_project, release, f"tls-{release}") as installed:
         yield installed
 
 
@@ -97,12 +91,10 @@ def test_nginx_configuration_with_https_passes_without_warnings(installed: Insta
     assert result.returncode == 0 and "[warn]" not in result.stderr, result.stderr
 
 
-def test_site_made_for_debian_12_is_refused_on_debian_13_and_the_server_is_unchanged(
-    lab, cookies_session, wheel_cache
-) -> None:
+def test_site_made_for_debian_12_is_refused_on_debian_13_and_the_server_is_unchanged(lab, server_project) -> None:
     """nginx 1.26 deprecates the `listen ... http2` that Debian 12's nginx 1.22 needs: the preflight
     stops before any change and names the command that bakes the project for this server."""
-    with tls_project(lab, cookies_session, wheel_cache, "trixie", "tls-mismatch", platform="debian-12") as server:
+    with tls_project(lab, server_project, "trixie", "tls-mismatch", platform="debian-12") as server:
         print(f"debian-12 HTTPS project on Debian 13: {server.output.strip().splitlines()[-1]}")
         assert server.returncode == 1, server.output
         said = "preflight: FAILED: this machine is debian-13 but the project was made for debian-12"

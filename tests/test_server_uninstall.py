@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import bake_or_fail
-from servers import RELEASES, Checkout, Host, copy_project, make_wheelhouse, platform_answer
+from servers import RELEASES, Checkout, Host, copy_project
 
 # Every path under these folders, with its type, mode, owner and content, is compared.
 WATCHED = ["/etc", "/srv", "/home", "/root", "/usr/local", "/var/lib", "/opt"]
@@ -81,13 +80,10 @@ def differences(before: dict, after: dict) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module", params=list(RELEASES))
-def server(request, lab, cookies_session, wheel_cache) -> Iterator[Server]:
+def server(request, lab, server_project) -> Iterator[Server]:
     release = request.param
-    platform = platform_answer(release)
-    project = bake_or_fail(cookies_session, **platform)
-    make_wheelhouse(project.path, RELEASES[release], wheel_cache)
-    (host,) = lab.boot([f"uninstall-{release}"], release=release)
-    try:
+    project = server_project(release)
+    with lab.booted(f"uninstall-{release}", release=release) as (host,):
         host.run("useradd", "--create-home", "--home-dir", HOME, "alice")
         host.run("chmod", "0700", HOME)
         host.write(OTHER_FILE, "not the installer's\n")
@@ -95,8 +91,6 @@ def server(request, lab, cookies_session, wheel_cache) -> Iterator[Server]:
         before = snapshot(host)
         result = checkout.install()
         yield Server(host, checkout, before, result.stdout + result.stderr, result.returncode)
-    finally:
-        lab.remove(host)
 
 
 def test_install_from_a_checkout_in_a_private_home_serves_the_site(server: Server) -> None:

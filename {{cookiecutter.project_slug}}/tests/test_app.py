@@ -85,6 +85,7 @@ import unittest
 import django
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.http import HttpResponse
 from django.test import Client
 
 # The real key lives in the env file; the tests need one of their own, and a state folder
@@ -100,8 +101,9 @@ SCHEME = "https"
 {% else %}
 SCHEME = "http"
 {% endif %}
-# What nginx sets on each request it passes on (deploy/nginx/snippets/proxy.conf).
-FROM_NGINX = {"HTTP_HOST": "testserver", "HTTP_X_FORWARDED_PROTO": SCHEME, "HTTP_X_FORWARDED_FOR": "203.0.113.7"}
+# What nginx sets on each request it passes on (deploy/nginx/snippets/proxy.conf). Its
+# X-Forwarded-Proto becomes the request's scheme in gunicorn (FromNginx below).
+FROM_NGINX = {"HTTP_HOST": "testserver", "HTTP_X_FORWARDED_FOR": "203.0.113.7"}
 PASSWORD = "a-long-test-password-42"
 
 
@@ -114,10 +116,19 @@ def tearDownModule() -> None:
     shutil.rmtree(os.environ["STATE_DIRECTORY"])
 
 
+class FromNginx(Client):
+    """Requests as gunicorn hands them to Django from nginx: with the scheme the client used, which
+    gunicorn takes from nginx's X-Forwarded-Proto (trusted from nginx only)."""
+
+    def generic(self, method: str, path: str, *args: object, **kwargs: object) -> HttpResponse:
+        kwargs["secure"] = SCHEME == "https"
+        return super().generic(method, path, *args, **kwargs)
+
+
 class AppTest(unittest.TestCase):
     def setUp(self) -> None:
         # As a browser: the CSRF checks apply (Django's test client skips them by default).
-        self.client = Client(enforce_csrf_checks=True, **FROM_NGINX)
+        self.client = FromNginx(enforce_csrf_checks=True, **FROM_NGINX)
 
     def test_gunicorn_loads_the_wsgi_application(self) -> None:
         from wsgi import application
