@@ -45,7 +45,13 @@ class Platform:
     site_link_dir: str | None
     # The distribution's own site that answers unknown hosts on port 80, if it has one.
     stock_site: str | None
+    # The Python release the server ships (deploy/wheelhouse downloads wheels for it), the
+    # interpreter deploy/setup-venv builds the venv with there, and the packages that provide it.
     python: str
+    system_python: str
+    python_packages: str
+    # How the installer tells the operator to add a missing package.
+    package_install: str
     selinux: bool
 
     @property
@@ -67,6 +73,9 @@ PLATFORMS: dict[str, Platform] = {
             site_link_dir="/etc/nginx/sites-enabled",
             stock_site="/etc/nginx/sites-enabled/default",
             python="3.13",
+            system_python="python3",
+            python_packages="python3 python3-venv",
+            package_install="apt-get install",
             selinux=False,
         ),
         Platform(
@@ -79,6 +88,9 @@ PLATFORMS: dict[str, Platform] = {
             site_link_dir="/etc/nginx/sites-enabled",
             stock_site="/etc/nginx/sites-enabled/default",
             python="3.11",
+            system_python="python3",
+            python_packages="python3 python3-venv",
+            package_install="apt-get install",
             selinux=False,
         ),
         Platform(
@@ -91,6 +103,9 @@ PLATFORMS: dict[str, Platform] = {
             site_link_dir="/etc/nginx/sites-enabled",
             stock_site="/etc/nginx/sites-enabled/default",
             python="3.12",
+            system_python="python3",
+            python_packages="python3 python3-venv",
+            package_install="apt-get install",
             selinux=False,
         ),
         Platform(
@@ -103,6 +118,9 @@ PLATFORMS: dict[str, Platform] = {
             site_link_dir=None,
             stock_site=None,
             python="3.11",
+            system_python="python3.11",
+            python_packages="python3.11",
+            package_install="dnf install",
             selinux=True,
         ),
     )
@@ -148,6 +166,8 @@ class Derived:
     tls_certificate: str
     tls_certificate_key: str
     platform: Platform
+    # Every platform the template knows, by name: the installer refuses any other server.
+    platforms: list[str]
     nginx_site_path: str
     nginx_site_link: str | None
     nginx_snippets_dir: str
@@ -228,6 +248,7 @@ def derive(answers: Mapping[str, object]) -> Derived:
         tls_certificate=f"{live}/fullchain.pem" if letsencrypt else str(answers["tls_certificate"]),
         tls_certificate_key=f"{live}/privkey.pem" if letsencrypt else str(answers["tls_certificate_key"]),
         platform=platform,
+        platforms=list(PLATFORMS),
         nginx_site_path=f"{platform.site_dir}/{slug}.conf",
         nginx_site_link=f"{platform.site_link_dir}/{slug}.conf" if platform.site_link_dir else None,
         nginx_snippets_dir=f"/etc/nginx/snippets/{slug}",

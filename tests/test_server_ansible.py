@@ -45,6 +45,8 @@ def broken_health(environ: dict) -> tuple[str, str, bytes]:
 
 ROUTES["/healthz"] = broken_health
 """
+# Where the playbooks keep the releases on each host (group_vars/all.yml).
+RELEASES_DIR = "/var/lib/my_app-releases"
 RECAP = re.compile(r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)", re.MULTILINE)  # fmt: skip
 PLAYBOOK_SECONDS = 600
@@ -198,10 +200,21 @@ def test_app_hosts_listen_on_their_private_address_and_trust_only_the_load_balan
     forged = http_get(app1.address, "/", port=8081, headers={"X-Forwarded-For": "203.0.113.9"}).text
     # From anywhere but the load balancer the header is ignored: the app sees the real peer.
     assert f'id="client-addr">{cluster.lab.gateway}<' in forged, forged
-    # gunicorn listens on the private address only, and the app host has no site of the project.
-    listening = app1.run("ss", "-Hltn", "sport", "= :8081").stdout.split()
-    assert f"{app1.address}:8081" in listening and "127.0.0.1:8081" not in listening, listening
+    # gunicorn listens on the private address only, through the socket systemd holds (socket
+    # activation, as on one server), and the app host has no site of the project.
+    listening = app1.run("ss", "-Hltnp", "sport", "= :8081").stdout
+    assert re.search(rf"^LISTEN .* {re.escape(app1.address)}:8081 .*\"systemd\",pid=1,", listening, re.M), listening
+    assert "127.0.0.1:8081" not in listening, listening
+    assert not app1.exists("/run/my_app/gunicorn.sock")
     assert not app1.exists("/etc/nginx/sites-enabled/my_app.conf")
+    # gunicorn believes X-Forwarded-Proto from the load balancer, and from nobody else.
+    said = ["-H", "Host: example.com", "-H", "X-Forwarded-Proto: https", f"http://{app1.address}:8081/"]
+    assert '<dd id="scheme">https</dd>' in cluster.lb.run("curl", "-sS", *said).stdout
+    direct = http_get(app1.address, "/", port=8081, headers={"X-Forwarded-Proto": "https"})
+    assert '<dd id="scheme">http</dd>' in direct.text
+    # The host remembers its role: a bare deploy/install there is refused and says what to give.
+    bare = app1.run(f"{RELEASES_DIR}/current/deploy/install", cwd="/", check=False)
+    assert bare.returncode == 1 and f"--role app --listen {app1.address}" in bare.stdout, bare.stdout + bare.stderr
 
 
 def test_rolling_update_under_load_fails_no_request(cluster: Cluster) -> None:
@@ -234,6 +247,17 @@ def test_failing_release_stops_at_its_first_host_which_stays_drained(cluster: Cl
     assert re.search(rf"server {re.escape(cluster.hosts['app1'].address)}:8081 .*\bdown;", site), site
 
 
+def test_a_drain_is_in_force_when_the_installer_returns(cluster: Cluster) -> None:
+    """rolling.yml deploys right after the drain: nginx must have stopped using the host by then."""
+    addresses = [cluster.hosts[name].address for name in cluster.groups["app"]]
+    command = [f"{RELEASES_DIR}/current/deploy/install", "--role", "lb"]
+    command += [f"--app-host={address}" for address in addresses] + [f"--drain={address}" for address in addresses]
+    drained = cluster.lb.run(*command, cwd="/")
+    assert "health: every app host is drained" in drained.stdout, drained.stdout
+    # Every app host drained: nginx has nowhere to send a request, from the first one on.
+    assert [cluster.lb.get("/release").status for _ in range(5)] == [502] * 5
+
+
 def test_a_third_app_host_added_to_the_inventory_joins_the_upstream(cluster: Cluster) -> None:
     (app3,) = cluster.lab.boot(["app3"], release=RELEASE)
     cluster.hosts["app3"] = app3
@@ -244,5 +268,5 @@ def test_a_third_app_host_added_to_the_inventory_joins_the_upstream(cluster: Clu
     print(f"site.yml with a third app host: {played.seconds:.1f}s")
     assert played.returncode == 0, played
     assert played.recap["app3"]["changed"] > 0, played
-    # site.yml puts the drained host back too: every app host answers through the load balancer.
+    # site.yml puts the drained hosts back too: every app host answers through the load balancer.
     assert set(cluster.answers(count=45)) == {"v2 app1", "v2 app2", "v2 app3"}

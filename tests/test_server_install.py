@@ -272,3 +272,22 @@ def test_the_env_file_reads_as_systemd_gives_it_to_the_service(installed: Instal
     parsed = json.loads(ours)
     assert parsed == {name: by_systemd[name] for name in parsed}
     assert set(parsed) == {name for name in by_systemd if name in TRICKY_ENV}
+
+
+def test_an_unknown_platform_is_refused_before_any_change(installed: Installed) -> None:
+    """A server that is none of the template's platforms (os-release says so) gets no change at all."""
+    host, checkout = installed.host, installed.checkout
+    manifest = host.read("/var/lib/my_app-install/manifest.json")
+    before = host.read("/usr/lib/os-release")
+    host.write("/usr/lib/os-release", re.sub(r"(?m)^ID=.*$", "ID=slackware", before))
+    try:
+        checkout.edit(APP, HOME_TEXT, f"{HOME_TEXT} unknown platform")
+        result = checkout.install()
+    finally:
+        host.write("/usr/lib/os-release", before)
+        checkout.edit(APP, f"{HOME_TEXT} unknown platform", HOME_TEXT)
+    assert result.returncode == 1, result.stdout
+    assert "preflight: FAILED" in result.stdout and "unknown platform slackware-" in result.stdout, result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "install: nothing changed", result.stdout
+    assert host.read("/var/lib/my_app-install/manifest.json") == manifest
+    assert "unknown platform" not in host.get("/").text

@@ -67,8 +67,16 @@ TLS_EMAIL = {{ cookiecutter.tls_email | tojson }}
 # certbot --webroot writes its challenges here; nginx serves them on port 80.
 ACME_ROOT = {{ derived.acme_root | tojson }}
 
-# The platform's nginx: {{ cookiecutter.platform }}.
+# The server's platform, and the ones the template knows (deploy/install refuses any other).
 PLATFORM = {{ cookiecutter.platform | tojson }}
+PLATFORMS: list[str] = {{ derived.platforms | tojson }}
+# How the platform adds a package, and the packages that give a Python with venv (3.11+).
+PACKAGE_INSTALL = {{ derived.platform.package_install | tojson }}
+PYTHON_PACKAGES = {{ derived.platform.python_packages | tojson }}
+# The interpreter deploy/setup-venv builds the service's venv with on the server.
+SYSTEM_PYTHON = {{ derived.platform.system_python | tojson }}
+# SELinux labels nginx's folders (RHEL).
+SELINUX = {{ derived.platform.selinux }}
 # HTTP/2 as `http2 on;` (nginx 1.25.1 and later) rather than `listen ... http2`.
 NGINX_HTTP2_DIRECTIVE = {{ derived.platform.http2_directive }}
 NGINX_SITE_PATH = {{ derived.nginx_site_path | tojson }}

@@ -1,28 +1,12 @@
-"""Facts about the platforms the project can be made for, and about this machine."""
+"""This machine's platform, and what SELinux labels on RHEL (the platforms' facts: layout.py)."""
 
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
 
 from .. import layout
 
-
-@dataclass(frozen=True)
-class Platform:
-    install: str  # the package manager's install command
-    python: str  # the packages that give python3.11+ with its venv module
-    venv_python: str  # the interpreter setup-venv builds the venv with on the target
-
-
-PLATFORMS = {
-    "debian-13": Platform("apt-get install", "python3 python3-venv", "python3"),
-    "debian-12": Platform("apt-get install", "python3 python3-venv", "python3"),
-    "ubuntu-24.04": Platform("apt-get install", "python3 python3-venv", "python3"),
-    "rhel-9": Platform("dnf install", "python3.11", "python3.11"),
-}
-PLATFORM = PLATFORMS[layout.PLATFORM]
-RHEL = layout.PLATFORM == "rhel-9"
+RHEL = layout.SELINUX
 # Folders nginx serves files from (SELinux labels them).
 NGINX_READS = [
     layout.STATIC_ROOT,

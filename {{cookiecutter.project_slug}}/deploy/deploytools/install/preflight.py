@@ -18,7 +18,7 @@ from .. import layout
 from ..nginx import find_nginx
 from . import system
 from .common import InstallError
-from .platform import PLATFORM, PLATFORMS, RHEL, this_platform
+from .platform import RHEL, this_platform
 
 if TYPE_CHECKING:
     from .target import Live, Result, Staged, Target
@@ -149,27 +149,27 @@ def live(target: Live, *, installing: bool) -> str:
         problems.append(
             "unknown platform: /etc/os-release is missing or unreadable, so this machine cannot be told apart"
         )
-    elif here not in PLATFORMS:
+    elif here not in layout.PLATFORMS:
         problems.append(
-            f"unknown platform {here} (from /etc/os-release): the project supports {', '.join(PLATFORMS)};"
+            f"unknown platform {here} (from /etc/os-release): the project supports {', '.join(layout.PLATFORMS)};"
             " install on one of those"
         )
     nginx = find_nginx()
     nginx_said = target.query(nginx, "-v", check=False) if nginx else None
-    if here in PLATFORMS and here != layout.PLATFORM and (problem := platform_problem(here, nginx_said)):
+    if here in layout.PLATFORMS and here != layout.PLATFORM and (problem := platform_problem(here, nginx_said)):
         problems.append(problem)
     role = target.role
     if not shutil.which("systemctl"):
         problems.append("systemctl not found: the server must run systemd")
     if nginx is None and role.runs_nginx:
-        problems.append(f"nginx is not installed: {PLATFORM.install} nginx")
+        problems.append(f"nginx is not installed: {layout.PACKAGE_INSTALL} nginx")
     if installing and role.name == "app" and role.listen and (problem := listen_problem(role.listen)):
         problems.append(problem)
     if installing and role.installs_code and importlib.util.find_spec("ensurepip") is None:
-        problems.append(f"Python cannot create virtualenvs here: {PLATFORM.install} {PLATFORM.python}")
+        problems.append(f"Python cannot create virtualenvs here: {layout.PACKAGE_INSTALL} {layout.PYTHON_PACKAGES}")
     if installing and role.runs_nginx and certificate_pending(target) and not shutil.which("certbot"):
         epel = " (from EPEL)" if RHEL else ""
-        problems.append(f"certbot is not installed: {PLATFORM.install} certbot{epel}")
+        problems.append(f"certbot is not installed: {layout.PACKAGE_INSTALL} certbot{epel}")
     if installing and role.runs_nginx and layout.TLS_MODE == "existing":
         tls_files = {layout.TLS_CERTIFICATE: "certificate (full chain)", layout.TLS_CERTIFICATE_KEY: "key"}
         problems += [

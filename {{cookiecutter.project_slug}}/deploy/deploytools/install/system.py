@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 from .. import layout
 from .common import CERTBOT_HOOK, ENV_DIR, UNIT_FILES, VENV_PYTHON
-from .platform import PLATFORM
 
 if TYPE_CHECKING:
     from .ledger import Manifest
@@ -185,7 +184,7 @@ def missing_programs(target: Target) -> list[str]:
                 continue
             if not target.disk(program).exists():
                 package = PROGRAM_PACKAGES.get(PurePosixPath(program).name, "")
-                how = f": {PLATFORM.install} {package}" if package else ""
+                how = f": {layout.PACKAGE_INSTALL} {package}" if package else ""
                 found.append(f"{program} is missing, and {name} runs it{how}")
     return sorted(set(found))
 

@@ -31,7 +31,7 @@ from ..rolling import wait_healthy
 from . import preflight
 from .common import NGINX_SERVICE, ROOT, STAGED_RECORD, UNIT_FILES, InstallError, Options, Owner, indent, unit_file
 from .ledger import Manifest
-from .platform import PLATFORM, RHEL
+from .platform import RHEL
 from .report import Report
 from .roles import Role
 from .system import Account
@@ -249,7 +249,7 @@ class Staged(Target):
     defers = True
     no_run_reason = "--root: nothing runs in a staged tree"
     run_verb = "record:"
-    venv_python = PLATFORM.venv_python
+    venv_python = layout.SYSTEM_PYTHON
 
     def preflight(self, installing: bool) -> str:
         return preflight.staged(self, installing=installing)
