@@ -121,3 +121,19 @@ def test_purge_leaves_the_server_as_it_was_and_keeps_what_it_did_not_make(server
     assert kept == dict.fromkeys(["/srv/my_app", "/srv/my_app/uploads", USER_FILE], "added"), changed
     assert {path: what for path, what in changed.items() if path not in kept} == {}
     assert host.read(OTHER_FILE) == "not the installer's\n"
+
+
+def test_failed_first_install_takes_back_the_account_and_venv_it_made(server: Server) -> None:
+    """After the purge the server is new to the project again: a first install whose health check
+    fails rolls back everything it made, the account and the venv included."""
+    host = server.host
+    healthy = 'return "200 OK", "text/plain; charset=utf-8", b"ok\\n"'
+    server.checkout.edit("my_app/app.py", healthy, healthy.replace('"200 OK"', '"500 Internal Server Error"'))
+    result = server.checkout.install()
+    server.checkout.edit("my_app/app.py", '"500 Internal Server Error"', '"200 OK"')
+    assert result.returncode == 1, result.stdout
+    assert "health: FAILED" in result.stdout and "rolled back, nothing installed" in result.stdout, result.stdout
+    assert host.run("id", "my_app", check=False).returncode != 0
+    assert not host.exists("/srv/my_app/my_app_venv")
+    changed = differences(server.before, snapshot(host))
+    assert set(changed) == {"/srv/my_app", "/srv/my_app/uploads", USER_FILE}, changed
