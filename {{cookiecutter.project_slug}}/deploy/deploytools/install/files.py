@@ -352,6 +352,7 @@ class Files:
     def restore(self) -> list[str]:
         """Undo every file change of this run, newest first; the problems met (none: all undone)."""
         problems = []
+        created = {undo.path for undo in self.undo_list if undo.kind == "created"}
         for undo in reversed(self.undo_list):
             try:
                 undo_one(undo)
@@ -363,6 +364,12 @@ class Files:
             shutil.rmtree(self.disk(self.backup_dir))
             if self.backups_created:
                 self.disk(BACKUPS_DIR).rmdir()
+                # The folders this run made around the backups (a first install's install folder)
+                # were not empty while they held them: they go now.
+                for folder in self.disk(BACKUPS_DIR).parents:
+                    if folder not in created or any(folder.iterdir()):
+                        break
+                    folder.rmdir()
             self.backup_dir = None
         return problems
 
