@@ -163,14 +163,16 @@ def pebble(gateway: str, server_address: str, folder: Path) -> Iterator[Acme]:
 
 
 def use_acme_server(host: Host, acme: Acme) -> None:
-    """certbot on `host` talks to pebble and trusts its HTTPS listener (Let's Encrypt's staging
+    """certbot on `host` talks to pebble, and trusts its HTTPS listener (Let's Encrypt's staging
     server needs no trust step: its certificate is a public one)."""
     host.write("/usr/local/share/ca-certificates/pebble.crt", acme.listener_certificate.read_text())
     host.run("update-ca-certificates")
+    # Debian's certbot has its own settings in cli.ini: ours go below them.
+    settings = host.read("/etc/letsencrypt/cli.ini") if host.exists("/etc/letsencrypt/cli.ini") else ""
     host.write(
         "/etc/letsencrypt/cli.ini",
-        "# certbot's defaults on this server: its ACME server. To try Let's Encrypt's staging server\n"
-        "# first, an operator writes the same line with https://acme-staging-v02.api.letsencrypt.org/directory.\n"
+        settings + "# The ACME server. An operator tries Let's Encrypt's staging server first with the same line:\n"
+        "#   server = https://acme-staging-v02.api.letsencrypt.org/directory\n"
         f"server = {acme.directory}\n",
     )
 
