@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -57,6 +58,11 @@ class Acme:
     @property
     def intermediate(self) -> str:
         return self.get("/intermediates/0")
+
+    def issued(self) -> list[str]:
+        """The serial numbers of the certificates this pebble issued, in order (lower-case hex)."""
+        said = self.log.read_text(errors="replace")
+        return [serial.lower().lstrip("0") for serial in re.findall(r"Issued certificate serial ([0-9a-f]+)", said)]
 
     def log_tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
@@ -195,7 +201,8 @@ def served_certificate(address: str, root: str) -> Served:
     ):
         seen = tls.getpeercert()
     issuer = dict(part[0] for part in seen["issuer"])
-    return Served(seen["serialNumber"], issuer["commonName"], [name for kind, name in seen["subjectAltName"]])
+    serial = seen["serialNumber"].lower().lstrip("0")
+    return Served(serial, issuer["commonName"], [name for kind, name in seen["subjectAltName"]])
 
 
 def common_name(pem: str) -> str:
@@ -204,6 +211,12 @@ def common_name(pem: str) -> str:
         input=pem, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return next(line.strip().removeprefix("CN=") for line in said.splitlines() if line.strip().startswith("CN="))
+
+
+def challenges_fetched(host: Host) -> list[str]:
+    """The lines of nginx's access log on `host` for ACME challenge files."""
+    access = host.read("/var/log/nginx/access.log")
+    return [line for line in access.splitlines() if "GET /.well-known/acme-challenge/" in line]
 
 
 def nginx_master(host: Host) -> int:
@@ -245,12 +258,12 @@ def test_first_install_gets_a_certificate_from_the_acme_server_and_serves_https_
     assert f"https: certificate for {DOMAIN} from Let's Encrypt" in installed.output, installed.output
     assert "health: https://" in installed.output, installed.output
     served = served_certificate(host.address, acme.root)
+    assert acme.issued() == [served.serial]
     assert served.issuer == common_name(acme.intermediate)
     assert served.subject_names == [DOMAIN]
-    # The ACME server itself fetched the challenge from this server's port 80.
-    access = host.read("/var/log/nginx/access.log")
-    fetched = [line for line in access.splitlines() if "GET /.well-known/acme-challenge/" in line]
-    assert fetched and all(line.startswith(host.lab.gateway) and '" 200 ' in line for line in fetched), access
+    # The ACME server itself fetched the challenge from this server's port 80, from this machine.
+    fetched = challenges_fetched(host)
+    assert fetched and all(line.startswith(f"{host.lab.gateway} ") and '" 200 ' in line for line in fetched), fetched
     health = host.get("/healthz", port=443, tls=True)
     assert health.status == 200, health.text
 
@@ -275,11 +288,13 @@ def test_second_install_changes_nothing_and_requests_no_new_certificate(installe
     assert "certbot" not in output
     assert host.run("ls", ARCHIVE).stdout.split() == ["cert1.pem", "chain1.pem", "fullchain1.pem", "privkey1.pem"]
     assert served_certificate(host.address, installed.acme.root).serial == before.serial
+    assert installed.acme.issued() == [before.serial]
 
 
 def test_forced_renewal_reloads_nginx_with_the_new_certificate_without_a_restart(installed: Server) -> None:
     host, acme = installed.host, installed.acme
     before, master = served_certificate(host.address, acme.root), nginx_master(host)
+    fetched_before = len(challenges_fetched(host))
     # Without a terminal certbot renew first sleeps up to 8 minutes (to spread cron jobs' load).
     renewal = host.run("certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew", check=False)
     said = renewal.stdout + renewal.stderr
@@ -292,6 +307,10 @@ def test_forced_renewal_reloads_nginx_with_the_new_certificate_without_a_restart
         time.sleep(0.2)
         after = served_certificate(host.address, acme.root)
     assert after.serial != before.serial, "nginx still serves the certificate from before the renewal"
+    assert acme.issued() == [before.serial, after.serial]
+    # The renewal was validated again, through the HTTPS site's plain-HTTP server (not redirected).
+    fetched = challenges_fetched(host)[fetched_before:]
+    assert fetched and all('" 200 ' in line for line in fetched), fetched
     assert after.issuer == common_name(acme.intermediate)
     assert nginx_master(host) == master
     assert host.get("/healthz", port=443, tls=True).status == 200
