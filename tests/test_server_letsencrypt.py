@@ -25,9 +25,8 @@ from pathlib import Path
 
 import pytest
 from conftest import require_tool
-from servers import Checkout, Host, copy_project, run
+from servers import RELEASES, Checkout, Host, copy_project, run
 
-RELEASE = "bookworm"
 DOMAIN = "example.com"
 LIVE = f"/etc/letsencrypt/live/{DOMAIN}"
 ARCHIVE = f"/etc/letsencrypt/archive/{DOMAIN}"
@@ -232,13 +231,15 @@ class Server:
     returncode: int
 
 
-@pytest.fixture(scope="module")
-def server(lab, server_project, tmp_path_factory) -> Iterator[Server]:
-    """A server with certbot pointed at pebble, and the Let's Encrypt project's first install on it."""
-    project = server_project(RELEASE, tls_mode="letsencrypt", domain_name=DOMAIN)
+@pytest.fixture(scope="module", params=list(RELEASES))
+def server(request, lab, server_project, tmp_path_factory) -> Iterator[Server]:
+    """A server of each release with certbot pointed at its own pebble, and the Let's Encrypt
+    project's first install on it."""
+    release = request.param
+    project = server_project(release, tls_mode="letsencrypt", domain_name=DOMAIN)
     folder = tmp_path_factory.mktemp("pebble")
     with (
-        lab.booted(f"letsencrypt-{RELEASE}", release=RELEASE) as (host,),
+        lab.booted(f"letsencrypt-{release}", release=release) as (host,),
         pebble(lab.gateway, host.address, folder) as acme,
     ):
         use_acme_server(host, acme)
