@@ -256,6 +256,7 @@ def installed(server: Server) -> Server:
 
 def test_first_install_gets_a_certificate_from_the_acme_server_and_serves_https_with_it(installed: Server) -> None:
     host, acme = installed.host, installed.acme
+    assert "(challenge site until the certificate exists: my_app.acme.conf)" in installed.output, installed.output
     assert f"https: certificate for {DOMAIN} from Let's Encrypt" in installed.output, installed.output
     assert "health: https://" in installed.output, installed.output
     served = served_certificate(host.address, acme.root)
