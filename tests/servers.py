@@ -41,9 +41,10 @@ from pathlib import Path
 RELEASES = {"bookworm": "3.11", "trixie": "3.13"}
 # The template's platform answer for each release.
 PLATFORMS = {"bookworm": "debian-12", "trixie": "debian-13"}
-# What a fresh server of ours has: systemd booting it, nginx, Python with venv, an ssh server and
-# sudo (Ansible comes in over ssh), and the tools the tests use inside it (curl, ip, ps, openssl
-# for a self-signed certificate).
+# What a fresh server of ours has: systemd booting it, nginx, Python with venv, certbot (what
+# tls_mode=letsencrypt needs; the servers reach no package index, so it comes with the root), an
+# ssh server and sudo (Ansible comes in over ssh), and the tools the tests use inside it (curl, ip,
+# ps, openssl for a self-signed certificate).
 PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -51,6 +52,7 @@ PACKAGES = (
     "nginx",
     "python3",
     "python3-venv",
+    "certbot",
     "openssh-server",
     "sudo",
     "curl",
