@@ -25,9 +25,11 @@ from pathlib import Path
 
 import pytest
 from conftest import require_tool
-from servers import RELEASES, Checkout, Host, copy_project, run
+from servers import Checkout, Host, copy_project, run
 
 DOMAIN = "example.com"
+# One release keeps the suite in its time budget: the default platform's.
+RELEASE = "trixie"
 LIVE = f"/etc/letsencrypt/live/{DOMAIN}"
 ARCHIVE = f"/etc/letsencrypt/archive/{DOMAIN}"
 START_SECONDS = 15
@@ -231,11 +233,11 @@ class Server:
     returncode: int
 
 
-@pytest.fixture(scope="module", params=list(RELEASES))
-def server(request, lab, server_project, tmp_path_factory) -> Iterator[Server]:
-    """A server of each release with certbot pointed at its own pebble, and the Let's Encrypt
-    project's first install on it."""
-    release = request.param
+@pytest.fixture(scope="module")
+def server(lab, server_project, tmp_path_factory) -> Iterator[Server]:
+    """A Debian 13 server (the default platform, certbot 4) with certbot pointed at its own pebble,
+    and the Let's Encrypt project's first install on it."""
+    release = RELEASE
     project = server_project(release, tls_mode="letsencrypt", domain_name=DOMAIN)
     folder = tmp_path_factory.mktemp("pebble")
     with (
