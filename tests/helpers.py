@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,13 +166,15 @@ def start_stack(project: Path, venv: Path, *args: str) -> Iterator[LiveStack]:
 
 @dataclass
 class LoadResult:
+    """What a bounded load saw: requests sent, answers by status, failures by kind."""
+
     sent: int = 0
     statuses: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
-
     sent_at_event: int | None = None
     # Set to end the load before its time is up.
     done: bool = False
+    seconds: float = 0.0
 
     def mark_event(self) -> None:
         """Note how many requests had been sent when the fault was injected."""
@@ -187,15 +189,24 @@ class LoadResult:
     def failed(self) -> int:
         return self.errors.total() + sum(n for status, n in self.statuses.items() if status != 200)
 
+    def __str__(self) -> str:
+        statuses = ", ".join(f"{status}: {n}" for status, n in sorted(self.statuses.items()))
+        errors = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.errors.items()))
+        rate = self.sent / self.seconds if self.seconds else 0
+        return f"{self.sent} requests in {self.seconds:.1f}s ({rate:.0f}/s); {statuses}; errors: {errors or 'none'}"
+
 
 @contextmanager
-def load(
-    port: int, *, seconds: float, max_requests: int, concurrency: int = 4, path: str = "/"
+def bounded_load(
+    fetch: Callable[[], int], *, seconds: float, max_requests: int, concurrency: int, stop_with_block: bool
 ) -> Iterator[LoadResult]:
-    """Keep `concurrency` clients sending GET `path` until `seconds` pass or `max_requests` are sent."""
+    """`concurrency` clients calling `fetch` (one request, its status) until `seconds` pass or
+    `max_requests` are sent: bounded in count and in time. With `stop_with_block` the clients stop
+    when the block ends; otherwise the block's end waits for them."""
     result = LoadResult()
     lock = threading.Lock()
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
 
     def client() -> None:
         while time.monotonic() < deadline and not result.done:
@@ -204,7 +215,7 @@ def load(
                     return
                 result.sent += 1
             try:
-                status = request(port, path).status
+                status = fetch()
                 with lock:
                     result.statuses[status] += 1
             except (OSError, http.client.HTTPException) as error:
@@ -217,8 +228,26 @@ def load(
     try:
         yield result
     finally:
+        if stop_with_block:
+            result.done = True
         for thread in threads:
             thread.join(timeout=seconds + 15)
+        result.seconds = time.monotonic() - started
+
+
+@contextmanager
+def load(
+    port: int, *, seconds: float, max_requests: int, concurrency: int = 4, path: str = "/"
+) -> Iterator[LoadResult]:
+    """Keep `concurrency` clients sending GET `path` until `seconds` pass or `max_requests` are sent."""
+
+    def fetch() -> int:
+        return request(port, path).status
+
+    with bounded_load(
+        fetch, seconds=seconds, max_requests=max_requests, concurrency=concurrency, stop_with_block=False
+    ) as result:
+        yield result
 
 
 @contextmanager

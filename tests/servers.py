@@ -31,11 +31,13 @@ import sys
 import tarfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from helpers import LoadResult, bounded_load
 
 # Debian releases the servers run, and the Python each ships.
 RELEASES = {"bookworm": "3.11", "trixie": "3.13"}
@@ -341,20 +343,9 @@ class Host:
         return self.run("systemctl", "is-active", "--quiet", unit, check=False).returncode == 0
 
     # HTTP from the test process, over the bridge ------------------------------------------------
-    def get(
-        self,
-        path: str = "/",
-        *,
-        host: str | None = "example.com",
-        port: int = 80,
-        tls: bool = False,
-        server_name: str | None = None,
-        headers: dict[str, str] | None = None,
-        timeout: float = 10,
-    ) -> Response:
-        return http_get(
-            self.address, path, host=host, port=port, tls=tls, server_name=server_name, headers=headers, timeout=timeout
-        )
+    def get(self, path: str = "/", **options: Any) -> Response:
+        """GET `path` from the test process over the bridge; `options` as http_get takes them."""
+        return http_get(self.address, path, **options)
 
 
 def children(parent: int) -> list[int]:
@@ -638,27 +629,6 @@ def tls_alpn(address: str, server_name: str, port: int = 443, protocols: Sequenc
         return wrapped.selected_alpn_protocol() or ""
 
 
-@dataclass
-class Load:
-    """What a bounded load saw: requests sent, answers by status, failures by kind."""
-
-    sent: int = 0
-    statuses: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
-    stop: threading.Event = field(default_factory=threading.Event)
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> int:
-        return self.errors.total() + sum(n for status, n in self.statuses.items() if status != 200)
-
-    def __str__(self) -> str:
-        statuses = ", ".join(f"{status}: {n}" for status, n in sorted(self.statuses.items()))
-        errors = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.errors.items()))
-        rate = self.sent / self.seconds if self.seconds else 0
-        return f"{self.sent} requests in {self.seconds:.1f}s ({rate:.0f}/s); {statuses}; errors: {errors or 'none'}"
-
-
 @contextlib.contextmanager
 def load(
     address: str,
@@ -670,38 +640,17 @@ def load(
     concurrency: int = 4,
     tls: bool = False,
     port: int = 80,
-) -> Iterator[Load]:
+) -> Iterator[LoadResult]:
     """`concurrency` clients sending GET `path` to `address` until the block ends, `seconds` pass or
     `max_requests` are sent: bounded in count and in time."""
-    result = Load()
-    lock = threading.Lock()
-    started = time.monotonic()
-    deadline = started + seconds
 
-    def client() -> None:
-        while time.monotonic() < deadline and not result.stop.is_set():
-            with lock:
-                if result.sent >= max_requests:
-                    return
-                result.sent += 1
-            try:
-                status = http_get(address, path, host=host, tls=tls, port=port, timeout=15).status
-                with lock:
-                    result.statuses[status] += 1
-            except (OSError, http.client.HTTPException) as error:
-                with lock:
-                    result.errors[type(error).__name__] += 1
+    def fetch() -> int:
+        return http_get(address, path, host=host, tls=tls, port=port, timeout=15).status
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    try:
+    with bounded_load(
+        fetch, seconds=seconds, max_requests=max_requests, concurrency=concurrency, stop_with_block=True
+    ) as result:
         yield result
-    finally:
-        result.stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-        result.seconds = time.monotonic() - started
 
 
 # Projects on servers ---------------------------------------------------------------------------
