@@ -38,6 +38,8 @@ REPLACED_SECONDS = 60
 NGINX_RELOAD_SECONDS = 10
 # How long the new workers may answer /healthz with an error before the release counts as failed.
 SETTLE_SECONDS = 10
+# What nginx answers while the gunicorn behind it does not (yet): refused (502) or silent (504).
+GATEWAY_ERRORS = (502, 504)
 
 
 @dataclass
@@ -75,6 +77,29 @@ def health_status(role: Role) -> int | None:
 def health_url() -> str:
     scheme = "http" if layout.TLS_MODE == "none" else "https"
     return f"{scheme}://127.0.0.1{layout.HEALTH_PATH} (Host: {layout.DOMAIN})"
+
+
+def wait_for_health(ask: Callable[[], int | None], where: str) -> None:
+    """Ask until the answer is 200. No answer, or nginx's 502 and 504 (its gunicorn is not up yet),
+    is waited on for HEALTH_SECONDS; the app's own error status, for SETTLE_SECONDS in a row: an
+    app that keeps failing is not waited on for a minute."""
+    start = time.monotonic()
+    failing_since = None
+    while True:
+        status = ask()
+        now = time.monotonic()
+        if status == 200:
+            return
+        if status in (None, *GATEWAY_ERRORS):
+            failing_since = None
+        elif failing_since is None:
+            failing_since = now
+        elif now - failing_since >= SETTLE_SECONDS:
+            raise InstallError(f"{where}: status {status} for {SETTLE_SECONDS}s")
+        if now - start >= HEALTH_SECONDS:
+            said = f"status {status}" if status else "no answer"
+            raise InstallError(f"{where}: {said} within {HEALTH_SECONDS}s")
+        time.sleep(0.25)
 
 
 class Activation:
@@ -251,17 +276,12 @@ class Activation:
                 target.run("systemctl", "enable", NGINX_SERVICE)
                 done.append(f"enable {NGINX_SERVICE}")
             if changes.site or not target.unit_is("active", NGINX_SERVICE):
-                old_workers = target.workers(NGINX_SERVICE)
                 # Validated above with nginx -t; a running nginx reloads gracefully, a stopped one starts.
-                self.done(target.run("systemctl", "reload-or-restart", NGINX_SERVICE), "nginx-reloaded")
-                self.nginx_reloaded = True
+                self.reload_nginx("reload-or-restart")
                 done.append("reload nginx")
-                if role.name == "lb" and not self.nginx_took_over(old_workers):
-                    raise InstallError(f"nginx started no workers with the new site within {NGINX_RELOAD_SECONDS}s")
         elif changes.site and target.unit_is("active", NGINX_SERVICE):
             # The site of an earlier role went: nginx stops serving it.
-            self.done(target.run("systemctl", "reload", NGINX_SERVICE), "nginx-reloaded")
-            self.nginx_reloaded = True
+            self.reload_nginx()
             done.append("reload nginx (without the site)")
         if not done:
             if not role.runs_app:
@@ -271,13 +291,23 @@ class Activation:
             return "nothing to do (units enabled and running, nginx up to date)"
         return f"{'; '.join(done)} ({target.outcome()})"
 
-    def nginx_took_over(self, old_workers: set[int]) -> bool:
-        """Whether nginx runs workers with the new configuration (a reload only signals nginx).
+    def reload_nginx(self, how: str = "reload") -> None:
+        """`systemctl <how> nginx`, returning once the new configuration alone takes connections.
 
-        Once they run and every previous worker has left or says "is shutting down" (it accepts no
-        more connections), a load balancer's drain is in force: deploy/install returns before the
-        host it drains goes down for its update.
+        A reload only signals nginx: for a moment its previous workers still accept, and answer
+        with the previous sites. Waiting for them means that what deploy/install reports is in
+        force when it returns: the HTTPS site that replaced the challenge site, or a load
+        balancer's drain, before the host it drains goes down for its update.
         """
+        old_workers = self.target.workers(NGINX_SERVICE)
+        self.done(self.target.run("systemctl", how, NGINX_SERVICE), "nginx-reloaded")
+        self.nginx_reloaded = True
+        if not self.nginx_took_over(old_workers):
+            raise InstallError(f"nginx started no workers with the new configuration within {NGINX_RELOAD_SECONDS}s")
+
+    def nginx_took_over(self, old_workers: set[int]) -> bool:
+        """Whether nginx runs workers with the new configuration, and every previous worker has
+        left or says "is shutting down" (it has closed its listening sockets)."""
         if not old_workers:
             return True  # nginx was not running, or this target cannot tell
         deadline = time.monotonic() + NGINX_RELOAD_SECONDS
@@ -379,8 +409,7 @@ class Activation:
         result = target.run(target.nginx_command(), "-t", check=False)
         if result is not None and result.returncode:
             raise InstallError("nginx -t rejects the HTTPS site with the new certificate:\n" + indent(result.stderr))
-        target.run("systemctl", "reload", NGINX_SERVICE)
-        self.nginx_reloaded = True
+        self.reload_nginx()
         if target.no_run_reason:
             return f"certbot certonly, then the HTTPS site in place of the challenge site ({target.outcome()})"
         return f"certificate for {layout.DOMAIN} from Let's Encrypt; HTTPS site in place, nginx reloaded"
@@ -394,29 +423,15 @@ class Activation:
         if not role.runs_nginx:
             return self.app_health()
         start = time.monotonic()
-        status = None
-        while time.monotonic() - start < HEALTH_SECONDS:
-            status = health_status(role)
-            if status == 200:
-                return f"{health_url()} answered 200 in {time.monotonic() - start:.1f}s"
-            time.sleep(0.25)
-        said = f"status {status}" if status else "no answer"
-        raise InstallError(f"{health_url()}: {said} within {HEALTH_SECONDS}s")
+        wait_for_health(lambda: health_status(role), health_url())
+        return f"{health_url()} answered 200 in {time.monotonic() - start:.1f}s"
 
     def app_health(self) -> str:
         """An app host: each gunicorn on its private address, asked directly with the site's Host."""
         start = time.monotonic()
         for server in self.target.role.app_servers():
-            status = None
-            while time.monotonic() - start < HEALTH_SECONDS:
-                status = self.target.health_of(server)
-                if status == 200:
-                    break
-                time.sleep(0.25)
-            if status != 200:
-                said = f"status {status}" if status else "no answer"
-                where = f"http://{server}{layout.HEALTH_PATH} (Host: {layout.DOMAIN})"
-                raise InstallError(f"{where}: {said} within {HEALTH_SECONDS}s")
+            where = f"http://{server}{layout.HEALTH_PATH} (Host: {layout.DOMAIN})"
+            wait_for_health(lambda server=server: self.target.health_of(server), where)
         servers = ", ".join(self.target.role.app_servers())
         took = time.monotonic() - start
         return f"{layout.HEALTH_PATH} on {servers} (Host: {layout.DOMAIN}) answered 200 in {took:.1f}s"
