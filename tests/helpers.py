@@ -175,6 +175,9 @@ class LoadResult:
     # Set to end the load before its time is up.
     done: bool = False
     seconds: float = 0.0
+    # The longest a request took, and when it was sent (seconds after the load began).
+    slowest: float = 0.0
+    slowest_sent: float = 0.0
 
     def mark_event(self) -> None:
         """Note how many requests had been sent when the fault was injected."""
@@ -193,7 +196,10 @@ class LoadResult:
         statuses = ", ".join(f"{status}: {n}" for status, n in sorted(self.statuses.items()))
         errors = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.errors.items()))
         rate = self.sent / self.seconds if self.seconds else 0
-        return f"{self.sent} requests in {self.seconds:.1f}s ({rate:.0f}/s); {statuses}; errors: {errors or 'none'}"
+        return (
+            f"{self.sent} requests in {self.seconds:.1f}s ({rate:.0f}/s); {statuses}; errors: {errors or 'none'}; "
+            f"slowest {self.slowest:.2f}s, sent at {self.slowest_sent:.2f}s"
+        )
 
 
 @contextmanager
@@ -214,6 +220,7 @@ def bounded_load(
                 if result.sent >= max_requests:
                     return
                 result.sent += 1
+            sent = time.monotonic()
             try:
                 status = fetch()
                 with lock:
@@ -221,6 +228,10 @@ def bounded_load(
             except (OSError, http.client.HTTPException) as error:
                 with lock:
                     result.errors[type(error).__name__] += 1
+            took = time.monotonic() - sent
+            with lock:
+                if took > result.slowest:
+                    result.slowest, result.slowest_sent = took, sent - started
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
     for thread in threads:

@@ -339,6 +339,18 @@ class Host:
     def exists(self, path: str) -> bool:
         return self.run("test", "-e", path, check=False).returncode == 0
 
+    def clock(self) -> str:
+        """The server's time now, as journalctl's --since takes it."""
+        return self.run("date", "+%Y-%m-%d %H:%M:%S.%N").stdout.strip()[:-3]
+
+    def journal(self, since: str, *units: str) -> str:
+        """What `units` logged since `since` (clock()): for a failure message."""
+        selected = [f"--unit={unit}" for unit in units]
+        said = self.run(
+            "journalctl", "--no-pager", "--output=short-precise", f"--since={since}", *selected, check=False
+        )
+        return said.stdout[-8000:]
+
     def is_active(self, unit: str) -> bool:
         return self.run("systemctl", "is-active", "--quiet", unit, check=False).returncode == 0
 

@@ -32,6 +32,7 @@ def test_three_instances_run_and_the_site_answers(checkout: Checkout) -> None:
 def test_rolling_restart_under_load_fails_no_request(checkout: Checkout) -> None:
     host = checkout.host
     pids = {s: host.run("systemctl", "show", "-P", "MainPID", s).stdout.strip() for s in SERVICES}
+    since = host.clock()
     with load(host.address, seconds=120, max_requests=30000) as seen:
         time.sleep(0.5)
         result = host.run(f"{checkout.path}/deploy/rolling-restart", cwd="/", check=False, timeout=180)
@@ -39,17 +40,18 @@ def test_rolling_restart_under_load_fails_no_request(checkout: Checkout) -> None
     print(f"instances=3 rolling restart under load: {seen}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert all(host.run("systemctl", "show", "-P", "MainPID", s).stdout.strip() != pids[s] for s in SERVICES)
-    assert seen.failed == 0, seen
+    assert seen.failed == 0, f"{seen}\n{result.stdout}\n{host.journal(since, *SERVICES, 'nginx.service')}"
 
 
 def test_redeploy_under_load_reloads_each_instance_and_fails_no_request(checkout: Checkout) -> None:
     host = checkout.host
     marker = f"release {time.monotonic_ns()}"
     checkout.edit("my_app/app.py", HOME_TEXT, f"{HOME_TEXT} {marker}")
+    since = host.clock()
     with load(host.address, seconds=120, max_requests=30000) as seen:
         output = checkout.installed()
         time.sleep(0.5)
     print(f"instances=3 redeploy under load: {seen}")
     assert "reload my_app@1.service my_app@2.service my_app@3.service" in output, output
-    assert seen.failed == 0, seen
+    assert seen.failed == 0, f"{seen}\n{host.journal(since, *SERVICES, 'nginx.service')}"
     assert all(marker in host.get("/").text for _ in range(6))
