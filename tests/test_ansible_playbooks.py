@@ -75,6 +75,26 @@ def test_release_is_the_same_archive_for_the_same_files_and_a_new_one_after_an_e
     assert edited["made"] is True and edited["id"] != first["id"]
 
 
+def test_load_balancers_release_is_the_same_without_the_secret_key(bake) -> None:
+    project = bake(framework="django").path
+    made = release(project)
+    secret = next(
+        line.split("=", 1)[1]
+        for line in (project / "my_app.env").read_text().splitlines()
+        if line.startswith("DJANGO_SECRET_KEY=")
+    )
+    with tarfile.open(made["archive"]) as full, tarfile.open(made["lb_archive"]) as lb:
+        assert set(lb.getnames()) == set(full.getnames()) - {"my_app.env"}
+        contents = [lb.extractfile(member).read() for member in lb.getmembers() if member.isfile()]
+    assert len(secret) >= 40 and not [content for content in contents if secret.encode() in content]
+    # Made again from the same files, it is the same, byte for byte.
+    before = Path(made["lb_archive"]).read_bytes()
+    Path(made["lb_archive"]).unlink()
+    again = release(project)
+    assert (again["id"], again["lb_archive"]) == (made["id"], made["lb_archive"])
+    assert Path(made["lb_archive"]).read_bytes() == before
+
+
 def test_playbooks_keep_no_config_of_their_own(baked: Baked) -> None:
     """One source of truth: the hosts get the release and its deploy/install, nothing written by Ansible."""
     text = "\n".join(path.read_text() for path in sorted((baked.path / ANSIBLE_DIR).rglob("*.yml")))

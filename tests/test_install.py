@@ -960,15 +960,18 @@ def test_load_balancer_gets_nginx_for_the_app_hosts_and_no_units(bake, tools, tm
     assert not [line for line in record if line.startswith(("useradd", "systemd-analyze", "systemctl start"))]
     assert (root / "srv/my_app/static").is_dir() and (root / "srv/my_app/errors/50x.html").is_file()
     assert {"user", "migrate"}.isdisjoint(steps(output))
+    # The app's settings and secrets stay on the app hosts.
+    assert not (root / "etc/my_app").exists() and "env" not in steps(output)
     if framework == "django":
-        # collectstatic needs the app, its settings and venv; the service never runs here.
+        # collectstatic needs the app and its venv, and a secret key that is no secret.
         assert steps(output)["app"].endswith("(for collectstatic only: the app does not run here)")
-        assert (root / "etc/my_app/my_app.env").is_file() and "venv" in steps(output)
-        assert any("manage.py collectstatic" in line for line in record)
+        assert "venv" in steps(output)
+        collectstatic = [line for line in record if "manage.py collectstatic" in line]
+        assert collectstatic and collectstatic[0].startswith("env 'DJANGO_SECRET_KEY=collectstatic-only: "), record
         assert "chown -R root:root /srv/my_app/app" in record
     else:
-        assert not (root / "srv/my_app/app").exists() and not (root / "etc/my_app").exists()
-        assert {"env", "app", "venv"}.isdisjoint(steps(output))
+        assert not (root / "srv/my_app/app").exists()
+        assert {"app", "venv"}.isdisjoint(steps(output))
     assert manifest(root)["role"] == {"name": "lb", "app_hosts": ["10.0.0.5", "fd00::6"], "drain": ["fd00::6"]}
     assert manifest(root)["active_units"] == []
 
@@ -1061,9 +1064,22 @@ def test_converting_between_roles_removes_what_the_new_role_has_not(baked: Baked
     assert "my_app" in catch_all.read_text(), to_server
     assert manifest(root)["role"] == {"name": "server"}
 
-    installed(baked, root, *LB)
+    to_lb = installed(baked, root, *LB)
     assert not (root / UNITS / "my_app.service").exists() and not (root / "srv/my_app/app").exists()
     assert "systemctl disable --now my_app.socket my_app.service" in blocks(root)[-1]
+    # The app's settings and secrets go with it; a copy stays among the backups, root's alone.
+    assert not (root / "etc/my_app").exists(), to_lb
+    assert steps(to_lb)["env"].startswith("2 removed (the app does not run here"), to_lb
+
+
+def test_a_server_that_becomes_a_load_balancer_keeps_an_env_file_edited_on_it(baked: Baked, tools, tmp_path) -> None:
+    root = tmp_path / "host"
+    installed(baked, root)
+    env_file = root / "etc/my_app/my_app.env"
+    env_file.write_text(env_file.read_text() + "EXTRA=edited on the server\n")
+    to_lb = installed(baked, root, *LB)
+    assert "EXTRA=edited on the server" in env_file.read_text()
+    assert "/etc/my_app/my_app.env (changed since it was installed)" in to_lb, to_lb
 
 
 @pytest.mark.parametrize("role", [APP, LB], ids=["app", "lb"])

@@ -67,3 +67,20 @@ def test_first_superuser_as_the_readme_says_then_the_admin_knows_them(checkout: 
         cwd="/",
     )
     assert listed.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_key(checkout: Checkout) -> None:
+    """The same checkout as a load balancer on a machine new to the project (after a purge): the
+    admin's files are collected and served; the secret key is in no file of the machine outside the
+    checkout it came from, logs included."""
+    host = checkout.host
+    settings = host.read(f"{checkout.path}/my_app.env").splitlines()
+    secret = next(line.split("=", 1)[1] for line in settings if line.startswith("DJANGO_SECRET_KEY="))
+    checkout.installed("--uninstall", "--purge")
+    # 127.0.0.1 stands for an app host; drained, so the health check has none to ask.
+    output = checkout.installed("--role", "lb", "--app-host", "127.0.0.1", "--drain", "127.0.0.1")
+    assert "collectstatic" in output and not host.exists("/etc/my_app"), output
+    css = host.get(ADMIN_CSS)
+    assert css.status == 200 and "max-age" in css.headers.get("cache-control", "")
+    found = host.run("grep", "-rlF", "--", secret, "/etc", "/srv", "/var", "/tmp", "/run", check=False)
+    assert found.returncode == 1 and not found.stdout, found.stdout + found.stderr

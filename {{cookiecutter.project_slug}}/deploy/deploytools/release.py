@@ -5,6 +5,9 @@ copies them (tests, venvs, caches and hidden files stay behind), the settings ma
 (the .env file) and, when deploy/wheelhouse made it, wheels/. It is built the same way every
 time (sorted names, no dates, root as owner), so the same files make the same archive: its
 SHA-256 names the release, and an unchanged project makes no new release.
+
+Load balancers get a twin archive without the .env file: they run no app, so its settings and
+secrets (Django's secret key) stay on the app hosts, off the machines that face the internet.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ def files() -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+def without_settings(paths: dict[str, Path]) -> dict[str, Path]:
+    """The release for load balancers: everything but the settings made at bake time."""
+    return {name: path for name, path in paths.items() if path != layout.ENV_SOURCE}
+
+
 def archive(paths: dict[str, Path]) -> bytes:
     """A gzip'd tar of `paths`, byte for byte the same for the same files."""
     raw = io.BytesIO()
@@ -63,23 +71,32 @@ def archive(paths: dict[str, Path]) -> bytes:
     return packed.getvalue()
 
 
+def write(path: Path, content: bytes) -> bool:
+    """Put `content` at `path` unless it is there already; whether it was written."""
+    if path.exists():
+        path.touch()  # the newest again: pruning keeps it
+        return False
+    # It may hold secrets (the .env file): readable by this user only.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".partial-", delete=False) as partial:
+        partial.write(content)
+    os.replace(partial.name, path)
+    return True
+
+
 def make(releases: Path) -> dict[str, object]:
-    """Write the archive into `releases` unless it is there already; what Ansible needs to know."""
-    content = archive(files())
+    """Write the archives into `releases` unless they are there already; what Ansible needs to know."""
+    paths = files()
+    content = archive(paths)
     release_id = hashlib.sha256(content).hexdigest()[:12]
     path = releases / f"{layout.SLUG}-{release_id}.tar.gz"
-    made = not path.exists()
-    if made:
-        # It may hold secrets (the .env file): readable by this user only.
-        releases.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=releases, prefix=".partial-", delete=False) as partial:
-            partial.write(content)
-        os.replace(partial.name, path)
-    else:
-        path.touch()  # the newest again: pruning keeps it
+    lb_path = releases / f"{layout.SLUG}-{release_id}.lb.tar.gz"
+    made = write(path, content)
+    made = write(lb_path, archive(without_settings(paths))) or made
     prune(releases)
     return {
         "archive": str(path),
+        "lb_archive": str(lb_path),
         "id": release_id,
         "made": made,
         "slug": layout.SLUG,
@@ -91,9 +108,12 @@ def make(releases: Path) -> dict[str, object]:
 
 
 def prune(releases: Path) -> None:
-    archives = sorted(releases.glob(f"{layout.SLUG}-*.tar.gz"), key=lambda path: path.stat().st_mtime, reverse=True)
+    """Keep the KEEP newest releases, each with its load balancers' twin."""
+    archives = [path for path in releases.glob(f"{layout.SLUG}-*.tar.gz") if not path.name.endswith(".lb.tar.gz")]
+    archives.sort(key=lambda path: path.stat().st_mtime, reverse=True)
     for old in archives[KEEP:]:
         old.unlink()
+        old.with_name(old.name.removesuffix(".tar.gz") + ".lb.tar.gz").unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

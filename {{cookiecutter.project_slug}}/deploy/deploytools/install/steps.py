@@ -6,7 +6,8 @@ activate, https (Let's Encrypt's first certificate), health, cache.
 Every step is the same whatever the target (target.py): a live run, a staged tree or a dry run.
 The role (roles.py) leaves out what this machine does not run: an app host has no static, errors,
 https or cache step, a load balancer no user, units or migrations (nor app, env and venv, except
-Django's, for collectstatic); their systemd and nginx steps still remove what another role left.
+Django's app and venv, for collectstatic); their env, systemd and nginx steps still remove what
+another role left: a load balancer holds no secrets.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ from .run import Run
 SERVICE_OWNS = (layout.SERVICE_USER, layout.SERVICE_USER)
 # The env file is sourced by sh for commands that run the project's code (like systemd would).
 WITH_ENV = f"set -a && . {shlex.quote(layout.ENV_FILE)}"
+# Django's settings need a secret key, and collectstatic never uses it: on a load balancer, which
+# has no env file (the secret key stays on the app hosts), collectstatic gets this one.
+COLLECTSTATIC_ONLY_KEY = "collectstatic-only: this host serves no Django request"
 
 
 class Install(Run):
@@ -58,7 +62,7 @@ class Install(Run):
         chosen: list[tuple[str, Callable[[], str | None], bool]] = [
             ("user", self.user, app),
             ("dirs", self.dirs, True),
-            ("env", self.env_file, code),
+            ("env", self.env_file, True),
             ("app", self.app, code),
             ("venv", self.venv, code),
             ("static", self.static, nginx),
@@ -182,7 +186,7 @@ class Install(Run):
             files.ensure_dir(layout.ERRORS_ROOT, 0o755, ROOT)
             if layout.TLS_MODE == "letsencrypt":
                 files.ensure_dir(layout.ACME_ROOT, 0o755, ROOT)
-        if role.installs_code:
+        if role.runs_app:
             # systemd reads the env file as root; the service itself never opens it.
             files.ensure_dir(ENV_DIR, 0o750, ROOT)
         if layout.FRAMEWORK == "django" and role.runs_app:
@@ -202,7 +206,9 @@ class Install(Run):
         files.touch(layout.STATE_DIR, {"type": "state"})
         self.target.own_tree(layout.STATE_DIR, SERVICE_OWNS)
 
-    def env_file(self) -> str:
+    def env_file(self) -> str | None:
+        if not self.target.role.runs_app:
+            return self.no_env_file()
         disk = self.files.disk(layout.ENV_FILE)
         from_project = layout.ENV_SOURCE.exists()
         if disk.exists():
@@ -218,6 +224,18 @@ class Install(Run):
         self.files.ensure_file(layout.ENV_FILE, content, 0o600, ROOT, create_only=True, conffile=True)
         origin = f"from {layout.ENV_SOURCE.name}" if from_project else "settings commented out"
         return f"{layout.ENV_FILE} {'to create' if self.report.dry_run else 'created'} (0600, {origin})"
+
+    def no_env_file(self) -> str | None:
+        """A load balancer runs no app: the env file an earlier role installed (secrets) goes, unless
+        edited since; nothing to say when there was none."""
+        if not self.files.manifest.owns(layout.ENV_FILE):
+            return None
+        since = self.report.mark()
+        self.files.remove_file(layout.ENV_FILE)
+        if not self.files.manifest.owns(layout.ENV_FILE):
+            self.files.remove_dir(ENV_DIR)
+        kept = "the app does not run here: its settings and secrets stay on the app hosts"
+        return f"{self.report.summary(since)} ({kept})"
 
     def add_missing_settings(self, disk: Path) -> list[str]:
         """Settings the project's env file has and the server's lacks (a new version's secret key)
@@ -293,19 +311,28 @@ class Install(Run):
     def collectstatic(self) -> str:
         """Django gathers its static files; they reach STATIC_ROOT through the same mirror (backed up,
         compared) from a scratch folder. Where the project cannot run (staged, dry run), the command
-        goes to the server as is, with the env file's settings and straight into STATIC_ROOT."""
+        goes to the server as is, with the env file's settings and straight into STATIC_ROOT.
+        A load balancer has no env file: collectstatic runs with a key that is no secret."""
         target = self.target
         command = [VENV_PYTHON, f"{layout.APP_DIR}/manage.py", "collectstatic", "--noinput"]
+        runs_app = target.role.runs_app
         if target.no_run_reason:
             if target.defers and not (self.changes.code or self.changes.requirements):
                 return "unchanged (no code change)"
-            target.run("sh", "-c", f"{WITH_ENV} && exec {shlex.join(command)}")
+            if runs_app:
+                target.run("sh", "-c", f"{WITH_ENV} && exec {shlex.join(command)}")
+            else:
+                target.run("env", f"DJANGO_SECRET_KEY={COLLECTSTATIC_ONLY_KEY}", *command)
             return f"manage.py collectstatic {target.outcome()}"
         since = self.report.mark()
+        if runs_app:
+            settings = read_env_file(target.disk(layout.ENV_FILE))
+        else:
+            settings = {"DJANGO_SECRET_KEY": COLLECTSTATIC_ONLY_KEY}
         with tempfile.TemporaryDirectory(prefix=f"{layout.SLUG}-static-") as scratch:
             os.chmod(scratch, 0o755)
             env = {
-                **read_env_file(target.disk(layout.ENV_FILE)),
+                **settings,
                 "DJANGO_STATIC_ROOT": scratch,
                 "PYTHONDONTWRITEBYTECODE": "1",
             }
