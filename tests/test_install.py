@@ -817,18 +817,36 @@ def test_cache_is_emptied_after_a_redeploy_and_purged_with_the_sites_logs(bake, 
     project = bake(cache="on")
     root = tmp_path / "server"
     first = installed(project, root)
-    assert steps(first)["cache"] == "emptied /var/lib/nginx/my_app-cache"
+    assert steps(first)["cache"] == "emptied /var/lib/nginx/my_app-cache (a new release)"
     app = project.path / "my_app/app.py"
     app.write_text(app.read_text() + "\n# release 2\n")
     installed(project, root)
     assert "find /var/lib/nginx/my_app-cache -mindepth 1 -delete" in blocks(root)[-1]
-    assert steps(installed(project, root))["cache"] == "nothing changed, cache kept"
+    assert steps(installed(project, root))["cache"] == "same release, cache kept"
     cached = write(root / "var/lib/nginx/my_app-cache/a/bc/entry", "cached answer")
     logs = [write(root / f"var/log/nginx/my_app.access.log{suffix}", "GET /\n") for suffix in ("", ".1", ".2.gz")]
     other = write(root / "var/log/nginx/shop.access.log", "GET /\n")
     purged = installed(project, root, "--uninstall", "--purge")
     assert not cached.exists() and not any(log.exists() for log in logs), purged
     assert other.read_text() == "GET /\n"
+
+
+def test_load_balancer_cache_goes_with_a_new_release_of_the_app_and_stays_through_drains(
+    bake, tools, tmp_path: Path
+) -> None:
+    """The app runs on other hosts, and no file of the load balancer changes with its code: the
+    release it is installed from decides."""
+    project = bake(cache="on")
+    root = tmp_path / "lb"
+    installed(project, root, *LB)
+    drained = installed(project, root, *LB, "--drain", "10.0.0.5")
+    assert steps(drained)["cache"] == "same release, cache kept"
+    app = project.path / "my_app/app.py"
+    app.write_text(app.read_text() + "\n# release 2\n")
+    release_2 = installed(project, root, *LB)
+    assert steps(release_2)["cache"] == "emptied /var/lib/nginx/my_app-cache (a new release)", release_2
+    assert "find /var/lib/nginx/my_app-cache -mindepth 1 -delete" in blocks(root)[-1]
+    assert not (root / "srv/my_app/app").exists()  # the new release changed no file here
 
 
 def test_redeploy_keeps_a_file_edited_on_the_server_that_the_new_version_drops(bake, tools, tmp_path: Path) -> None:

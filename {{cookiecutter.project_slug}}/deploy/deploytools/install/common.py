@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -103,6 +104,17 @@ def tree(source: Path, skip: Callable[[tuple[str, ...]], bool] = cache) -> dict[
         if not skip(relative.parts):
             found[relative.as_posix()] = path
     return found
+
+
+def release_digest() -> str:
+    """SHA-256 of the app's files as deploy/install copies them, by relative path: the same for the
+    same release wherever it was unpacked, another as soon as anything the app serves from changes."""
+    digest = hashlib.sha256()
+    for name, path in tree(layout.PROJECT_DIR, app_skips(layout.PROJECT_DIR)).items():
+        digest.update(name.encode() + b"\0")
+        if path.is_file():
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def app_copy(path: Path) -> str:

@@ -40,6 +40,8 @@ class Manifest:
     active_units: list[str] = field(default_factory=list)  # what the installed version enables
     # The role this machine was installed for, with its options (roles.py); empty: a whole server.
     role: dict = field(default_factory=dict)
+    # The release it was last installed from (release_digest()): what nginx's cached answers came from.
+    release: str = ""
 
     @classmethod
     def load(cls, disk: Path) -> Manifest:
@@ -52,6 +54,7 @@ class Manifest:
                 user_created=data["user_created"],
                 active_units=data["active_units"],
                 role=data.get("role", {}),
+                release=data.get("release", ""),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise InstallError(f"{disk} is not a manifest deploy/install can read ({error}): move it away") from None

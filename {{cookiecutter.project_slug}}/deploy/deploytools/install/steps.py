@@ -37,6 +37,7 @@ from .common import (
     Owner,
     app_skips,
     indent,
+    release_digest,
     tree,
 )
 from .ledger import MANIFEST
@@ -55,6 +56,7 @@ COLLECTSTATIC_ONLY_KEY = "collectstatic-only: this host serves no Django request
 
 class Install(Run):
     command = "install"
+    release = ""  # release_digest() of the project this run installs from
 
     def steps(self) -> list[tuple[str, Callable[[], str | None]]]:
         role = self.target.role
@@ -103,21 +105,24 @@ class Install(Run):
     def empty_cache(self) -> str | None:
         """Answers of the previous release must not outlive it: the new one is up, so the cache goes.
 
-        nginx takes a missing cache file for a miss, so emptying the folder under a running nginx is
-        safe; it refills from the new release.
+        The release is the app's files (release_digest()), also on a load balancer, where the app
+        runs on other hosts: a new release empties its cache once it is installed there, and a
+        drain, which changes only the site, keeps it. nginx takes a missing cache file for a miss,
+        so emptying the folder under a running nginx is safe; it refills from the new release.
         """
         if layout.CACHE_DIR is None:
             return None
-        if not self.report.changes:
-            return "nothing changed, cache kept"
+        if self.release == self.files.manifest.release:
+            return "same release, cache kept"
         self.target.run("find", layout.CACHE_DIR, "-mindepth", "1", "-delete", check=False)
-        return f"emptied {layout.CACHE_DIR}"
+        return f"emptied {layout.CACHE_DIR} (a new release)"
 
     def run(self) -> int:
         target, report = self.target, self.report
         if not self.begin(installing=True):
             return 1
         self.acme_first = self.activation.acme_first = certificate_pending(target)
+        self.release = release_digest()
         try:
             for name, step in self.steps():
                 report.step_name = name
@@ -138,6 +143,7 @@ class Install(Run):
         manifest = self.files.manifest
         manifest.active_units = list(layout.ACTIVE_UNITS) if target.role.runs_app else []
         manifest.role = target.role.record()
+        manifest.release = self.release
         files, commands = len(report.changes), len(report.commands)
         record = self.end("deploy/install")
         if self.files.left:
