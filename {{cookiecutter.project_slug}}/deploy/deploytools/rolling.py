@@ -1,9 +1,9 @@
 """Restart gunicorn instances one at a time, each healthy again before the next one goes.
 
 Used by deploy/rolling-restart on the server (systemctl restart per instance) and by
-deploy/run-local (its own gunicorn processes). While one instance restarts, nginx sends
-requests to the others (proxy_next_upstream); a single instance behind a systemd socket keeps
-its listening socket, so connections wait instead of failing.
+deploy/run-local (its own gunicorn processes). While an instance listening on a port restarts,
+nginx sends its requests to the others (proxy_next_upstream); an instance behind a systemd socket
+keeps its listening socket, so the connections nginx makes to it wait for the restart instead.
 """
 
 from __future__ import annotations
