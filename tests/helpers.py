@@ -164,6 +164,11 @@ def start_stack(project: Path, venv: Path, *args: str) -> Iterator[LiveStack]:
         assert not (project / ".run-local.json").exists()
 
 
+def secret_key(env_text: str) -> str:
+    """DJANGO_SECRET_KEY's value in the text of an env file."""
+    return next(line.split("=", 1)[1] for line in env_text.splitlines() if line.startswith("DJANGO_SECRET_KEY="))
+
+
 @dataclass
 class LoadResult:
     """What a bounded load saw: requests sent, answers by status, failures by kind."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Baked, require_tool
+from helpers import secret_key
 
 ANSIBLE_DIR = Path("deploy") / "ansible"
 
@@ -78,11 +79,7 @@ def test_release_is_the_same_archive_for_the_same_files_and_a_new_one_after_an_e
 def test_load_balancers_release_is_the_same_without_the_secret_key(bake) -> None:
     project = bake(framework="django").path
     made = release(project)
-    secret = next(
-        line.split("=", 1)[1]
-        for line in (project / "my_app.env").read_text().splitlines()
-        if line.startswith("DJANGO_SECRET_KEY=")
-    )
+    secret = secret_key((project / "my_app.env").read_text())
     with tarfile.open(made["archive"]) as full, tarfile.open(made["lb_archive"]) as lb:
         assert set(lb.getnames()) == set(full.getnames()) - {"my_app.env"}
         contents = [lb.extractfile(member).read() for member in lb.getmembers() if member.isfile()]

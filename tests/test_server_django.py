@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from helpers import secret_key
 from servers import RELEASES, Checkout, copy_project
 
 ADMIN_CSS = "/static/admin/css/base.css"
@@ -74,8 +75,7 @@ def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_ke
     admin's files are collected and served; the secret key is in no file of the machine outside the
     checkout it came from, logs included."""
     host = checkout.host
-    settings = host.read(f"{checkout.path}/my_app.env").splitlines()
-    secret = next(line.split("=", 1)[1] for line in settings if line.startswith("DJANGO_SECRET_KEY="))
+    secret = secret_key(host.read(f"{checkout.path}/my_app.env"))
     checkout.installed("--uninstall", "--purge")
     # 127.0.0.1 stands for an app host; drained, so the health check has none to ask.
     output = checkout.installed("--role", "lb", "--app-host", "127.0.0.1", "--drain", "127.0.0.1")

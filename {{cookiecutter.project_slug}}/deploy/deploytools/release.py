@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from . import layout
-from .install.common import app_skips, tree
+from .install.common import app_files
 
 # Hidden: deploy/install and the archive's own tree skip hidden folders, and git ignores it.
 RELEASES_DIR = layout.PROJECT_DIR / ".releases"
@@ -34,11 +34,16 @@ KEEP = 5
 
 def files() -> dict[str, Path]:
     """Every path of the release by its name in the archive, parents first."""
-    found = tree(layout.PROJECT_DIR, app_skips(layout.PROJECT_DIR))
+    found = app_files()
     if layout.ENV_SOURCE.exists():
         # Hidden from the app's copy (it holds secrets), but the installer creates the env file from it.
         found[layout.ENV_SOURCE.name] = layout.ENV_SOURCE
     return dict(sorted(found.items()))
+
+
+def lb_twin(path: Path) -> Path:
+    """Where the load balancers' archive of the release archived at `path` goes: beside it."""
+    return path.with_name(path.name.removesuffix(".tar.gz") + ".lb.tar.gz")
 
 
 def without_settings(paths: dict[str, Path]) -> dict[str, Path]:
@@ -90,7 +95,7 @@ def make(releases: Path) -> dict[str, object]:
     content = archive(paths)
     release_id = hashlib.sha256(content).hexdigest()[:12]
     path = releases / f"{layout.SLUG}-{release_id}.tar.gz"
-    lb_path = releases / f"{layout.SLUG}-{release_id}.lb.tar.gz"
+    lb_path = lb_twin(path)
     made = write(path, content)
     made = write(lb_path, archive(without_settings(paths))) or made
     prune(releases)
@@ -113,7 +118,7 @@ def prune(releases: Path) -> None:
     archives.sort(key=lambda path: path.stat().st_mtime, reverse=True)
     for old in archives[KEEP:]:
         old.unlink()
-        old.with_name(old.name.removesuffix(".tar.gz") + ".lb.tar.gz").unlink(missing_ok=True)
+        lb_twin(old).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,11 +106,16 @@ def tree(source: Path, skip: Callable[[tuple[str, ...]], bool] = cache) -> dict[
     return found
 
 
+def app_files() -> dict[str, Path]:
+    """The project's files and folders as deploy/install copies them into APP_DIR, by relative path."""
+    return tree(layout.PROJECT_DIR, app_skips(layout.PROJECT_DIR))
+
+
 def release_digest() -> str:
-    """SHA-256 of the app's files as deploy/install copies them, by relative path: the same for the
-    same release wherever it was unpacked, another as soon as anything the app serves from changes."""
+    """SHA-256 of app_files(): the same for the same release wherever it was unpacked, another as
+    soon as anything the app serves from changes."""
     digest = hashlib.sha256()
-    for name, path in tree(layout.PROJECT_DIR, app_skips(layout.PROJECT_DIR)).items():
+    for name, path in app_files().items():
         digest.update(name.encode() + b"\0")
         if path.is_file():
             digest.update(hashlib.sha256(path.read_bytes()).digest())
