@@ -5,6 +5,7 @@ Every loop here is bounded in count and in time, and every connection goes to 12
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
@@ -207,13 +208,28 @@ class LoadResult:
         )
 
 
+def error_kind(error: Exception) -> str:
+    """A failure's kind as a report needs it: the exception's name, and for a bare OSError its
+    errno's name too (EADDRNOTAVAIL, the client out of ports, is not the server's fault)."""
+    kind = type(error).__name__
+    number = getattr(error, "errno", None)
+    return f"{kind} {errno.errorcode.get(number, number)}" if kind == "OSError" and number else kind
+
+
 @contextmanager
 def bounded_load(
-    fetch: Callable[[], int], *, seconds: float, max_requests: int, concurrency: int, stop_with_block: bool
+    fetch: Callable[[], int],
+    *,
+    seconds: float,
+    max_requests: int,
+    concurrency: int,
+    stop_with_block: bool,
+    rate: float | None = None,
 ) -> Iterator[LoadResult]:
     """`concurrency` clients calling `fetch` (one request, its status) until `seconds` pass or
-    `max_requests` are sent: bounded in count and in time. With `stop_with_block` the clients stop
-    when the block ends; otherwise the block's end waits for them."""
+    `max_requests` are sent: bounded in count and in time, and at most `rate` requests a second
+    if given. With `stop_with_block` the clients stop when the block ends; otherwise the block's
+    end waits for them."""
     result = LoadResult()
     lock = threading.Lock()
     started = time.monotonic()
@@ -224,7 +240,9 @@ def bounded_load(
             with lock:
                 if result.sent >= max_requests:
                     return
+                slot = started + result.sent / rate if rate else 0.0
                 result.sent += 1
+            time.sleep(max(0.0, slot - time.monotonic()))
             sent = time.monotonic()
             try:
                 status = fetch()
@@ -232,7 +250,7 @@ def bounded_load(
                     result.statuses[status] += 1
             except (OSError, http.client.HTTPException) as error:
                 with lock:
-                    result.errors[type(error).__name__] += 1
+                    result.errors[error_kind(error)] += 1
             took = time.monotonic() - sent
             with lock:
                 if took > result.slowest:

@@ -641,6 +641,21 @@ def tls_alpn(address: str, server_name: str, port: int = 443, protocols: Sequenc
         return wrapped.selected_alpn_protocol() or ""
 
 
+TIME_WAIT_SECONDS = 60  # Linux's TCP_TIMEWAIT_LEN, fixed at build time
+
+
+def load_rate() -> float:
+    """Requests a second that a load on one server may send: half of what this machine's local
+    ports allow. Each request is a new connection, which this side closes first, so its port stays
+    in TIME_WAIT for 60 s; off loopback, Linux reuses none of them for the same server (tcp_tw_reuse
+    defaults to loopback only), and faster than ports / 60 s connect() fails with EADDRNOTAVAIL."""
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    return (high - low + 1) / TIME_WAIT_SECONDS / 2
+
+
+LOAD_RATE = load_rate()
+
+
 @contextlib.contextmanager
 def load(
     address: str,
@@ -654,13 +669,18 @@ def load(
     port: int = 80,
 ) -> Iterator[LoadResult]:
     """`concurrency` clients sending GET `path` to `address` until the block ends, `seconds` pass or
-    `max_requests` are sent: bounded in count and in time."""
+    `max_requests` are sent: bounded in count and in time, and paced by `LOAD_RATE`."""
 
     def fetch() -> int:
         return http_get(address, path, host=host, tls=tls, port=port, timeout=15).status
 
     with bounded_load(
-        fetch, seconds=seconds, max_requests=max_requests, concurrency=concurrency, stop_with_block=True
+        fetch,
+        seconds=seconds,
+        max_requests=max_requests,
+        concurrency=concurrency,
+        stop_with_block=True,
+        rate=LOAD_RATE,
     ) as result:
         yield result
 
