@@ -252,7 +252,9 @@ def test_a_drain_is_in_force_when_the_installer_returns(cluster: Cluster) -> Non
     addresses = [cluster.hosts[name].address for name in cluster.groups["app"]]
     command = [f"{RELEASES_DIR}/current/deploy/install", "--role", "lb"]
     command += [f"--app-host={address}" for address in addresses] + [f"--drain={address}" for address in addresses]
+    started = time.monotonic()
     drained = cluster.lb.run(*command, cwd="/")
+    print(f"a drain of both app hosts on the load balancer: {time.monotonic() - started:.1f}s")
     assert "health: every app host is drained" in drained.stdout, drained.stdout
     # Every app host drained: nginx has nowhere to send a request, from the first one on.
     assert [cluster.lb.get("/release").status for _ in range(5)] == [502] * 5
