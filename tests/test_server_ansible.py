@@ -272,3 +272,25 @@ def test_a_third_app_host_added_to_the_inventory_joins_the_upstream(cluster: Clu
     assert played.recap["app3"]["changed"] > 0, played
     # site.yml puts the drained hosts back too: every app host answers through the load balancer.
     assert set(cluster.answers(count=45)) == {"v2 app1", "v2 app2", "v2 app3"}
+
+
+def test_an_app_host_taken_out_of_the_inventory_leaves_the_upstream_and_purges_clean(cluster: Cluster) -> None:
+    app3 = cluster.hosts["app3"]
+    cluster.groups["app"].remove("app3")
+    cluster.write_inventory()
+    played = cluster.play("site.yml")
+    print(f"site.yml without the third app host: {played.seconds:.1f}s")
+    assert played.returncode == 0, played
+    assert "app3" not in played.recap, played
+    site = cluster.lb.read("/etc/nginx/sites-available/my_app.conf")
+    assert f"{app3.address}:" not in site, site
+    assert set(cluster.answers(count=30)) == {"v2 app1", "v2 app2"}
+    # Then the host itself, as the README says: the installer removes what it installed, from the
+    # release it runs; the releases are Ansible's copies.
+    purged = app3.run(f"{RELEASES_DIR}/current/deploy/install", "--uninstall", "--purge", cwd="/")
+    assert "uninstall: done" in purged.stdout, purged.stdout
+    app3.run("rm", "-rf", RELEASES_DIR)
+    left = app3.run("find", "/etc", "/srv", "/var", "/run", "/usr/local", "-xdev", "-name", "*my_app*").stdout
+    assert left == "", left
+    assert app3.run("id", "my_app", check=False).returncode != 0
+    assert not app3.run("ss", "-Hltn", "sport", "= :8081").stdout.strip()
