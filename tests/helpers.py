@@ -1,6 +1,7 @@
 """Real HTTP against a running deploy/run-local: requests, bounded load, slow clients.
 
-Every loop here is bounded in count and in time, and every connection goes to 127.0.0.1.
+Every loop here is bounded in count and in time. The connections made here go to 127.0.0.1;
+bounded_load also drives the loads that servers.py sends to booted servers.
 """
 
 from __future__ import annotations
@@ -211,9 +212,9 @@ class LoadResult:
 def error_kind(error: Exception) -> str:
     """A failure's kind as a report needs it: the exception's name, and for a bare OSError its
     errno's name too (EADDRNOTAVAIL, the client out of ports, is not the server's fault)."""
-    kind = type(error).__name__
-    number = getattr(error, "errno", None)
-    return f"{kind} {errno.errorcode.get(number, number)}" if kind == "OSError" and number else kind
+    if type(error) is OSError and error.errno:
+        return f"OSError {errno.errorcode.get(error.errno, error.errno)}"
+    return type(error).__name__
 
 
 @contextmanager
@@ -227,22 +228,30 @@ def bounded_load(
     rate: float | None = None,
 ) -> Iterator[LoadResult]:
     """`concurrency` clients calling `fetch` (one request, its status) until `seconds` pass or
-    `max_requests` are sent: bounded in count and in time, and at most `rate` requests a second
-    if given. With `stop_with_block` the clients stop when the block ends; otherwise the block's
+    `max_requests` are sent: bounded in count and in time, and no faster than `rate` requests a
+    second if given. With `stop_with_block` the clients stop when the block ends; otherwise the block's
     end waits for them."""
     result = LoadResult()
     lock = threading.Lock()
     started = time.monotonic()
     deadline = started + seconds
 
+    # With a rate, the earliest moment the next request may go. A stall earns no credit: the
+    # clients never catch up on time lost to slow requests by sending faster afterwards.
+    next_slot = started
+
     def client() -> None:
-        while time.monotonic() < deadline and not result.done:
+        nonlocal next_slot
+        while True:
+            if rate is not None:
+                with lock:
+                    slot = max(next_slot, time.monotonic())
+                    next_slot = slot + 1 / rate
+                time.sleep(max(0.0, slot - time.monotonic()))
             with lock:
-                if result.sent >= max_requests:
+                if time.monotonic() >= deadline or result.done or result.sent >= max_requests:
                     return
-                slot = started + result.sent / rate if rate else 0.0
                 result.sent += 1
-            time.sleep(max(0.0, slot - time.monotonic()))
             sent = time.monotonic()
             try:
                 status = fetch()
