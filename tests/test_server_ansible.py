@@ -47,6 +47,8 @@ ROUTES["/healthz"] = broken_health
 """
 # Where the playbooks keep the releases on each host (group_vars/all.yml).
 RELEASES_DIR = "/var/lib/my_app-releases"
+# The site deploy/install writes on a load balancer, its upstream listing the app hosts.
+LB_SITE = "/etc/nginx/sites-available/my_app.conf"
 RECAP = re.compile(r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)", re.MULTILINE)  # fmt: skip
 PLAYBOOK_SECONDS = 600
@@ -243,7 +245,7 @@ def test_failing_release_stops_at_its_first_host_which_stays_drained(cluster: Cl
     assert cluster.on_host("app1") == "v2 app1"
     assert cluster.on_host("app2") == "v2 app2"
     assert set(cluster.answers()) == {"v2 app2"}
-    site = cluster.lb.read("/etc/nginx/sites-available/my_app.conf")
+    site = cluster.lb.read(LB_SITE)
     assert re.search(rf"server {re.escape(cluster.hosts['app1'].address)}:8081 .*\bdown;", site), site
 
 
@@ -283,7 +285,7 @@ def test_an_app_host_taken_out_of_the_inventory_leaves_the_upstream_and_purges_c
     assert played.returncode == 0, played
     assert set(played.recap) == {"localhost", "app1", "app2", "lb"}, played
     assert played.recap["lb"]["changed"] > 0, played
-    site = cluster.lb.read("/etc/nginx/sites-available/my_app.conf")
+    site = cluster.lb.read(LB_SITE)
     assert f"{app3.address}:" not in site, site
     assert set(cluster.answers(count=30)) == {"v2 app1", "v2 app2"}
     # Then the host itself, as the README says: the installer removes what it installed, from the
