@@ -252,7 +252,11 @@ class LocalStack:
         )
 
     def write_state(self) -> None:
-        STATE_FILE.write_text(json.dumps(asdict(self.state()), indent=2) + "\n")
+        # Written beside and renamed over: `--restart` and `--stop` may read it at any moment, and
+        # must never see it half written.
+        partial = STATE_FILE.with_name(STATE_FILE.name + ".partial")
+        partial.write_text(json.dumps(asdict(self.state()), indent=2) + "\n")
+        partial.replace(STATE_FILE)
 
     def stop(self) -> None:
         """Graceful first (gunicorn TERM, nginx QUIT), then KILL; then remove all but the logs."""
