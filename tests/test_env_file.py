@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from types import ModuleType
 
 import pytest
@@ -46,3 +48,19 @@ def envfile(baked: Baked) -> ModuleType:
 @pytest.mark.parametrize("text, expected", CASES.values(), ids=CASES.keys())
 def test_env_file_is_read_as_systemd_reads_it(envfile: ModuleType, text: str, expected: dict[str, str]) -> None:
     assert envfile.parse_env(text) == expected
+
+
+def test_commands_get_the_env_file_as_the_service_does_never_through_a_shell(baked: Baked, tmp_path) -> None:
+    """The installer runs migrate and collectstatic as root with the env file's settings: a value
+    with a backquote or `&` (a DATABASE_URL) reaches the command whole and runs nothing."""
+    marker = tmp_path / "ran"
+    env_file = tmp_path / "app.env"
+    env_file.write_text(f"SECRET=a`touch {marker}`b\nDATABASE_URL=postgres://u:p@h/db?sslmode=require&x=1\n")
+    reader = baked.path / "deploy" / "deploytools" / "envfile.py"
+    shown = subprocess.run(
+        [sys.executable, str(reader), str(env_file), sys.executable, "-c",
+         "import os; print(os.environ['SECRET']); print(os.environ['DATABASE_URL'])"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert shown.stdout.splitlines() == [f"a`touch {marker}`b", "postgres://u:p@h/db?sslmode=require&x=1"]
+    assert not marker.exists()

@@ -13,7 +13,6 @@ another role left: a load balancer holds no secrets.
 from __future__ import annotations
 
 import os
-import shlex
 import stat
 import tempfile
 from collections.abc import Callable
@@ -48,7 +47,9 @@ from .run import Run
 
 SERVICE_OWNS = (layout.SERVICE_USER, layout.SERVICE_USER)
 # The env file is sourced by sh for commands that run the project's code (like systemd would).
-WITH_ENV = f"set -a && . {shlex.quote(layout.ENV_FILE)}"
+# A command with the env file's settings, read by systemd's rules (as the service gets them) by the
+# project's own reader, never by a shell: it runs as root, and a value is data.
+WITH_ENV = [VENV_PYTHON, f"{layout.APP_DIR}/deploy/deploytools/envfile.py", layout.ENV_FILE]
 # Django's settings need a secret key, and collectstatic never uses it: on a load balancer, which
 # has no env file (the secret key stays on the app hosts), collectstatic gets this one.
 COLLECTSTATIC_ONLY_KEY = "collectstatic-only: this host serves no Django request"
@@ -326,7 +327,7 @@ class Install(Run):
             if target.defers and not (self.changes.code or self.changes.requirements):
                 return "unchanged (no code change)"
             if runs_app:
-                target.run("sh", "-c", f"{WITH_ENV} && exec {shlex.join(command)}")
+                target.run(*WITH_ENV, *command)
             else:
                 target.run("env", f"DJANGO_SECRET_KEY={COLLECTSTATIC_ONLY_KEY}", *command)
             return f"manage.py collectstatic {target.outcome()}"
@@ -357,8 +358,8 @@ class Install(Run):
             return "no code change: nothing to migrate"
         as_service = ["setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups"]
         command = [*as_service, VENV_PYTHON, f"{layout.APP_DIR}/manage.py", "migrate", "--noinput"]
-        state = f"export STATE_DIRECTORY={shlex.quote(layout.STATE_DIR)} PYTHONDONTWRITEBYTECODE=1"
-        result = self.target.run("sh", "-c", f"{WITH_ENV} && {state} && exec {shlex.join(command)}")
+        state = ["env", f"STATE_DIRECTORY={layout.STATE_DIR}", "PYTHONDONTWRITEBYTECODE=1"]
+        result = self.target.run(*WITH_ENV, *state, *command)
         if result is None:
             return f"manage.py migrate {self.target.outcome()}"
         said = [line.strip() for line in result.stdout.splitlines() if line.strip()]
