@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import itertools
 import json
 import os
 import selectors
@@ -185,6 +186,10 @@ class LoadResult:
     # The longest a request took, and when it was sent (seconds after the load began).
     slowest: float = 0.0
     slowest_sent: float = 0.0
+    # When the load began (time.monotonic()): the origin of the times below.
+    started: float = 0.0
+    # When each 200 answer came back (seconds after the load began), in the order they came.
+    answered_at: list[float] = field(default_factory=list)
 
     def mark_event(self) -> None:
         """Note how many requests had been sent when the fault was injected."""
@@ -194,6 +199,17 @@ class LoadResult:
     def sent_after_event(self) -> int:
         assert self.sent_at_event is not None, "mark_event() was not called"
         return self.sent - self.sent_at_event
+
+    def now(self) -> float:
+        """Seconds since the load began."""
+        return time.monotonic() - self.started
+
+    def longest_gap(self, start: float = 0.0, end: float | None = None) -> float:
+        """The longest time between `start` and `end` (seconds after the load began; default: its
+        whole length) in which no 200 answer came back."""
+        end = self.seconds if end is None else end
+        moments = [start, *sorted(t for t in self.answered_at if start < t < end), end]
+        return max(later - earlier for earlier, later in itertools.pairwise(moments))
 
     @property
     def failed(self) -> int:
@@ -231,9 +247,9 @@ def bounded_load(
     `max_requests` are sent: bounded in count and in time, and no faster than `rate` requests a
     second if given. With `stop_with_block` the clients stop when the block ends; otherwise the block's
     end waits for them."""
-    result = LoadResult()
-    lock = threading.Lock()
     started = time.monotonic()
+    result = LoadResult(started=started)
+    lock = threading.Lock()
     deadline = started + seconds
 
     # With a rate, the earliest moment the next request may go. A stall earns no credit: the
@@ -257,6 +273,8 @@ def bounded_load(
                 status = fetch()
                 with lock:
                     result.statuses[status] += 1
+                    if status == 200:
+                        result.answered_at.append(time.monotonic() - started)
             except (OSError, http.client.HTTPException) as error:
                 with lock:
                     result.errors[error_kind(error)] += 1

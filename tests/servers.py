@@ -667,12 +667,14 @@ def load(
     concurrency: int = 4,
     tls: bool = False,
     port: int = 80,
+    timeout: float = 15,
 ) -> Iterator[LoadResult]:
     """`concurrency` clients sending GET `path` to `address` until the block ends, `seconds` pass or
-    `max_requests` are sent: bounded in count and in time, and paced by `LOAD_RATE`."""
+    `max_requests` are sent: bounded in count and in time, and paced by `LOAD_RATE`. A client gives
+    up on a request after `timeout` seconds."""
 
     def fetch() -> int:
-        return http_get(address, path, host=host, tls=tls, port=port, timeout=15).status
+        return http_get(address, path, host=host, tls=tls, port=port, timeout=timeout).status
 
     with bounded_load(
         fetch,

@@ -66,8 +66,11 @@ def test_release_is_the_same_archive_for_the_same_files_and_a_new_one_after_an_e
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
         install = tar.getmember("deploy/install")
+        settings = tar.getmember("my_app.env")
     assert {"deploy/install", "gunicorn.conf.py", "requirements.txt", "my_app.env", "manage.py"} <= names
     assert install.mode & 0o111, "deploy/install must stay executable"
+    # Each host keeps the releases it unpacked: the secret in them is root's alone.
+    assert settings.mode == 0o600, oct(settings.mode)
     left_behind = ("tests", "my_app_venv", ".releases")
     assert not {name for name in names if name.startswith(left_behind) or "__pycache__" in name}
     assert first["app_ports"] == [8081] and first["domain"] == "example.com"

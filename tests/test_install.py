@@ -678,6 +678,18 @@ def test_links_in_the_staged_tree_are_never_followed(baked: Baked, tools, tmp_pa
     assert (outside / "static/style.css").is_file()
 
 
+@pytest.mark.parametrize("where", ["my_app/static/leak.txt", "my_app/leak.py"], ids=["static", "app"])
+def test_a_link_in_the_project_is_refused_not_copied_as_root(bake, tools, tmp_path: Path, where: str) -> None:
+    """A link to a root-only file would be published (static) or handed to the service (app)."""
+    project = bake()
+    secret = write(tmp_path / "private/x.key", "-----BEGIN PRIVATE KEY-----\n")
+    (project.path / where).symlink_to(secret)
+    root = tmp_path / "server"
+    output = refused(project, root)
+    assert f"{project.path / where} is a symbolic link: deploy/install copies no links" in output, output
+    assert not list(root.rglob("leak*"))
+
+
 def test_env_file_of_an_earlier_install_gains_the_settings_a_django_version_needs(bake, tools, tmp_path) -> None:
     root = tmp_path / "server"
     installed(bake(), root)

@@ -116,6 +116,21 @@ def test_static_files_are_served_by_nginx_not_gunicorn(stack: LiveStack) -> None
     assert gunicorn_lines(stack, "/static/") == []
 
 
+def test_a_link_in_the_static_folder_is_never_followed(stack: LiveStack, tmp_path: Path) -> None:
+    secret = tmp_path / "x.key"
+    secret.write_text("-----BEGIN PRIVATE KEY-----\n")
+    secret.chmod(0o644)
+    tmp_path.chmod(0o755)
+    link = stack.project / "my_app/static/leak.txt"
+    link.symlink_to(secret)
+    try:
+        answer = stack.get("/static/leak.txt")
+    finally:
+        link.unlink()
+    assert answer.status == 403 and b"PRIVATE KEY" not in answer.body
+    assert stack.get("/static/style.css").status == 200
+
+
 def test_text_answers_are_gzipped(stack: LiveStack) -> None:
     answer = stack.get("/", headers={"Accept-Encoding": "gzip"})
     assert answer.headers.get("content-encoding") == "gzip"
@@ -290,6 +305,8 @@ FORGED = {
     "X-Original-URL": "/admin",
     "X-Rewrite-URL": "/admin",
     "X-Original-Host": "evil.example",
+    # httpoxy: HTTP_PROXY in the app's environment, which some HTTP clients take for their proxy.
+    "Proxy": "http://evil.example:3128",
 }
 
 
@@ -366,10 +383,12 @@ def test_https_with_another_host_gets_no_version(tls_stack: LiveStack) -> None:
 
 @pytest.fixture(scope="module")
 def two_threaded_instances(cookies_session, app_venv: Path) -> Iterator[LiveStack]:
-    """Two gthread instances, their timeout edited down to 2 s in both files that hold it."""
+    """Two gthread instances, their timeout edited down to 2 s in both files that hold it, and the
+    retry window below it, as the proxy snippet says a shorter read timeout needs."""
     edits = {
         "gunicorn.conf.py": ("timeout = 30\n", "timeout = 2\n"),
         "deploy/nginx/my_app.conf": ("proxy_read_timeout 30s;", "proxy_read_timeout 2s;"),
+        "deploy/nginx/snippets/proxy.conf": ("proxy_next_upstream_timeout 5s;", "proxy_next_upstream_timeout 1s;"),
     }
     with probed_stack(cookies_session, app_venv, edits, worker_class="gthread", instances="2") as live:
         yield live
@@ -435,19 +454,42 @@ def test_the_cache_never_stores_a_page_the_app_did_not_mark_public(cached: LiveS
 
 
 @pytest.mark.parametrize(
-    "headers",
-    [{"Authorization": "Bearer secret"}, {"Cookie": "sessionid=abc"}, {"Cookie": "theme=dark; session=xyz"}],
-    ids=["authorization", "django-session", "flask-session"],
+    ("headers", "body"),
+    [
+        ({"Authorization": "Bearer secret"}, None),
+        ({"Cookie": "sessionid=abc"}, None),
+        ({"Cookie": "theme=dark; session=xyz"}, None),
+        ({"Cookie": "remember_token=alice"}, None),
+        ({"Cookie": "jwt=eyJhbGciOi.x.y"}, None),
+        ({"Cookie": "auth=alice"}, None),
+        ({"Cookie": "csrftoken=abc"}, None),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"x=POISON"),
+    ],
+    ids=[
+        "authorization",
+        "django-session",
+        "flask-session",
+        "remember-token",
+        "jwt",
+        "auth",
+        "csrftoken",
+        "get-with-a-body",
+    ],
 )
-def test_requests_with_credentials_never_use_nor_fill_the_cache(cached: LiveStack, headers: dict[str, str]) -> None:
-    path = f"/probe/page?cache-control=public,max-age=60&n={'-'.join(headers.values()).replace(' ', '')}"
-    first, second = twice(cached, path, headers)
+def test_requests_with_credentials_or_a_body_never_use_nor_fill_the_cache(
+    cached: LiveStack, headers: dict[str, str], body: bytes | None
+) -> None:
+    name = "-".join(headers.values()).replace(" ", "") + str(len(body or b""))
+    path = f"/probe/page?cache-control=public,max-age=60&n={name}"
+    answers = [cached.get(path, headers=headers, body=body) for _ in range(2)]
+    assert [answer.status for answer in answers] == [200, 200]
+    first, second = answers
     assert (first.headers["x-cache-status"], second.headers["x-cache-status"]) == ("BYPASS", "BYPASS")
     assert first.body != second.body
     anonymous = cached.get(path)
     assert anonymous.headers["x-cache-status"] == "MISS"  # the answers to them were not stored
     # and what anonymous visitors filled is not served to them either.
-    assert cached.get(path, headers=headers).headers["x-cache-status"] == "BYPASS"
+    assert cached.get(path, headers=headers, body=body).headers["x-cache-status"] == "BYPASS"
 
 
 def test_without_the_cache_answer_nothing_is_cached(probed: LiveStack) -> None:

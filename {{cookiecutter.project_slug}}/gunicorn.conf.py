@@ -91,7 +91,9 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # nginx sets X-Forwarded-Proto and clears the other two headers gunicorn would also read; trusting
 # one header means a client can never make them disagree (gunicorn answers 400 when they do).
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
-# Request line and header limits, as nginx's defaults: an oversized request fails at nginx first.
+# Request line and header sizes as nginx's defaults (8 KB): an oversized one fails at nginx first.
+# nginx does not count headers: a request with more than about 94 of its own reaches gunicorn
+# with over 100 (nginx adds its X-Forwarded-* and X-Real-IP), and gunicorn answers 431.
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190

@@ -173,9 +173,10 @@ def address_port(address: str, port: int) -> str:
 
 APP_HOSTS_COMMENT = """\
     # From deploy/install --role lb --app-host: each app host's gunicorn ports. Their gunicorn
-    # trusts X-Forwarded-* from the load balancers only (FORWARDED_ALLOW_IPS). One that fails is
-    # left alone for 10s instead of costing every request a timeout. `down` (--drain): nginx sends
-    # it nothing while its host is being updated.
+    # trusts X-Forwarded-* from the load balancers only (FORWARDED_ALLOW_IPS). One that fails
+    # (refuses, resets, or does not accept within the connect timeout) gets no request for 10s,
+    # then one to see whether it is back. `down` (--drain): nginx sends it nothing while its host
+    # is being updated.
 """
 
 

@@ -60,9 +60,12 @@ def archive(paths: dict[str, Path]) -> bytes:
             info.mtime = 0
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
-            # The mode as git keeps it: executable or not, nothing of this machine's umask.
+            # The mode as git keeps it: executable or not, nothing of this machine's umask. The
+            # settings hold secrets: on every host that unpacks a release, root alone reads them.
             executable = info.mode & stat.S_IXUSR
             info.mode = 0o755 if info.isdir() or executable else 0o644
+            if path == layout.ENV_SOURCE:
+                info.mode = 0o600
             if info.isfile():
                 with path.open("rb") as content:
                     tar.addfile(info, content)

@@ -101,8 +101,12 @@ def tree(source: Path, skip: Callable[[tuple[str, ...]], bool] = cache) -> dict[
     found = {}
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source)
-        if not skip(relative.parts):
-            found[relative.as_posix()] = path
+        if skip(relative.parts):
+            continue
+        if path.is_symlink():
+            # Copied as root, a link would publish what it points to (a key under /etc/ssl/private).
+            raise InstallError(f"{path} is a symbolic link: deploy/install copies no links; put the file itself there")
+        found[relative.as_posix()] = path
     return found
 
 

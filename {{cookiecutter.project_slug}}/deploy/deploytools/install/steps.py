@@ -123,8 +123,9 @@ class Install(Run):
         if not self.begin(installing=True):
             return 1
         self.acme_first = self.activation.acme_first = certificate_pending(target)
-        self.release = release_digest()
         try:
+            # Reads every file the app is copied from: a link there stops the run here.
+            self.release = release_digest()
             for name, step in self.steps():
                 report.step_name = name
                 result = step()
