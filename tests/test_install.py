@@ -399,8 +399,8 @@ def test_django_settings_are_installed_once_and_never_copied_with_the_code(bake,
     assert (root / "srv/my_app/app/manage.py").is_file()
     collect = [line for line in blocks(root)[0] if "collectstatic" in line]
     assert collect == [
-        "sh -c 'set -a && . /etc/my_app/my_app.env && exec /srv/my_app/my_app_venv/bin/python"
-        " /srv/my_app/app/manage.py collectstatic --noinput'"
+        "/srv/my_app/my_app_venv/bin/python /srv/my_app/app/deploy/deploytools/envfile.py /etc/my_app/my_app.env"
+        " /srv/my_app/my_app_venv/bin/python /srv/my_app/app/manage.py collectstatic --noinput"
     ]
     assert steps(output)["env"] == "/etc/my_app/my_app.env created (0600, from my_app.env)"
 
