@@ -189,7 +189,7 @@ class LoadResult:
     # When the load began (time.monotonic()): the origin of the times below.
     started: float = 0.0
     # When each 200 answer came back (seconds after the load began), in the order they came.
-    answered_at: list[float] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list, repr=False)
 
     def mark_event(self) -> None:
         """Note how many requests had been sent when the fault was injected."""
