@@ -65,7 +65,7 @@ def test_service_exposure_is_at_most_2(baked: Baked, tools) -> None:
         ("deploy/nginx/my_app.conf", "server_name example.com;", "server_name example.com;\n    listen 80;", "nginx"),
         ("deploy/systemd/my_app.service", "ProtectSystem=strict", "ProtectSystem=bogus", "systemd"),
         ("deploy/systemd/my_app.service", "Type=notify", "Type=notify\nExecStartPre=/no/such/program", "systemd"),
-        ("deploy/systemd/my_app.socket", "SocketMode=0660", "SocketMod=0660", "systemd"),
+        ("deploy/systemd/my_app.socket", "SocketMode=0600", "SocketMod=0600", "systemd"),
         ("deploy/systemd/my_app.service", SANDBOX, "NoNewPrivileges=yes\n", "sandbox"),
         ("gunicorn.conf.py", 'wsgi_app = "wsgi:application"', 'wsgi_app = "wsgi:no_such_callable"', "gunicorn"),
         ("gunicorn.conf.py", "timeout = 30", "timeout = 'soon'", "gunicorn"),

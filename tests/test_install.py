@@ -690,6 +690,17 @@ def test_a_link_in_the_project_is_refused_not_copied_as_root(bake, tools, tmp_pa
     assert not list(root.rglob("leak*"))
 
 
+def test_hidden_files_in_the_static_folder_are_not_published(bake, tools, tmp_path: Path) -> None:
+    project = bake()
+    write(project.path / "my_app/static/.env.local", "API_TOKEN=secret\n")
+    write(project.path / "my_app/static/.git/config", "[core]\n")
+    root = tmp_path / "server"
+    installed(project, root)
+    static = root / "srv/my_app/static"
+    assert (static / "style.css").is_file()
+    assert [path.name for path in static.rglob(".*")] == []
+
+
 def test_env_file_of_an_earlier_install_gains_the_settings_a_django_version_needs(bake, tools, tmp_path) -> None:
     root = tmp_path / "server"
     installed(bake(), root)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import ssl
+import stat
 import statistics
 import subprocess
 import time
@@ -129,6 +131,21 @@ def test_a_link_in_the_static_folder_is_never_followed(stack: LiveStack, tmp_pat
         link.unlink()
     assert answer.status == 403 and b"PRIVATE KEY" not in answer.body
     assert stack.get("/static/style.css").status == 200
+
+
+def test_gunicorns_socket_is_private_to_the_user_running_the_stack(cookies_session, app_venv: Path) -> None:
+    """Whoever connects to gunicorn's socket is a trusted proxy: no other user of the machine may."""
+    with probed_stack(cookies_session, app_venv, bind="unix") as live:
+        sockets = Path(live.state["prefix"]) / "sockets"
+        assert stat.S_IMODE(sockets.stat().st_mode) == 0o700
+        (socket_path,) = sockets.glob("*.sock")
+        if os.geteuid() != 0:
+            return
+        connect = f"import socket; socket.socket(socket.AF_UNIX).connect({str(socket_path)!r})"
+        as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        # The system's Python: a venv under root's home is not for nobody to run.
+        refused = subprocess.run([*as_nobody, "/usr/bin/python3", "-c", connect], capture_output=True, text=True)
+        assert refused.returncode == 1 and "PermissionError" in refused.stderr, refused
 
 
 def test_text_answers_are_gzipped(stack: LiveStack) -> None:
@@ -273,6 +290,46 @@ def test_slow_clients_do_not_stall_normal_requests(stack: LiveStack) -> None:
     assert statuses == {200}
     # Sync workers exposed directly would all be stuck reading the slow headers; nginx buffers them.
     assert max(seconds for _, seconds in busy) < 1.0
+
+
+PER_CLIENT_CONNECTIONS = 128
+
+
+def test_one_address_cannot_hold_every_connection_with_slow_bodies(stack: LiveStack) -> None:
+    """Past 128 connections at once from one address nginx answers 429 at once; other addresses,
+    and a browser's burst from one, are served meanwhile."""
+    extra = 12
+    head = f"POST / HTTP/1.1\r\nHost: {DOMAIN}\r\nContent-Length: 100000\r\n\r\nx".encode()
+    held = []
+    try:
+        for _ in range(PER_CLIENT_CONNECTIONS + extra):
+            sock = socket.create_connection((LOOPBACK, stack.port), timeout=5, source_address=("127.0.0.2", 0))
+            held.append(sock)
+            sock.sendall(head)  # then the body never comes
+        deadline = time.monotonic() + 5
+        refused: set[socket.socket] = set()
+        while len(refused) < extra and time.monotonic() < deadline:
+            readable, _, _ = select.select([sock for sock in held if sock not in refused], [], [], 0.2)
+            for sock in readable:
+                assert sock.recv(64).startswith(b"HTTP/1.1 429 "), "an answer other than 429"
+                refused.add(sock)
+        time.sleep(0.3)  # any further refusal would have come by now
+        readable, _, _ = select.select([sock for sock in held if sock not in refused], [], [], 0)
+        assert (len(refused), readable) == (extra, []), f"{len(refused)} refused; {len(readable)} more answered"
+        # Another address is served; so is a browser's burst of 8 connections at once from a third.
+        assert request(stack.port, "/healthz").status == 200
+        burst = []
+        for _ in range(8):
+            burst.append(socket.create_connection((LOOPBACK, stack.port), timeout=5, source_address=("127.0.0.3", 0)))
+        for sock in burst:
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n".encode())
+        answers = [sock.recv(64) for sock in burst]
+        for sock in burst:
+            sock.close()
+        assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers), answers
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_stop_keeps_the_logs_it_advertised(baked: Baked, app_venv: Path) -> None:

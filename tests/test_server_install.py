@@ -86,7 +86,23 @@ def test_site_answers_through_nginx_and_the_systemd_socket(installed: Installed)
     # Set by the site's security snippet: the answer came through nginx.
     assert response.headers["x-content-type-options"] == "nosniff"
     assert host.get("/static/style.css").status == 200
-    assert host.run("stat", "-c", "%U:%G %a", "/run/my_app/gunicorn.sock").stdout.split() == ["root:www-data", "660"]
+    assert host.run("stat", "-c", "%U:%G %a", "/run/my_app/gunicorn.sock").stdout.split() == ["www-data:root", "600"]
+    # Another account in nginx's group (a php-fpm pool, a deploy user) cannot reach gunicorn, which
+    # would take it for a trusted proxy.
+    if host.run("id", "neighbour", check=False).returncode:
+        host.run("useradd", "--system", "--no-create-home", "--groups", "www-data", "neighbour")
+    as_neighbour = ["setpriv", "--reuid=neighbour", "--regid=neighbour", "--init-groups"]
+    curl = [
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "--unix-socket",
+        "/run/my_app/gunicorn.sock",
+        "http://example.com/healthz",
+    ]
+    refused = host.run(*as_neighbour, *curl, check=False)
+    assert refused.returncode == 7 and "Permission denied" in refused.stderr, refused
     assert "www-data" in host.run("ps", "-o", "user=", "-C", "nginx").stdout.split()
     assert {user for user, _ in processes(host, "my_app.service")} == {"my_app"}
 

@@ -79,7 +79,7 @@ def local_upstreams(prefix: Path, ports: LocalPorts) -> list[str]:
     local = []
     for number, server in enumerate(layout.UPSTREAM_SERVERS, start=1):
         if server.startswith("unix:"):
-            local.append(f"unix:{prefix}/gunicorn-{number}.sock")
+            local.append(f"unix:{prefix}/sockets/gunicorn-{number}.sock")
         else:
             local.append(f"127.0.0.1:{ports.app[number - 1]}")
     return local
@@ -254,6 +254,9 @@ def make_prefix(prefix: Path) -> None:
     """The folders nginx -p `prefix` writes to."""
     for folder in ("conf/snippets", "logs", "acme", *(f"tmp/{name}" for name in TEMP_PATHS)):
         (prefix / folder).mkdir(parents=True, exist_ok=True)
+    # gunicorn's sockets: whoever connects to one is a trusted proxy to gunicorn, so only this user
+    # may (nginx's workers run as it, or as root).
+    (prefix / "sockets").mkdir(mode=0o700, exist_ok=True)
 
 
 def write_main_conf(

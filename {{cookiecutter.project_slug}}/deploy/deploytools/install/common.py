@@ -83,6 +83,11 @@ def cache(parts: tuple[str, ...]) -> bool:
     return any(part in CACHES for part in parts) or parts[-1].endswith(".pyc")
 
 
+def unpublished(parts: tuple[str, ...]) -> bool:
+    """What of a folder nginx serves stays behind: caches and hidden files (.git, .env, editors')."""
+    return cache(parts) or any(part.startswith(".") for part in parts)
+
+
 def app_skips(project: Path) -> Callable[[tuple[str, ...]], bool]:
     """What of `project` stays behind, by path parts relative to it."""
     left_behind = LEFT_BEHIND | {venv.parent.name for venv in project.glob("*/pyvenv.cfg")}

@@ -38,6 +38,7 @@ from .common import (
     indent,
     release_digest,
     tree,
+    unpublished,
 )
 from .ledger import MANIFEST
 from .platform import NGINX_READS, RHEL, fcontext_spec
@@ -309,7 +310,7 @@ class Install(Run):
         since = self.report.mark()
         if layout.STATIC_SOURCE is not None:
             self.files.mirror(
-                layout.STATIC_ROOT, tree(layout.STATIC_SOURCE), dir_mode=0o755, file_mode=0o644, owner=ROOT
+                layout.STATIC_ROOT, tree(layout.STATIC_SOURCE, unpublished), dir_mode=0o755, file_mode=0o644, owner=ROOT
             )
         elif layout.FRAMEWORK == "django":
             return self.collectstatic()
@@ -368,7 +369,7 @@ class Install(Run):
 
     def errors(self) -> str:
         since = self.report.mark()
-        self.files.mirror(layout.ERRORS_ROOT, tree(layout.ERROR_PAGES), dir_mode=0o755, file_mode=0o644, owner=ROOT)
+        self.files.mirror(layout.ERRORS_ROOT, tree(layout.ERROR_PAGES, unpublished), dir_mode=0o755, file_mode=0o644, owner=ROOT)
         self.changes.public |= self.report.mark() > since
         return self.report.summary(since, layout.ERRORS_ROOT)
 
