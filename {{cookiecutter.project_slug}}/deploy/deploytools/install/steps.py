@@ -369,7 +369,8 @@ class Install(Run):
 
     def errors(self) -> str:
         since = self.report.mark()
-        self.files.mirror(layout.ERRORS_ROOT, tree(layout.ERROR_PAGES, unpublished), dir_mode=0o755, file_mode=0o644, owner=ROOT)
+        pages = tree(layout.ERROR_PAGES, unpublished)
+        self.files.mirror(layout.ERRORS_ROOT, pages, dir_mode=0o755, file_mode=0o644, owner=ROOT)
         self.changes.public |= self.report.mark() > since
         return self.report.summary(since, layout.ERRORS_ROOT)
 
