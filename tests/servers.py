@@ -45,8 +45,8 @@ RELEASES = {"bookworm": "3.11", "trixie": "3.13"}
 PLATFORMS = {"bookworm": "debian-12", "trixie": "debian-13"}
 # What a fresh server of ours has: systemd booting it, nginx, Python with venv, certbot (what
 # tls_mode=letsencrypt needs; the servers reach no package index, so it comes with the root), an
-# ssh server and sudo (Ansible comes in over ssh), and the tools the tests use inside it (curl, ip,
-# ps, openssl for a self-signed certificate).
+# ssh server and sudo (Ansible comes in over ssh), nftables for the app hosts' firewall, and the
+# tools the tests use inside it (curl, ip, ps, openssl for a self-signed certificate).
 PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -61,6 +61,8 @@ PACKAGES = (
     "iproute2",
     "procps",
     "openssl",
+    # The app hosts' opt-in firewall (deploy/install --role app --firewall).
+    "nftables",
 )
 # Timers that would run apt on an idle test server; nothing else is changed from Debian's defaults.
 MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer")
@@ -187,6 +189,8 @@ class Host:
                 "--register=no",
                 "--keep-unit",
                 f"--network-namespace-path=/run/netns/{self.netns}",
+                # As root on a real server: its own firewall rules (nftables) in its own network.
+                "--capability=CAP_NET_ADMIN",
                 "--console=read-only",
                 "--link-journal=no",
                 "--resolv-conf=off",

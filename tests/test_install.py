@@ -1071,6 +1071,8 @@ def test_run_without_role_on_an_app_host_is_refused_with_the_command_to_give(bak
         (("--role", "server", "--app-host", "10.0.0.5"), "--app-host does not go with --role server"),
         (("--role", "lb", "--app-host", "10.0.0.5", "--trust", "10.0.0.9"), "--trust does not go with --role lb"),
         (("--drain", "10.0.0.5"), "--drain goes with --role lb"),
+        (("--role", "lb", "--app-host", "10.0.0.5", "--firewall"), "--firewall does not go with --role lb"),
+        (("--firewall",), "--firewall goes with --role app"),
         (("--uninstall", "--role", "app"), "--uninstall removes what the manifest lists"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, tuple) else None,
@@ -1079,6 +1081,29 @@ def test_role_options_that_do_not_fit_are_refused(baked: Baked, tmp_path, args, 
     result = install(baked, tmp_path / "server", *args)
     assert result.returncode == 2 and said in result.stderr, result.stderr
     assert not (tmp_path / "server").exists()
+
+
+def test_an_app_hosts_firewall_admits_the_trusted_addresses_and_goes_with_the_option(baked: Baked, tools, tmp_path):
+    root = tmp_path / "host"
+    installed(baked, root, *APP, "--trust", "fd00::9", "--firewall")
+    unit = (root / "etc/systemd/system/my_app-firewall.service").read_text()
+    ruleset = (
+        "add table inet my_app; delete table inet my_app; table inet my_app { chain input {"
+        " type filter hook input priority filter; policy accept; iifname lo accept;"
+        " tcp dport { 8081 } ip saddr { 10.0.0.9, 10.0.0.10 } accept;"
+        " tcp dport { 8081 } ip6 saddr { fd00::9 } accept; tcp dport { 8081 } drop; }; }"
+    )
+    assert f'ExecStart=/usr/sbin/nft "{ruleset}"' in unit
+    assert "ExecStop=/usr/sbin/nft delete table inet my_app" in unit
+    socket_drop_in = (root / "etc/systemd/system/my_app.socket.d/app-host.conf").read_text()
+    assert "Wants=my_app-firewall.service\nAfter=my_app-firewall.service" in socket_drop_in
+    recorded = manifest(root)
+    assert recorded["role"]["firewall"] is True and "my_app-firewall.service" in recorded["active_units"]
+    # Without the option: the unit is stopped (its table goes) and its file removed.
+    output = installed(baked, root, *APP)
+    assert "stop and disable my_app-firewall.service" in output, output
+    assert not (root / "etc/systemd/system/my_app-firewall.service").exists()
+    assert "my_app-firewall" not in (root / "etc/systemd/system/my_app.socket.d/app-host.conf").read_text()
 
 
 def test_converting_between_roles_removes_what_the_new_role_has_not(baked: Baked, tools, tmp_path) -> None:

@@ -198,6 +198,20 @@ def test_body_over_the_limit_gets_413_from_nginx(stack: LiveStack) -> None:
     assert small.status == 405  # under the limit: the app itself answers
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/static/../wsgi.py", "/static/..%2fwsgi.py", "/static/%2e%2e/%2e%2e/wsgi.py", "/static..%2f..%2fwsgi.py",
+     "/static/..%252fwsgi.py", "/static//etc/passwd", "/static/%2e%2e%2f%2e%2e%2f%2e%2e%2fetc/passwd"],
+)  # fmt: skip
+def test_no_path_leaves_the_static_folder(stack: LiveStack, path: str) -> None:
+    with socket.create_connection((LOOPBACK, stack.port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert b"application = " not in answer and b"root:x:0:0" not in answer, answer[:200]
+
+
 @pytest.mark.parametrize("path", ["/.env", "/.git/config", "/static/.htpasswd", "/my_app/.hidden"])
 def test_dotfiles_are_denied(stack: LiveStack, path: str) -> None:
     assert stack.get(path).status == 403
@@ -580,3 +594,132 @@ def test_emptying_the_cache_folder_empties_the_cache(cached: LiveStack) -> None:
         entry.unlink()
     third = cached.get(path)
     assert third.headers["x-cache-status"] == "MISS" and third.body != first.body
+
+
+# Request smuggling -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kept_alive(cookies_session, app_venv: Path) -> Iterator[LiveStack]:
+    """gthread workers behind upstream keep-alive (the connections a smuggled request would ride),
+    with gunicorn's own access log on: it lists every request gunicorn parsed."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GUNICORN_ACCESSLOG", "-")
+        with probed_stack(cookies_session, app_venv, worker_class="gthread") as live:
+            yield live
+
+
+def smuggled(tag: str) -> bytes:
+    """The request hidden in a body. nginx may take it for the client's next request (then it
+    forwards it as such, and logs it); gunicorn must never find it in what nginx forwarded."""
+    return f"GET /probe/echo?smuggled={tag} HTTP/1.1\r\nHost: {DOMAIN}\r\nX: ".encode()
+
+
+def chunked(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n"
+
+
+def smuggling_cases() -> dict[str, bytes]:
+    """Each a whole request as sent on one connection; {tag} marks where its smuggled request goes."""
+    head = f"POST /probe/echo HTTP/1.1\r\nHost: {DOMAIN}\r\n"
+    cases: dict[str, bytes] = {}
+
+    def add(name: str, headers: str, body: bytes, line_end: str = "\r\n") -> None:
+        hidden = body.replace(b"{tag}", smuggled(name))
+        text = (head + headers).replace("\r\n", line_end) + line_end
+        cases[name] = text.encode() + hidden
+
+    # Content-Length and Transfer-Encoding disagree (CL.TE, TE.CL).
+    prefix = b"0\r\n\r\n{tag}"
+    add("cl-te", f"Content-Length: {len(prefix) + 60}\r\nTransfer-Encoding: chunked\r\n", prefix)
+    add("te-cl", "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n", chunked(b"{tag}"))
+    # Obfuscated Transfer-Encoding that one parser may take for chunked and another not.
+    obfuscated = {
+        "te-space-before-colon": "Transfer-Encoding : chunked",
+        "te-tab": "Transfer-Encoding:\tchunked",
+        "te-leading-space": "Transfer-Encoding:  chunked",
+        "te-xchunked": "Transfer-Encoding: xchunked",
+        "te-chunked-x": "Transfer-Encoding: chunkedx",
+        "te-quoted": 'Transfer-Encoding: "chunked"',
+        "te-uppercase": "Transfer-Encoding: CHUNKED",
+        "te-identity-chunked": "Transfer-Encoding: identity, chunked",
+        "te-chunked-identity": "Transfer-Encoding: chunked, identity",
+        "te-twice": "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
+        "te-twice-reversed": "Transfer-Encoding: identity\r\nTransfer-Encoding: chunked",
+        "te-vertical-tab": "Transfer-Encoding:\x0bchunked",
+        "te-form-feed": "Transfer-Encoding:\x0cchunked",
+        "te-folded": "Transfer-Encoding:\r\n chunked",
+        "te-underscore": "Transfer_Encoding: chunked",
+        "te-null": "Transfer-Encoding: chunked\x00",
+        "te-comma-empty": "Transfer-Encoding: chunked,",
+        "te-gzip-chunked": "Transfer-Encoding: gzip, chunked",
+    }
+    for name, header in obfuscated.items():
+        add(f"{name}-with-cl", f"Content-Length: {len(prefix) + 60}\r\n{header}\r\n", prefix)
+        add(name, f"{header}\r\n", prefix)
+    # Two Content-Lengths, or one that parsers read differently.
+    body = b"x{tag}"
+    add("cl-twice", f"Content-Length: 1\r\nContent-Length: {len(body) + 60}\r\n", body)
+    add("cl-comma", f"Content-Length: 1, {len(body) + 60}\r\n", body)
+    add("cl-plus", "Content-Length: +1\r\n", body)
+    add("cl-negative", "Content-Length: -1\r\n", body)
+    add("cl-leading-zeros", "Content-Length: 0001\r\n", body)
+    add("cl-hex", "Content-Length: 0x1\r\n", body)
+    add("cl-space-inside", "Content-Length: 1 0\r\n", body)
+    # Chunk sizes that overflow, or come with junk.
+    add("chunk-overflow", "Transfer-Encoding: chunked\r\n", b"10000000000000001\r\nx\r\n0\r\n\r\n{tag}")
+    add("chunk-negative", "Transfer-Encoding: chunked\r\n", b"-1\r\nx\r\n0\r\n\r\n{tag}")
+    add("chunk-extension-lf", "Transfer-Encoding: chunked\r\n", b"1;x\nx\r\n0\r\n\r\n{tag}")
+    add("chunk-bare-lf", "Transfer-Encoding: chunked\r\n", b"1\nx\n0\n\n{tag}")
+    add("chunk-size-space", "Transfer-Encoding: chunked\r\n", b"1 \r\nx\r\n0\r\n\r\n{tag}")
+    # Bare LF line ends, and HTTP/1.0 with chunked.
+    add("bare-lf-headers", f"Content-Length: {len(prefix) + 60}\r\nTransfer-Encoding: chunked\r\n", prefix, "\n")
+    cases["http10-chunked"] = (
+        f"POST /probe/echo HTTP/1.0\r\nHost: {DOMAIN}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + b"0\r\n\r\n"
+        + smuggled("http10-chunked")
+    )
+    cases["get-with-cl-body"] = (
+        f"GET /probe/echo HTTP/1.1\r\nHost: {DOMAIN}\r\nContent-Length: 60\r\n\r\n".encode()
+        + smuggled("get-with-cl-body")
+    )
+    return cases
+
+
+SMUGGLING = smuggling_cases()
+
+
+@pytest.mark.parametrize("case", list(SMUGGLING))
+def test_gunicorn_parses_no_request_that_nginx_did_not_forward(kept_alive: LiveStack, case: str) -> None:
+    with socket.create_connection((LOOPBACK, kept_alive.port), timeout=5) as sock:
+        sock.sendall(SMUGGLING[case] + b"\r\n\r\n")
+        sock.settimeout(2)
+        with suppress(OSError):
+            while sock.recv(65536):
+                pass
+    # Requests on the kept-alive upstream connections after it, each answered as itself.
+    for _ in range(4):
+        assert json.loads(kept_alive.get("/probe/echo").body)["headers"].get("x") is None
+    marker = f"/healthz?after={case}"
+    kept_alive.get(marker)
+    nginx_log = Path(kept_alive.state["nginx_access_log"])
+    # Both logs have every line up to the marker by now (nginx's is flushed each second).
+    kept_alive.wait_for(lambda: marker in kept_alive.gunicorn_log(), what="gunicorn's access log")
+    kept_alive.wait_for(lambda: marker in nginx_log.read_text(), seconds=5, what="nginx's access log")
+    needle = f"smuggled={case} "
+    assert kept_alive.gunicorn_log().count(needle) <= nginx_log.read_text().count(needle)
+
+
+def test_the_smuggling_check_sees_a_request_that_did_not_come_through_nginx(kept_alive: LiveStack) -> None:
+    """The check above can fail: the same bytes sent to gunicorn's socket directly put a request in
+    gunicorn's log that nginx's never had."""
+    (path,) = (Path(kept_alive.state["prefix"]) / "sockets").glob("*.sock")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(2)
+        sock.connect(str(path))
+        sock.sendall(SMUGGLING["cl-leading-zeros"].replace(b"cl-leading-zeros", b"direct") + b"\r\n\r\n")
+        with suppress(OSError):
+            while sock.recv(65536):
+                pass
+    kept_alive.wait_for(lambda: "smuggled=direct " in kept_alive.gunicorn_log(), what="the direct request")
+    assert "smuggled=direct " not in Path(kept_alive.state["nginx_access_log"]).read_text()

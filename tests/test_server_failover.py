@@ -10,6 +10,8 @@ share the hosts, in order; each leaves both app hosts serving.
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from servers import Host, Lab, copy_project, load, run
+from servers import Checkout, Host, Lab, copy_project, http_get, load, run
 
 RELEASE = "bookworm"
 APP_MODULE = "my_app/app.py"
@@ -217,3 +219,51 @@ def test_an_app_host_that_stops_answering_is_left_alone_after_its_first_read_tim
     comeback = fleet.wait_used_again(fleet.app1, time.monotonic())
     print(f"stuck host used again {comeback:.1f}s after SIGCONT")
     assert fleet.serving() == {fleet.app1.name, fleet.app2.name}
+
+
+def nft_tables(host: Host) -> str:
+    return host.run("nft", "list", "tables").stdout
+
+
+def from_host(host: Host, target: Host, port: int = 8081) -> subprocess.CompletedProcess[str]:
+    """curl on `host` to `target`'s app port: its exit code (28: no answer within 2 s) and HTTP status."""
+    url = f"http://{target.address}:{port}/healthz"
+    curl = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--connect-timeout", "2", "-H", "Host: example.com"]
+    return host.run(*curl, url, check=False)
+
+
+def test_with_the_firewall_only_the_load_balancers_reach_an_app_host(fleet: Fleet) -> None:
+    """--firewall: an nftables table of the project's own admits the --trust addresses to the app's
+    port and drops every other address; it holds across a reboot and goes with the option and with
+    an uninstall. (Last in the module: it uninstalls app host 1.)"""
+    app1, app2, lb = fleet.app1, fleet.app2, fleet.lb
+    checkout = Checkout(app1, CHECKOUT)
+    role = ["--role", "app", "--listen", app1.address, "--trust", lb.address]
+    output = checkout.installed(*role, "--firewall")
+    assert "table inet my_app" in nft_tables(app1), output
+
+    def guarded() -> None:
+        assert from_host(lb, app1).stdout == "200"
+        refused = from_host(app2, app1)
+        assert refused.returncode == 28, refused  # dropped: no answer at all
+        with pytest.raises(TimeoutError):
+            http_get(app1.address, "/healthz", port=8081, timeout=2)
+        # Other ports and tables are not the project's: ssh still answers everyone.
+        socket.create_connection((app1.address, 22), timeout=5).close()
+        assert fleet.serving() == {app1.name, app2.name}
+
+    guarded()
+    app1.reboot()
+    # Loaded at boot before the socket listens on the private address.
+    guarded()
+    # Without the option, the table goes and everyone reaches the port again.
+    checkout.installed(*role)
+    assert "my_app" not in nft_tables(app1)
+    assert from_host(app2, app1).stdout == "200"
+    # With it again, then uninstalled: nothing of it is left.
+    checkout.installed(*role, "--firewall")
+    assert from_host(app2, app1).returncode == 28
+    removed = checkout.install("--uninstall")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert "my_app" not in nft_tables(app1)
+    assert not app1.exists("/etc/systemd/system/my_app-firewall.service")

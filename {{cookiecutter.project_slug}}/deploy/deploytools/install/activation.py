@@ -27,7 +27,7 @@ from .common import (
 )
 from .files import Files
 from .report import Report
-from .roles import Role
+from .roles import FIREWALL_UNIT, Role
 from .target import Target, running, shutting_down
 from .undo import Undo
 
@@ -54,6 +54,8 @@ class Changes:
     venv: bool = False  # rebuilt by this run
     # Socket units whose listening address changed (an app host's drop-in came or went).
     relisten: list[str] = field(default_factory=list)
+    # An app host's firewall unit (--firewall) was written anew: its table is replaced.
+    firewall: bool = False
 
 
 def health_address() -> tuple[str, str | None]:
@@ -321,6 +323,10 @@ class Activation:
     def activate_app(self) -> list[str]:
         target, changes = self.target, self.changes
         done = []
+        if changes.firewall and target.unit_is("active", FIREWALL_UNIT):
+            # New addresses: the table is replaced in one transaction (a first start comes with the sockets).
+            target.run("systemctl", "reload", FIREWALL_UNIT)
+            done.append(f"reload {FIREWALL_UNIT}")
         units = dict.fromkeys([*layout.ACTIVE_UNITS, *layout.APP_SERVICES])
         was_active = {unit: target.unit_is("active", unit) for unit in units}
         self.enabled = [unit for unit in layout.ACTIVE_UNITS if not target.unit_is("enabled", unit)]
@@ -427,8 +433,19 @@ class Activation:
         return f"{health_url()} answered 200 in {time.monotonic() - start:.1f}s"
 
     def app_health(self) -> str:
-        """An app host: each gunicorn on its private address, asked directly with the site's Host."""
+        """An app host: each gunicorn on its private address, asked directly with the site's Host;
+        with --firewall, its table loaded first (the app's units only want it: a firewall that
+        failed would leave the ports open to everyone, so the install fails instead)."""
         start = time.monotonic()
+        if (
+            self.target.role.firewall
+            and not self.target.no_run_reason
+            and not self.target.unit_is("active", FIREWALL_UNIT)
+        ):
+            journal = ["journalctl", "--unit", FIREWALL_UNIT, "--lines", "4", "--output", "cat"]
+            said = self.target.query(*journal, check=False)
+            why = indent(said.stdout) if said and said.stdout.strip() else f"    (see journalctl -u {FIREWALL_UNIT})"
+            raise InstallError(f"{FIREWALL_UNIT} is not active; the app's ports would be open to everyone:\n{why}")
         for server in self.target.role.app_servers():
             where = f"http://{server}{layout.HEALTH_PATH} (Host: {layout.DOMAIN})"
             wait_for_health(lambda server=server: self.target.health_of(server), where)

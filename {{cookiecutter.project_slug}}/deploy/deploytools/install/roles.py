@@ -3,6 +3,8 @@
 - server: nginx and gunicorn on this machine (the default);
 - app: gunicorn only, on this host's private address, for load balancers elsewhere
   (--listen ADDRESS, --trust ADDRESS...): systemd drop-ins move the listening socket(s) there;
+  with --firewall, an nftables table of the project's own lets only the --trust addresses reach
+  the app's ports;
 - lb: nginx only, proxying to app hosts elsewhere (--app-host ADDRESS..., --drain ADDRESS...):
   the site's upstream lists each app host's ports.
 
@@ -24,6 +26,10 @@ ROLES = ("server", "app", "lb")
 DESCRIBED = {"server": "a whole server", "app": "an app host", "lb": "a load balancer"}
 # The drop-in deploy/install --role app writes for each service and socket unit.
 DROP_IN = "app-host.conf"
+# --role app --firewall: the unit that loads the table, and the table (nftables' inet family).
+FIREWALL_UNIT = f"{layout.SLUG}-firewall.service"
+FIREWALL_TABLE = f"inet {layout.SLUG}"
+NFT = "/usr/sbin/nft"
 
 
 def address(option: str, value: str) -> str:
@@ -42,6 +48,11 @@ def address(option: str, value: str) -> str:
     return str(parsed)
 
 
+def braced(text: str) -> str:
+    """`{ text }`, as nftables groups (no f-string braces: cookiecutter renders this file with Jinja)."""
+    return "{ " + text + " }"
+
+
 def unique(values: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
@@ -53,14 +64,27 @@ class Role:
     trust: tuple[str, ...] = ()
     app_hosts: tuple[str, ...] = ()
     drain: tuple[str, ...] = ()
+    firewall: bool = False
 
     @classmethod
     def from_options(
-        cls, name: str, listen: str | None, trust: list[str], app_hosts: list[str], drain: list[str]
+        cls,
+        name: str,
+        listen: str | None,
+        trust: list[str],
+        app_hosts: list[str],
+        drain: list[str],
+        firewall: bool = False,
     ) -> Role:
         """The role the command line asks for; ValueError names the option at fault."""
-        given = {"--listen": listen, "--trust": trust, "--app-host": app_hosts, "--drain": drain}
-        allowed = {"server": (), "app": ("--listen", "--trust"), "lb": ("--app-host", "--drain")}[name]
+        given = {
+            "--listen": listen,
+            "--trust": trust,
+            "--firewall": firewall,
+            "--app-host": app_hosts,
+            "--drain": drain,
+        }
+        allowed = {"server": (), "app": ("--listen", "--trust", "--firewall"), "lb": ("--app-host", "--drain")}[name]
         for option, value in given.items():
             if value and option not in allowed:
                 raise ValueError(f"{option} does not go with --role {name}")
@@ -70,7 +94,7 @@ class Role:
             here = address("--listen", listen)
             if not trust:
                 raise ValueError("--role app needs --trust ADDRESS for each load balancer (their nginx connects)")
-            return cls("app", here, unique([address("--trust", value) for value in trust]))
+            return cls("app", here, unique([address("--trust", value) for value in trust]), firewall=firewall)
         if name == "lb":
             if not app_hosts:
                 raise ValueError("--role lb needs --app-host ADDRESS for each app host")
@@ -86,7 +110,7 @@ class Role:
     def record(self) -> dict[str, object]:
         data: dict[str, object] = {"name": self.name}
         if self.name == "app":
-            data |= {"listen": self.listen, "trust": list(self.trust)}
+            data |= {"listen": self.listen, "trust": list(self.trust), "firewall": self.firewall}
         elif self.name == "lb":
             data |= {"app_hosts": list(self.app_hosts), "drain": list(self.drain)}
         return data
@@ -103,6 +127,7 @@ class Role:
             tuple(data.get("trust", ())),
             tuple(data.get("app_hosts", ())),
             tuple(data.get("drain", ())),
+            bool(data.get("firewall", False)),
         )
 
     def command(self) -> str:
@@ -111,6 +136,7 @@ class Role:
         if self.listen:
             words += ["--listen", self.listen]
         words += [word for host in self.trust for word in ("--trust", host)]
+        words += ["--firewall"] if self.firewall else []
         words += [word for host in self.app_hosts for word in ("--app-host", host)]
         words += [word for host in self.drain for word in ("--drain", host)]
         return shlex.join(words)
@@ -141,6 +167,12 @@ class Role:
             return [address_port(self.listen, port) for port in layout.APP_PORTS]
         return list(layout.UPSTREAM_SERVERS)
 
+    def active_units(self) -> list[str]:
+        """The units this role keeps running: the app's, and its firewall's."""
+        if not self.runs_app:
+            return []
+        return [*layout.ACTIVE_UNITS, *([FIREWALL_UNIT] if self.firewall else [])]
+
     @property
     def all_drained(self) -> bool:
         return self.name == "lb" and set(self.app_hosts) <= set(self.drain)
@@ -165,6 +197,16 @@ class Role:
             "# its options, not the file.\n"
         )
         trusted = ",".join(self.trust)
+        # What listens on the private address comes up after the firewall that guards it.
+        guarded = (
+            [
+                "# Only after the firewall admits the load balancers alone.",
+                f"Wants={FIREWALL_UNIT}",
+                f"After={FIREWALL_UNIT}",
+            ]
+            if self.firewall
+            else []
+        )
         for service, port in zip(layout.APP_SERVICES, layout.APP_PORTS, strict=True):
             bind = address_port(self.listen, port)
             lines = [header.rstrip("\n")]
@@ -174,6 +216,7 @@ class Role:
                     "# gunicorn binds the private address itself: it must be configured before the start.",
                     "Wants=network-online.target",
                     "After=network-online.target",
+                    *guarded,
                     "",
                 ]
                 where = "gunicorn listens on the private address instead of loopback."
@@ -190,7 +233,7 @@ class Role:
             if layout.BIND == "unix":
                 socket = service.removesuffix(".service") + ".socket"
                 found[f"{layout.SYSTEMD_UNIT_DIR}/{socket}.d/{DROP_IN}"] = (
-                    header + "[Socket]\n"
+                    header + ("[Unit]\n" + "\n".join(guarded) + "\n\n" if guarded else "") + "[Socket]\n"
                     "# TCP on the private address in place of the unix socket: the load balancers are other\n"
                     "# machines. systemd still holds it across restarts, so connections wait instead of failing.\n"
                     "ListenStream=\n"
@@ -198,4 +241,44 @@ class Role:
                     "# Bound even before the network has configured the address at boot.\n"
                     "FreeBind=yes\n"
                 )
+        if self.firewall:
+            found[f"{layout.SYSTEMD_UNIT_DIR}/{FIREWALL_UNIT}"] = self.firewall_unit()
         return found
+
+    def firewall_unit(self) -> str:
+        """The oneshot unit that loads the app host's table: the app's ports admit the load balancers
+        (and this host itself), and drop every other address; other traffic is not this table's."""
+        ports = "tcp dport " + braced(", ".join(str(port) for port in layout.APP_PORTS))
+        v4 = [host for host in self.trust if ":" not in host]
+        v6 = [host for host in self.trust if ":" in host]
+        rules = ["type filter hook input priority filter; policy accept;", "iifname lo accept;"]
+        rules += [f"{ports} ip saddr {braced(', '.join(v4))} accept;"] if v4 else []
+        rules += [f"{ports} ip6 saddr {braced(', '.join(v6))} accept;"] if v6 else []
+        rules += [f"{ports} drop;"]
+        # One transaction: an empty table first, so that the delete never fails, then the table anew.
+        table = f"table {FIREWALL_TABLE} " + braced("chain input " + braced(" ".join(rules)) + ";")
+        ruleset = f"add table {FIREWALL_TABLE}; delete table {FIREWALL_TABLE}; {table}"
+        return "\n".join(
+            [
+                "# Written by deploy/install --role app --firewall (from its --trust addresses and the app's",
+                f"# ports). Only the load balancers reach gunicorn on this host: the nftables table {FIREWALL_TABLE}",
+                "# drops every other address's connections to the app's ports, and nothing else; other tables",
+                "# (the distribution's firewall, rules for ssh) are left alone. Stopped, the table goes.",
+                "[Unit]",
+                f"Description={layout.SLUG}: only the load balancers reach gunicorn's port(s)",
+                "# Early at boot, before the app's sockets: not after basic.target as units are by default.",
+                "DefaultDependencies=no",
+                "Wants=network-pre.target",
+                "Before=network-pre.target shutdown.target",
+                "Conflicts=shutdown.target",
+                "",
+                "[Service]",
+                "Type=oneshot",
+                "RemainAfterExit=yes",
+                f'ExecStart={NFT} "{ruleset}"',
+                "# New addresses replace the table in one transaction: never a moment without it.",
+                f'ExecReload={NFT} "{ruleset}"',
+                f"ExecStop={NFT} delete table {FIREWALL_TABLE}",
+                "",
+            ]
+        )

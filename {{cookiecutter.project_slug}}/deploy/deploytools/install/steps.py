@@ -43,7 +43,7 @@ from .common import (
 from .ledger import MANIFEST
 from .platform import NGINX_READS, RHEL, fcontext_spec
 from .preflight import certificate_pending
-from .roles import Role
+from .roles import FIREWALL_UNIT, Role
 from .run import Run
 
 SERVICE_OWNS = (layout.SERVICE_USER, layout.SERVICE_USER)
@@ -144,7 +144,7 @@ class Install(Run):
     def finish(self) -> None:
         target, report = self.target, self.report
         manifest = self.files.manifest
-        manifest.active_units = list(layout.ACTIVE_UNITS) if target.role.runs_app else []
+        manifest.active_units = target.role.active_units()
         manifest.role = target.role.record()
         manifest.release = self.release
         files, commands = len(report.changes), len(report.commands)
@@ -387,7 +387,7 @@ class Install(Run):
         # What the installed version ran and this one has no more (a socket after bind=tcp, the
         # single service after instances=3, every unit on a load balancer): stopped and disabled
         # before its file goes.
-        active = layout.ACTIVE_UNITS if role.runs_app else []
+        active = role.active_units()
         stale = [unit for unit in self.target.manifest.active_units if unit not in active]
         stopped = ""
         if stale:
@@ -397,6 +397,7 @@ class Install(Run):
         self.prune(lambda path: path.startswith(layout.SYSTEMD_UNIT_DIR + "/"))
         changed = [path for _, path in self.report.changes[since:]]
         self.changes.units = bool(changed)
+        self.changes.firewall = f"{layout.SYSTEMD_UNIT_DIR}/{FIREWALL_UNIT}" in changed
         # A socket whose drop-in came or went listens elsewhere now: it must bind anew.
         self.changes.relisten = [
             unit
