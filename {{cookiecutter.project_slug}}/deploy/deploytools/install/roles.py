@@ -110,7 +110,9 @@ class Role:
     def record(self) -> dict[str, object]:
         data: dict[str, object] = {"name": self.name}
         if self.name == "app":
-            data |= {"listen": self.listen, "trust": list(self.trust), "firewall": self.firewall}
+            data |= {"listen": self.listen, "trust": list(self.trust)}
+            if self.firewall:
+                data["firewall"] = True
         elif self.name == "lb":
             data |= {"app_hosts": list(self.app_hosts), "drain": list(self.drain)}
         return data
