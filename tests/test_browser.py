@@ -58,6 +58,7 @@ class Browser:
     def __init__(self, driver) -> None:
         self.driver = driver
         self.screenshots: list[tuple[str, bytes]] = []
+        self.logged: list[dict] = []
 
     def open(self, url: str) -> None:
         self.driver.get(url)
@@ -70,11 +71,20 @@ class Browser:
     def script(self, source: str, *args):
         return self.driver.execute_script(source, *args)
 
+    def console(self) -> list[dict]:
+        """Everything the browser's console said since the test began (reading the log empties it)."""
+        self.logged += self.driver.get_log("browser")
+        return self.logged
+
     def csp_problems(self) -> list[str]:
         """CSP violations of the current page, from its listener and from the console."""
         seen = self.script("return window.cspViolations || []")
-        console = [entry["message"] for entry in self.driver.get_log("browser") if CSP_CONSOLE.search(entry["message"])]
+        console = [entry["message"] for entry in self.console() if CSP_CONSOLE.search(entry["message"])]
         return seen + console
+
+    def errors(self) -> list[str]:
+        """What the console reported as errors (SEVERE): a failed resource, a script error."""
+        return [entry["message"] for entry in self.console() if entry["level"] == "SEVERE"]
 
     def save_screenshots(self, folder: Path) -> Path:
         """Called by conftest when the test failed: the pages it opened, then how the last one ends."""
@@ -187,6 +197,11 @@ def test_home_page_renders_with_nginx_stylesheet_and_no_csp_violation(stacks, br
     assert '"GET / HTTP/1.1" 200' in stack.gunicorn_log()  # the page came from the app, through nginx
     assert "/static/style.css" not in stack.gunicorn_log()  # its stylesheet did not
     assert browser.csp_problems() == []
+    # The icon the browser asks for by itself comes from nginx too: no failed request in the console.
+    icon = browser.script("return fetch('/favicon.ico').then((r) => [r.status, r.headers.get('content-type')])")
+    assert icon == [200, "image/x-icon"]
+    assert "favicon" not in stack.gunicorn_log()
+    assert browser.errors() == []
 
 
 def test_csp_violations_are_seen(stacks, browser) -> None:

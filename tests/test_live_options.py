@@ -82,6 +82,11 @@ def test_each_variant_serves_its_app_health_check_and_static_files(variants, nam
     static = "/static/README.txt" if name == "existing-sync" else "/static/style.css"
     assert get(stack, static).status == 200
     assert static not in stack.gunicorn_log()  # served by nginx
+    # The favicon: the project's own (Django's collected too); an existing app without one gets an
+    # empty answer from nginx, not a 404 from the app.
+    icon = get(stack, "/favicon.ico")
+    assert icon.status == (204 if name == "existing-sync" else 200), icon
+    assert "favicon" not in stack.gunicorn_log()
 
 
 @pytest.mark.parametrize(

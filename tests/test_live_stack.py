@@ -118,6 +118,17 @@ def test_static_files_are_served_by_nginx_not_gunicorn(stack: LiveStack) -> None
     assert gunicorn_lines(stack, "/static/") == []
 
 
+def test_the_favicon_comes_from_nginx_and_is_cached(stack: LiveStack) -> None:
+    icon = stack.get("/favicon.ico")
+    assert (icon.status, icon.headers["content-type"]) == (200, "image/x-icon")
+    assert icon.body == (stack.project / "my_app/static/favicon.ico").read_bytes()
+    assert icon.headers["cache-control"] == "max-age=2592000"
+    assert icon.headers["x-content-type-options"] == "nosniff"
+    stack.get("/healthz")
+    stack.wait_for(lambda: gunicorn_lines(stack, "GET /healthz"), what="gunicorn's access log line")
+    assert gunicorn_lines(stack, "favicon") == []
+
+
 def test_a_link_in_the_static_folder_is_never_followed(stack: LiveStack, tmp_path: Path) -> None:
     secret = tmp_path / "x.key"
     secret.write_text("-----BEGIN PRIVATE KEY-----\n")
