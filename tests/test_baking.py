@@ -40,7 +40,16 @@ EXECUTABLES = ["deploy/check", "deploy/run-local", "deploy/setup-venv", "deploy/
 
 
 def generated_files(project: Path) -> list[Path]:
-    return [p for p in project.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    """The text files of a bake (binary ones, the favicon, are copied as they are)."""
+    return [p for p in project.rglob("*") if p.is_file() and "__pycache__" not in p.parts and is_text(p)]
+
+
+def is_text(path: Path) -> bool:
+    try:
+        path.read_text()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def test_default_bake_has_every_file(baked: Baked) -> None:

@@ -121,6 +121,8 @@ def test_purge_leaves_the_server_as_it_was_and_keeps_what_it_did_not_make(server
     assert kept == dict.fromkeys(["/srv/my_app", "/srv/my_app/uploads", USER_FILE], "added"), changed
     assert {path: what for path, what in changed.items() if path not in kept} == {}
     assert host.read(OTHER_FILE) == "not the installer's\n"
+    # Nor is anything left in /run: the socket and its folder went with the socket unit.
+    assert not host.exists("/run/my_app")
 
 
 def test_failed_first_install_takes_back_the_account_and_venv_it_made(server: Server) -> None:
@@ -138,3 +140,18 @@ def test_failed_first_install_takes_back_the_account_and_venv_it_made(server: Se
     assert host.run("id", "my_app", check=False).returncode != 0
     assert not host.exists("/srv/my_app/my_app_venv")
     assert differences(server.before, snapshot(host)) == {}
+
+
+def test_the_app_is_purged_after_nginx_was_removed(server: Server) -> None:
+    """Last in the module: nginx goes first (apt-get remove), then the app."""
+    host = server.host
+    host.run("rm", "-rf", "/srv/my_app")  # what earlier tests left, as the failed-install test does
+    server.checkout.installed()
+    host.run("apt-get", "remove", "--yes", "nginx", env={"DEBIAN_FRONTEND": "noninteractive"})
+    assert not host.exists("/usr/sbin/nginx")
+    output = server.checkout.installed("--uninstall", "--purge")
+    assert "nginx is not installed: nothing to test or reload" in output, output
+    assert "uninstall: done" in output and "left in place" not in output, output
+    assert not host.exists("/etc/systemd/system/my_app.service")
+    assert not host.exists("/run/my_app")
+    assert host.run("id", "my_app", check=False).returncode != 0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TEMPLATE_DIR, cookiecutter_cli, copy_template, git_repo, require_tool
+from test_baking import generated_files
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "t",
@@ -136,11 +137,7 @@ def test_rebake_from_edited_answers_follows_every_new_answer(project: Path, tmp_
     )
     assert again.returncode == 0, again.stdout + again.stderr
     rebaked = out / "my_app"
-    texts = {
-        path.relative_to(rebaked).as_posix(): path.read_text()
-        for path in rebaked.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts
-    }
+    texts = {path.relative_to(rebaked).as_posix(): path.read_text() for path in generated_files(rebaked)}
     stale = {name for name, text in texts.items() if "/srv/my_app" in text or "gunicorn.sock" in text}
     assert stale == set()
     site = texts["deploy/nginx/my_app.conf"]

@@ -51,6 +51,8 @@ SERVICE_USER = {{ cookiecutter.server_user | tojson }}
 # Settings and secrets for the service (systemd's EnvironmentFile=), created once, mode 0600.
 ENV_FILE = {{ derived.env_file | tojson }}
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
+# Where systemd makes the app's unix socket(s) (bind=unix); gone with them after an uninstall.
+RUNTIME_DIR = {{ derived.runtime_dir | tojson }}
 # The service's own data (systemd's StateDirectory=, $STATE_DIRECTORY): Django's SQLite database.
 STATE_DIR = {{ derived.state_dir | tojson }}
 # nginx's access log of this site; the shared cache's folder (None: no cache), emptied on redeploy.

@@ -161,7 +161,8 @@ def live(target: Live, *, installing: bool) -> str:
     role = target.role
     if not shutil.which("systemctl"):
         problems.append("systemctl not found: the server must run systemd")
-    if nginx is None and role.runs_nginx:
+    # An uninstall needs no nginx: the app can go after nginx went.
+    if nginx is None and role.runs_nginx and installing:
         problems.append(f"nginx is not installed: {layout.PACKAGE_INSTALL} nginx")
     if installing and role.name == "app" and role.listen and (problem := listen_problem(role.listen)):
         problems.append(problem)

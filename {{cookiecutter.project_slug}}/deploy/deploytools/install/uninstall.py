@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from .. import layout
+from ..nginx import find_nginx
 from .common import CERTBOT_HOOK, INSTALL_STATE_DIR, NGINX_SERVICE, UNIT_FILES, InstallError, indent, unit_file
 from .ledger import MANIFEST
 from .platform import NGINX_READS, fcontext_spec
@@ -86,6 +87,8 @@ class Uninstall(Run):
         self.leave_catch_all()
         if self.report.mark() == since:
             return "site not installed (or not by deploy/install)"
+        if not target.defers and find_nginx() is None:
+            return f"{self.report.summary(since)}; nginx is not installed: nothing to test or reload"
         result = target.run(target.nginx_command(), "-t", check=False)
         if result is not None and result.returncode:
             raise InstallError("nginx -t fails without the site:\n" + indent(result.stderr))
@@ -166,6 +169,9 @@ class Uninstall(Run):
                 files.remove_tree(path)
             else:
                 files.remove_file(path, listed_only=False)
+        # What systemd made for the app's unix socket: its folder in /run, empty once the socket
+        # unit stopped (RemoveOnStop=).
+        files.remove_dir(layout.RUNTIME_DIR, listed_only=False)
         if target.selinux_enabled():
             listed = target.query("semanage", "fcontext", "--list", "--locallist")
             for folder in NGINX_READS:
