@@ -189,12 +189,13 @@ def test_client_cannot_spoof_its_address_or_scheme(stack: LiveStack, headers: di
     assert '<dd id="scheme">http</dd>' in answer.text
 
 
-def raw_exchange(port: int, data: bytes, seconds: float = 5) -> bytes:
-    """Send `data`, return what comes back up to the end of the answer's headers or the close."""
+def raw_exchange(port: int, data: bytes, seconds: float = 5, *, whole: bool = False) -> bytes:
+    """Send `data`, return what comes back up to the end of the answer's headers (`whole`: up to
+    the close) or the close."""
     with socket.create_connection((LOOPBACK, port), timeout=seconds) as sock:
         sock.sendall(data)
         received = b""
-        while b"\r\n\r\n" not in received and (chunk := sock.recv(65536)):
+        while (whole or b"\r\n\r\n" not in received) and (chunk := sock.recv(65536)):
             received += chunk
         return received
 
@@ -215,11 +216,8 @@ def test_body_over_the_limit_gets_413_from_nginx(stack: LiveStack) -> None:
      "/static/..%252fwsgi.py", "/static//etc/passwd", "/static/%2e%2e%2f%2e%2e%2f%2e%2e%2fetc/passwd"],
 )  # fmt: skip
 def test_no_path_leaves_the_static_folder(stack: LiveStack, path: str) -> None:
-    with socket.create_connection((LOOPBACK, stack.port), timeout=5) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n".encode())
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+    request = f"GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+    answer = raw_exchange(stack.port, request.encode(), whole=True)
     assert b"application = " not in answer and b"root:x:0:0" not in answer, answer[:200]
 
 
@@ -422,11 +420,7 @@ def test_forged_proxy_headers_are_replaced_or_removed_before_the_app(probed: Liv
     ids=["http11-without-host", "garbage-request-line", "403-from-the-site"],
 )
 def test_error_answers_from_nginx_name_no_version(probed: LiveStack, head: str) -> None:
-    with socket.create_connection((LOOPBACK, probed.port), timeout=5) as sock:
-        sock.sendall(head.encode())
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+    answer = raw_exchange(probed.port, head.encode(), whole=True)
     assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 403 ")), answer[:200]
     assert b"\r\nServer: nginx\r\n" in answer
     assert b"nginx/" not in answer

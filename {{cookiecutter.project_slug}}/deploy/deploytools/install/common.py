@@ -93,8 +93,8 @@ def app_skips(project: Path) -> Callable[[tuple[str, ...]], bool]:
     left_behind = LEFT_BEHIND | {venv.parent.name for venv in project.glob("*/pyvenv.cfg")}
 
     def skip(parts: tuple[str, ...]) -> bool:
-        hidden = any(part.startswith(".") or part.endswith(".env") for part in parts)
-        return parts[0] in left_behind or hidden or cache(parts)
+        settings = any(part.endswith(".env") for part in parts)
+        return parts[0] in left_behind or settings or unpublished(parts)
 
     return skip
 
