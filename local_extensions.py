@@ -134,8 +134,10 @@ class Derived:
 
     service: str
     upstream: str
-    app_dir: str
-    venv_dir: str
+    app_dir: str  # the link to the running release
+    venv_dir: str  # through it, the release's venv
+    releases_dir: str
+    venvs_dir: str
     static_root: str
     errors_root: str
     acme_root: str
@@ -223,8 +225,10 @@ def derive(answers: Mapping[str, object]) -> Derived:
     return Derived(
         service=slug,
         upstream=f"{slug}_app",
-        app_dir=f"{install_dir}/app",
-        venv_dir=f"{install_dir}/{slug}_venv",
+        app_dir=f"{install_dir}/current",
+        venv_dir=f"{install_dir}/current/venv",
+        releases_dir=f"{install_dir}/releases",
+        venvs_dir=f"{install_dir}/venvs",
         static_root=f"{install_dir}/static",
         errors_root=f"{install_dir}/errors",
         acme_root=f"{install_dir}/acme",

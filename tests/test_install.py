@@ -75,6 +75,17 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return found
 
 
+def release(root: Path) -> Path:
+    """The folder of the release the staged server's current link names."""
+    current = root / "srv/my_app/current"
+    return current.parent / os.readlink(current)
+
+
+def release_id(output: str) -> str:
+    """The release a run installed, as its release step names it."""
+    return steps(output)["release"].split(":")[0].split()[0]
+
+
 def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
@@ -97,14 +108,9 @@ def staged(baked: Baked, tmp_path_factory) -> tuple[Path, str]:
 
 COMMON_PATHS = {
     "/srv/my_app": ("dir", 0o755),
-    "/srv/my_app/app": ("dir", 0o750),
-    "/srv/my_app/app/wsgi.py": ("file", 0o640),
-    "/srv/my_app/app/gunicorn.conf.py": ("file", 0o640),
-    "/srv/my_app/app/requirements.txt": ("file", 0o640),
-    "/srv/my_app/app/my_app": ("dir", 0o750),
-    "/srv/my_app/app/my_app/app.py": ("file", 0o640),
-    "/srv/my_app/app/deploy/install": ("file", 0o750),
-    "/srv/my_app/app/deploy/setup-venv": ("file", 0o750),
+    "/srv/my_app/releases": ("dir", 0o750),
+    "/srv/my_app/venvs": ("dir", 0o755),
+    "/srv/my_app/current": ("link", 0o777),
     "/srv/my_app/static": ("dir", 0o755),
     "/srv/my_app/static/style.css": ("file", 0o644),
     "/srv/my_app/errors": ("dir", 0o755),
@@ -116,6 +122,18 @@ COMMON_PATHS = {
     "/etc/nginx/snippets/my_app": ("dir", 0o755),
     "/etc/nginx/snippets/my_app/proxy.conf": ("file", 0o644),
     "/etc/nginx/snippets/my_app/security-headers.conf": ("file", 0o644),
+}
+# In the release's folder, releases/<id>.
+RELEASE_PATHS = {
+    "": ("dir", 0o750),
+    "/wsgi.py": ("file", 0o640),
+    "/gunicorn.conf.py": ("file", 0o640),
+    "/requirements.txt": ("file", 0o640),
+    "/my_app": ("dir", 0o750),
+    "/my_app/app.py": ("file", 0o640),
+    "/deploy/install": ("file", 0o750),
+    "/deploy/setup-venv": ("file", 0o750),
+    "/venv": ("link", 0o777),
 }
 PLATFORM_PATHS = {
     "debian-12": {
@@ -139,7 +157,10 @@ def test_staged_install_lays_out_the_server_as_the_platform_expects(bake, tools,
     tree = snapshot(root)
 
     expected = {**COMMON_PATHS, **PLATFORM_PATHS[platform]}
+    here = f"/srv/my_app/releases/{release_id(output)}"
+    expected |= {here + path: kind for path, kind in RELEASE_PATHS.items()}
     assert {path: (tree[path][0], tree[path][-3]) for path in expected if path in tree} == expected
+    assert os.readlink(root / "srv/my_app/current") == f"releases/{release_id(output)}"
     site = "/etc/nginx/conf.d/my_app.conf" if platform == "rhel-9" else "/etc/nginx/sites-available/my_app.conf"
     assert (root / site.lstrip("/")).read_bytes() == (project.path / "deploy/nginx/my_app.conf").read_bytes()
     if platform == "debian-12":
@@ -151,7 +172,7 @@ def test_staged_install_lays_out_the_server_as_the_platform_expects(bake, tools,
         placed = root / "etc/systemd/system" / unit
         assert placed.read_bytes() == (project.path / "deploy/systemd" / unit).read_bytes()
 
-    # The app folder holds the project's files, and neither its tests, venvs, caches, secrets nor dotfiles.
+    # The release holds the project's files, and neither its tests, venvs, caches, secrets nor dotfiles.
     wanted = {
         path.relative_to(project.path).as_posix()
         for path in project.path.rglob("*")
@@ -159,8 +180,10 @@ def test_staged_install_lays_out_the_server_as_the_platform_expects(bake, tools,
         and not {"tests", "env", "__pycache__"} & set(path.relative_to(project.path).parts)
         and not any(part.startswith(".") or part.endswith(".env") for part in path.relative_to(project.path).parts)
     }
-    app = root / "srv/my_app/app"
+    app = release(root)
     assert {p.relative_to(app).as_posix() for p in app.rglob("*") if p.is_file()} == wanted
+    venv = f"../../venvs/{steps(output)['venv'].split(':')[0].rsplit('/', 1)[1]}"
+    assert os.readlink(app / "venv") == venv
     assert "wsgi.py" in wanted and "deploy/deploytools/layout.py" in wanted and "README.md" in wanted
     assert not [name for name in leftovers if name in wanted]
 
@@ -173,7 +196,7 @@ def test_staged_install_lays_out_the_server_as_the_platform_expects(bake, tools,
     # creates the user and hands the code to its group.
     assert {entry[-2] for entry in tree.values()} == {os.geteuid()}
     first = blocks(root)[0]
-    assert first[:2] == [USERADD, "chown -R root:my_app /srv/my_app/app"]
+    assert first[:2] == [USERADD, f"chown -R root:my_app {here}"]
     labels = [line for line in first if line.startswith(("semanage", "restorecon"))]
     if platform == "rhel-9":
         assert labels == [
@@ -181,7 +204,7 @@ def test_staged_install_lays_out_the_server_as_the_platform_expects(bake, tools,
             "semanage fcontext --add --type httpd_sys_content_t '/srv/my_app/errors(/.*)?'",
             "restorecon -R /srv/my_app/static /srv/my_app/errors",
         ]
-        assert "env PYTHON=python3.11 /srv/my_app/app/deploy/setup-venv /srv/my_app/my_app_venv" in first
+        assert f"env PYTHON=python3.11 {here}/deploy/setup-venv /srv/my_app/{venv.removeprefix('../../')}" in first
     else:
         assert labels == [] and "selinux" not in steps(output)
     assert last_line(output).startswith(f"install: staged under {root}:")
@@ -190,10 +213,13 @@ def test_staged_install_lays_out_the_server_as_the_platform_expects(bake, tools,
 def test_staged_install_records_commands_in_the_order_the_server_needs(staged) -> None:
     root, output = staged
     first = blocks(root)[0]
+    here = f"/srv/my_app/releases/{release_id(output)}"
+    venv = steps(output)["venv"].split(":")[0]
+    assert venv.startswith("/srv/my_app/venvs/")
     order = [
         USERADD,
-        "chown -R root:my_app /srv/my_app/app",
-        "env PYTHON=python3 /srv/my_app/app/deploy/setup-venv /srv/my_app/my_app_venv",
+        f"chown -R root:my_app {here}",
+        f"env PYTHON=python3 {here}/deploy/setup-venv {venv}",
         "nginx -t",
         "systemd-analyze verify --man=no my_app.socket my_app.service",
         "systemctl daemon-reload",
@@ -226,8 +252,9 @@ def test_second_run_changes_nothing_and_says_so(baked: Baked, tools, tmp_path: P
     assert snapshot(root) == before
     assert last_line(output) == "install: nothing changed"
     found = steps(output)
-    for name in ("dirs", "app", "static", "errors", "systemd", "nginx"):
+    for name in ("dirs", "static", "errors", "systemd", "nginx"):
         assert found[name] == "unchanged", name
+    assert found["release"].endswith(" running") and found["venv"].endswith("(requirements.txt and Python unchanged: reused)")
     assert found["validate"] == "nothing changed, nothing to validate"
     assert len(blocks(root)) == 1
 
@@ -236,7 +263,9 @@ def test_dry_run_lists_every_action_and_changes_nothing(baked: Baked, tools, tmp
     root = tmp_path / "server"
     output = installed(baked, root, "--dry-run")
     assert not root.exists()
-    assert "  would create /srv/my_app/app/wsgi.py (root:my_app 0640)" in output
+    made = r"^  would create /srv/my_app/releases/\w{12} \(the release: \d+ files, root:my_app 0750\)$"
+    assert re.search(made, output, re.MULTILINE)
+    assert "  would create /srv/my_app/current -> releases/" in output
     assert "  would create /etc/my_app/my_app.env (root:root 0600)" in output
     assert "  would link" not in output and "  would create /etc/nginx/sites-enabled/my_app.conf -> " in output
     assert "  would record: systemctl daemon-reload" in output
@@ -250,10 +279,10 @@ def test_dry_run_lists_every_action_and_changes_nothing(baked: Baked, tools, tmp
     assert last_line(again) == "install: nothing would change"
 
 
-def test_code_change_updates_the_app_and_reloads_it_gracefully(bake, tools, tmp_path: Path) -> None:
+def test_code_change_is_a_new_release_beside_the_old_one_and_reloads_gracefully(bake, tools, tmp_path: Path) -> None:
     project = bake()
     root = tmp_path / "server"
-    installed(project, root)
+    first = release_id(installed(project, root))
     env = root / "etc/my_app/my_app.env"
     env.write_text("DATABASE_URL=postgres://secret\n")
     app = project.path / "my_app/app.py"
@@ -262,10 +291,15 @@ def test_code_change_updates_the_app_and_reloads_it_gracefully(bake, tools, tmp_
 
     output = installed(project, root)
 
-    assert (root / "srv/my_app/app/my_app/app.py").read_bytes() == app.read_bytes()
-    assert steps(output)["app"] == "1 updated (my_app/app.py)"
-    [backup] = (root / "srv/my_app/backups").glob("*/srv/my_app/app/my_app/app.py")
-    assert backup.read_bytes() == old and stat.S_IMODE(backup.stat().st_mode) == 0o640
+    second = release_id(output)
+    assert second != first and release(root).name == second
+    assert (release(root) / "my_app/app.py").read_bytes() == app.read_bytes()
+    # The previous release is kept as it was, for a rollback; both share the venv.
+    assert (root / f"srv/my_app/releases/{first}/my_app/app.py").read_bytes() == old
+    assert os.readlink(root / f"srv/my_app/releases/{first}/venv") == os.readlink(release(root) / "venv")
+    assert steps(output)["venv"].endswith("(requirements.txt and Python unchanged: reused)")
+    log = json.loads((root / "var/lib/my_app-install/releases.json").read_text())
+    assert [entry["id"] for entry in log["releases"]] == [first, second]
     commands = blocks(root)[-1]
     assert "systemctl reload my_app.service" in commands
     assert not [line for line in commands if "restart" in line or "daemon-reload" in line or "nginx.service" in line]
@@ -308,7 +342,8 @@ def test_failed_validation_restores_every_file(bake, tools, tmp_path: Path, file
     assert reason in result.stdout
     found = steps(result.stdout)
     assert found["validate"].startswith("FAILED: deploy/check rejects the staged files:")
-    assert re.fullmatch(r"\d+ restored from backup, 0 created by this run removed", found["rollback"])
+    # The new release's folder goes with the rest of the run.
+    assert re.fullmatch(r"\d+ restored from backup, 1 created by this run removed", found["rollback"])
     assert last_line(result.stdout).startswith("install: failed at validate: deploy/check rejects the staged files")
     assert last_line(result.stdout).endswith("; rolled back, the previous version is back in place")
 
@@ -342,7 +377,7 @@ def test_uninstall_keeps_app_and_secrets_until_purge(baked: Baked, tools, tmp_pa
         "etc/systemd/system/my_app.socket",
     ]
     assert [path for path in gone if (root / path).exists() or (root / path).is_symlink()] == []
-    assert (root / "srv/my_app/app/wsgi.py").is_file() and (root / "srv/my_app/static/style.css").is_file()
+    assert (release(root) / "wsgi.py").is_file() and (root / "srv/my_app/static/style.css").is_file()
     assert env.read_text() == "SECRET=1\n"
     [backup] = (root / "srv/my_app/backups").iterdir()
     assert (backup / "etc/systemd/system/my_app.service").is_file()
@@ -395,12 +430,13 @@ def test_django_settings_are_installed_once_and_never_copied_with_the_code(bake,
     env = root / "etc/my_app/my_app.env"
     assert env.read_bytes() == (project.path / "my_app.env").read_bytes()
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    assert not list((root / "srv/my_app/app").rglob("*.env"))
-    assert (root / "srv/my_app/app/manage.py").is_file()
+    assert not list(release(root).rglob("*.env"))
+    assert (release(root) / "manage.py").is_file()
     collect = [line for line in blocks(root)[0] if "collectstatic" in line]
+    here = f"/srv/my_app/releases/{release_id(output)}"
     assert collect == [
-        "/srv/my_app/my_app_venv/bin/python /srv/my_app/app/deploy/deploytools/envfile.py /etc/my_app/my_app.env"
-        " /srv/my_app/my_app_venv/bin/python /srv/my_app/app/manage.py collectstatic --noinput"
+        f"{here}/venv/bin/python {here}/deploy/deploytools/envfile.py /etc/my_app/my_app.env"
+        f" {here}/venv/bin/python {here}/manage.py collectstatic --noinput"
     ]
     assert steps(output)["env"] == "/etc/my_app/my_app.env created (0600, from my_app.env)"
 
@@ -410,8 +446,8 @@ def test_lets_encrypt_first_install_serves_the_challenge_before_the_https_site(b
     root = tmp_path / "server"
     installed(project, root)
     commands = blocks(root)[0]
-    challenge = "install -m 0644 /srv/my_app/app/deploy/nginx/my_app.acme.conf /etc/nginx/sites-available/my_app.conf"
-    https = "install -m 0644 /srv/my_app/app/deploy/nginx/my_app.conf /etc/nginx/sites-available/my_app.conf"
+    challenge = "install -m 0644 /srv/my_app/current/deploy/nginx/my_app.acme.conf /etc/nginx/sites-available/my_app.conf"
+    https = "install -m 0644 /srv/my_app/current/deploy/nginx/my_app.conf /etc/nginx/sites-available/my_app.conf"
     steps_in_order = [
         challenge,
         "nginx -t",
@@ -609,7 +645,9 @@ def test_install_killed_during_validation_is_undone_by_the_next_run(bake, tools,
     killed = run_until(project, root, "nginx", signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     assert (root / "var/lib/my_app-install/journal").exists()
-    assert b"release 2" in (root / "srv/my_app/app/my_app/app.py").read_bytes()
+    # The new release is written whole before the site is placed.
+    written = (root / "srv/my_app/releases").glob("*/my_app/app.py")
+    assert any(b"release 2" in path.read_bytes() for path in written)
 
     result = install(project, root)
 
@@ -724,16 +762,17 @@ def test_django_migrations_run_as_the_service_user_and_its_data_survives_purge(b
     state = root / "var/lib/my_app"
     assert state.is_dir() and stat.S_IMODE(state.stat().st_mode) == 0o700
     first = blocks(root)[0]
-    # The env file is read by the project's reader (systemd's rules), never by a shell running as root.
-    with_env = "/srv/my_app/my_app_venv/bin/python /srv/my_app/app/deploy/deploytools/envfile.py /etc/my_app/my_app.env"
+    here = f"/srv/my_app/releases/{release_id(output)}"
+    # The env file is read by the release's reader (systemd's rules), never by a shell running as root.
+    with_env = f"{here}/venv/bin/python {here}/deploy/deploytools/envfile.py /etc/my_app/my_app.env"
     migrate = (
         f"{with_env} env STATE_DIRECTORY=/var/lib/my_app PYTHONDONTWRITEBYTECODE=1"
         " setpriv --reuid=my_app --regid=my_app --init-groups"
-        " /srv/my_app/my_app_venv/bin/python /srv/my_app/app/manage.py migrate --noinput"
+        f" {here}/venv/bin/python {here}/manage.py migrate --noinput"
     )
     assert migrate in first
     assert "sh -c" not in first and "set -a" not in first
-    assert position(first, f"{with_env} /srv/my_app/my_app_venv/bin/python") < position(first, migrate)
+    assert position(first, f"{with_env} {here}/venv/bin/python") < position(first, migrate)
     assert position(first, migrate) < position(first, "systemctl start")
     assert "chown -R my_app:my_app /var/lib/my_app" in first
     assert steps(output)["migrate"] == "manage.py migrate recorded"
@@ -1008,14 +1047,14 @@ def test_load_balancer_gets_nginx_for_the_app_hosts_and_no_units(bake, tools, tm
     assert not (root / "etc/my_app").exists() and "env" not in steps(output)
     if framework == "django":
         # collectstatic needs the app and its venv, and a secret key that is no secret.
-        assert steps(output)["app"].endswith("(for collectstatic only: the app does not run here)")
+        assert steps(output)["release"].endswith("(for collectstatic only: the app does not run here)")
         assert "venv" in steps(output)
         collectstatic = [line for line in record if "manage.py collectstatic" in line]
         assert collectstatic and collectstatic[0].startswith("env 'DJANGO_SECRET_KEY=collectstatic-only: "), record
-        assert "chown -R root:root /srv/my_app/app" in record
+        assert f"chown -R root:root /srv/my_app/releases/{release_id(output)}" in record
     else:
-        assert not (root / "srv/my_app/app").exists()
-        assert {"app", "venv"}.isdisjoint(steps(output))
+        assert not (root / "srv/my_app/releases").exists() and not (root / "srv/my_app/current").exists()
+        assert {"release", "venv"}.isdisjoint(steps(output))
     assert manifest(root)["role"] == {"name": "lb", "app_hosts": ["10.0.0.5", "fd00::6"], "drain": ["fd00::6"]}
     assert manifest(root)["active_units"] == []
 

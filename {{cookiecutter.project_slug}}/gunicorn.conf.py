@@ -11,6 +11,10 @@ import os
 
 # Application -----------------------------------------------------------------
 wsgi_app = "{{ derived.wsgi_app }}"
+# The app is imported from this file's folder as named, not as resolved: on the server that is
+# {{ derived.app_dir }}, the link to the running release, so a graceful reload (HUP) after the link
+# moved starts workers with the new release's code.
+chdir = os.path.dirname(os.path.abspath(__file__))
 {% if cookiecutter.framework == "django" %}
 # Settings, the secret key among them, come from the environment (EnvironmentFile= under systemd).
 raw_env = ["DJANGO_SETTINGS_MODULE={{ cookiecutter.project_slug }}.settings"]

@@ -20,8 +20,12 @@ APP = {{ derived.wsgi_app | tojson }}
 WORKER_CLASS = {{ derived.worker_class | tojson }}
 BIND = {{ cookiecutter.bind | tojson }}
 
-# On the server.
+# On the server. Each deploy is a release of its own in RELEASES_DIR, written once; APP_DIR is
+# the link to the one that runs, and every unit and command names paths through it. A release's
+# venv is a link to VENVS_DIR/<key>, shared by the releases whose requirements are the same.
 INSTALL_DIR = {{ cookiecutter.install_dir | tojson }}
+RELEASES_DIR = {{ derived.releases_dir | tojson }}
+VENVS_DIR = {{ derived.venvs_dir | tojson }}
 APP_DIR = {{ derived.app_dir | tojson }}
 VENV_DIR = {{ derived.venv_dir | tojson }}
 STATIC_ROOT = {{ derived.static_root | tojson }}

@@ -3,8 +3,9 @@
 The archive holds what deploy/install reads on a server: the project's files as the installer
 copies them (tests, venvs, caches and hidden files stay behind), the settings made at bake time
 (the .env file) and, when deploy/wheelhouse made it, wheels/. It is built the same way every
-time (sorted names, no dates, root as owner), so the same files make the same archive: its
-SHA-256 names the release, and an unchanged project makes no new release.
+time (sorted names, no dates, root as owner), so the same files make the same archive. Its name
+holds the release's id, the one deploy/install gives its folder on every host (releases/<id>):
+an unchanged project makes no new release.
 
 Load balancers get a twin archive without the .env file: they run no app, so its settings and
 secrets (Django's secret key) stay on the app hosts, off the machines that face the internet.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import layout
 from .install.common import app_files
+from .install.releases import release_id
 
 # Hidden: deploy/install and the archive's own tree skip hidden folders, and git ignores it.
 RELEASES_DIR = layout.PROJECT_DIR / ".releases"
@@ -96,8 +97,9 @@ def make(releases: Path) -> dict[str, object]:
     """Write the archives into `releases` unless they are there already; what Ansible needs to know."""
     paths = files()
     content = archive(paths)
-    release_id = hashlib.sha256(content).hexdigest()[:12]
-    path = releases / f"{layout.SLUG}-{release_id}.tar.gz"
+    # The id deploy/install gives the release on the server: one name for it everywhere.
+    release = release_id()
+    path = releases / f"{layout.SLUG}-{release}.tar.gz"
     lb_path = lb_twin(path)
     made = write(path, content)
     made = write(lb_path, archive(without_settings(paths))) or made
@@ -105,7 +107,7 @@ def make(releases: Path) -> dict[str, object]:
     return {
         "archive": str(path),
         "lb_archive": str(lb_path),
-        "id": release_id,
+        "id": release,
         "made": made,
         "slug": layout.SLUG,
         "domain": layout.DOMAIN,

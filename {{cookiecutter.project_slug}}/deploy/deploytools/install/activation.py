@@ -3,8 +3,6 @@ way back when any of that fails."""
 
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,9 +14,7 @@ from ..envfile import read_env_file
 from ..probe import probe
 from .common import (
     NGINX_SERVICE,
-    REQUIREMENTS,
     ROOT,
-    SETUP_VENV,
     InstallError,
     app_copy,
     indent,
@@ -46,12 +42,15 @@ GATEWAY_ERRORS = (502, 504)
 class Changes:
     """What the file steps changed, which decides what activation does."""
 
-    code: bool = False
-    requirements: bool = False
+    code: bool = False  # another release than the running one
     units: bool = False
     site: bool = False
     public: bool = False
-    venv: bool = False  # rebuilt by this run
+    venv: bool = False  # the release runs from another venv than the running one
+    # The release's folder on the server, and what the current link gets once the new release
+    # passed its own health check ("": it holds it already).
+    release: str = layout.APP_DIR
+    switch: str = ""
     # Socket units whose listening address changed (an app host's drop-in came or went).
     relisten: list[str] = field(default_factory=list)
     # An app host's firewall unit (--firewall) was written anew: its table is replaced.
@@ -123,9 +122,8 @@ class Activation:
         self.nginx_warnings_before: set[str] | None = None
         self.stopped: list[str] = []  # units of the installed version that this one no longer has
         self.problems: list[str] = []  # what a rollback could not put back
-        # Made by this run's commands rather than file by file: a rollback removes them too.
+        # Made by this run's command rather than file by file: a rollback removes it too.
         self.created_user = False
-        self.created_venv = False
 
     def done(self, result: object, action: str, **details: object) -> None:
         """Note in the journal a command that ran here, for a later run to undo if this one dies."""
@@ -246,12 +244,12 @@ class Activation:
             f"--reuid={layout.SERVICE_USER}",
             f"--regid={layout.SERVICE_USER}",
             "--init-groups",
-            f"{layout.VENV_DIR}/bin/gunicorn",
+            f"{self.changes.release}/venv/bin/gunicorn",
             "--check-config",
             "--chdir",
-            layout.APP_DIR,
+            self.changes.release,
             "--config",
-            f"{layout.APP_DIR}/{layout.GUNICORN_CONF.name}",
+            f"{self.changes.release}/{layout.GUNICORN_CONF.name}",
             env=env,
             check=False,
         )
@@ -337,10 +335,17 @@ class Activation:
         if self.started:
             self.done(target.run("systemctl", "start", *self.started), "started", units=self.started)
             done.append(f"start {' '.join(self.started)}")
-        # Units that changed need a restart to apply; new code alone, a graceful reload (HUP: new
-        # workers start, the old ones finish their requests). One service at a time, each healthy
-        # again before the next.
-        self.refresh = "restart" if changes.units else "reload" if changes.code or changes.venv else ""
+        if changes.switch:
+            if any(was_active[service] for service in layout.APP_SERVICES):
+                done.append(self.canary())
+            self.files.ensure_link(layout.APP_DIR, changes.switch)
+            done.append(f"{layout.APP_DIR} -> {changes.switch}")
+        # Units that changed need a restart to apply, and so does a release on another venv (a
+        # process keeps the interpreter it started with); new code alone, a graceful reload (HUP:
+        # new workers start from the release the current link names now, the old ones finish their
+        # requests). One service at a time, each healthy again before the next.
+        restart = changes.units or (changes.code and changes.venv)
+        self.refresh = "restart" if restart else "reload" if changes.code else ""
         if not self.refresh:
             return done
         sockets = {socket.removesuffix(".socket") + ".service": socket for socket in changes.relisten}
@@ -385,6 +390,17 @@ class Activation:
             moved = " ".join(socket for socket, _ in self.relistened)
             done.append(f"stop, re-listen and start {moved} (listening address changed)")
         return done
+
+    def canary(self) -> str:
+        """The new release on a socket of its own, before any user request reaches it: one worker,
+        as the service's user with its settings, must answer /healthz with 200, or the release never
+        becomes current."""
+        start = time.monotonic()
+        what = f"the new release's {layout.HEALTH_PATH}"
+        where = self.target.canary(self.changes.release, lambda ask: wait_for_health(ask, what))
+        if where is None:
+            return f"check the new release's {layout.HEALTH_PATH} on a socket of its own ({self.target.outcome()})"
+        return f"the new release answered {layout.HEALTH_PATH} on {where} in {time.monotonic() - start:.1f}s"
 
     def relisten(self, socket: str, service: str, *, start: bool) -> None:
         """A socket binds its new address only when restarted, and systemd refuses to start a socket
@@ -479,9 +495,6 @@ class Activation:
                 self.relistened.append(units)
             elif action == "nginx-reloaded":
                 self.nginx_reloaded = True
-            elif action == "venv":
-                self.changes.venv = True
-                self.created_venv = bool(record.get("new"))
             elif action == "useradd":
                 self.created_user = True
         if self.refreshed or self.relistened or self.nginx_reloaded or self.daemon_reloaded:
@@ -497,20 +510,12 @@ class Activation:
         if self.started or self.enabled:
             units = list(dict.fromkeys([*reversed(self.started), *reversed(self.enabled)]))
             target.run("systemctl", "disable", "--now", *units, check=False)
-        if self.created_venv:
-            # Before the files: the folders it sits in may be this run's too, removed once empty.
-            venv = self.files.disk(layout.VENV_DIR)
-            if venv.is_dir() and not venv.is_symlink():
-                shutil.rmtree(venv)
         problems = self.files.restore()
         self.problems = problems
         if self.created_user:
             target.run("userdel", layout.SERVICE_USER, check=False)
         if self.daemon_reloaded:
             target.run("systemctl", "daemon-reload", check=False)
-        if self.changes.venv and not self.created_venv and target.disk(REQUIREMENTS).exists():
-            # The previous requirements.txt pins the previous packages.
-            target.run("env", f"PYTHON={sys.executable}", SETUP_VENV, layout.VENV_DIR, check=False)
         for service in self.refreshed:
             # Done when the failed release's workers are gone: then only the previous one answers.
             failed_workers = target.workers(service)
@@ -527,7 +532,8 @@ class Activation:
         if self.nginx_reloaded:
             target.run("systemctl", "reload-or-restart", NGINX_SERVICE, check=False)
         restored = undone["replaced"] + undone["meta"] + undone["removed-dir"]
-        result = f"{restored} restored from backup, {undone['created']} created by this run removed"
+        created = undone["created"] + undone["created-tree"]
+        result = f"{restored} restored from backup, {created} created by this run removed"
         if problems:
             result += "; NOT restored (copies kept in the backup folder):\n" + indent("\n".join(problems))
         elif not target.no_run_reason and (self.refreshed or self.started or self.nginx_reloaded):

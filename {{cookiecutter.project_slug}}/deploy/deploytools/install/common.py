@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -15,9 +14,11 @@ if TYPE_CHECKING:
 
 BACKUPS_DIR = f"{layout.INSTALL_DIR}/backups"
 ENV_DIR = str(PurePosixPath(layout.ENV_FILE).parent)
-REQUIREMENTS = f"{layout.APP_DIR}/requirements.txt"
-SETUP_VENV = f"{layout.APP_DIR}/deploy/setup-venv"
 VENV_PYTHON = f"{layout.VENV_DIR}/bin/python"
+# Where an install made before releases kept the app and its venv: the first deploy with releases
+# moves the service off them, then removes them.
+LEGACY_APP_DIR = f"{layout.INSTALL_DIR}/app"
+LEGACY_VENV_DIR = f"{layout.INSTALL_DIR}/{layout.SLUG}_venv"
 # deploy/install's own records on the server: manifest, journal, lock, and (--root) the commands
 # the target still has to run.
 INSTALL_STATE_DIR = layout.INSTALL_STATE_DIR
@@ -118,17 +119,6 @@ def tree(source: Path, skip: Callable[[tuple[str, ...]], bool] = cache) -> dict[
 def app_files() -> dict[str, Path]:
     """The project's files and folders as deploy/install copies them into APP_DIR, by relative path."""
     return tree(layout.PROJECT_DIR, app_skips(layout.PROJECT_DIR))
-
-
-def release_digest() -> str:
-    """SHA-256 of app_files(): the same for the same release wherever it was unpacked, another as
-    soon as anything the app serves from changes."""
-    digest = hashlib.sha256()
-    for name, path in app_files().items():
-        digest.update(name.encode() + b"\0")
-        if path.is_file():
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
 
 
 def app_copy(path: Path) -> str:

@@ -81,6 +81,11 @@ class Files:
         self.journal.add(undo.record())
         self.undo_list.append(undo)
 
+    def created_tree(self, path: str) -> None:
+        """`path` is about to be made whole by this run (a release, a venv): undone by removing it."""
+        if self.target.writes:
+            self.note(Undo(self.disk(path), "created-tree"))
+
     def touch(self, path: str, entry: dict[str, str] | None = None) -> None:
         """`path` is part of this version (and the manifest's, with `entry`)."""
         if entry is not None:

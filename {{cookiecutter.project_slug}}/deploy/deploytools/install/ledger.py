@@ -40,7 +40,7 @@ class Manifest:
     active_units: list[str] = field(default_factory=list)  # what the installed version enables
     # The role this machine was installed for, with its options (roles.py); empty: a whole server.
     role: dict = field(default_factory=dict)
-    # The release it was last installed from (release_digest()): what nginx's cached answers came from.
+    # The release it was last installed from (its id): what nginx's cached answers came from.
     release: str = ""
 
     @classmethod

@@ -10,6 +10,7 @@ from .activation import Activation, Changes
 from .common import ROOT, InstallError
 from .files import Files
 from .ledger import JOURNAL, MANIFEST, Journal, Manifest
+from .releases import LOG, Log
 from .report import Report
 from .roles import Role
 from .target import Target
@@ -28,12 +29,18 @@ class Run:
         self.changes = Changes()
         self.acme_first = False
         self.activation = Activation(target, self.files, report, self.changes, self.acme_first)
+        self.log = Log()  # the releases on this server (releases.py), once read
+        # Where this run reads the release's files from (the project; a rollback: the release's
+        # folder), and the release's folder on the server.
+        self.source = layout.PROJECT_DIR
+        self.release_path = ""
 
     def begin(self, installing: bool) -> bool:
         """Read the manifest, check the system, undo an interrupted run; False: stop (said why)."""
         target, report = self.target, self.report
         try:
             target.manifest = self.files.manifest = Manifest.load(self.files.disk(MANIFEST))
+            self.log = Log.load(self.files.disk(LOG))
             # What an interrupted run is undone to: the role the last finished run recorded.
             target.role = Role.recorded(target.manifest.role)
             self.journal.disk = self.files.disk(JOURNAL)

@@ -1,8 +1,10 @@
 """deploy/install: the steps, in order, and the way back when one fails.
 
 Steps, one line of output each: recover (only after an interrupted run), preflight, user, dirs,
-env, app, venv, static, errors, systemd, nginx, selinux (RHEL), validate, migrate (Django),
-activate, https (Let's Encrypt's first certificate), health, cache.
+env, release, venv, static, errors, systemd, nginx, selinux (RHEL), validate, migrate (Django),
+activate, https (Let's Encrypt's first certificate), health, cache, finish.
+The release is a folder of its own (releases.py), written once; what runs moves to it in the
+activate step, when the current link is switched, and back when a later step fails.
 Every step is the same whatever the target (target.py): a live run, a staged tree or a dry run.
 The role (roles.py) leaves out what this machine does not run: an app host has no static, errors,
 https or cache step, a load balancer no user, units or migrations (nor app, env and venv, except
@@ -12,6 +14,7 @@ another role left: a load balancer holds no secrets.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -25,40 +28,44 @@ from .common import (
     CERTBOT_HOOK_SOURCE,
     ENV_DIR,
     ENV_TEMPLATE,
+    LEGACY_APP_DIR,
+    LEGACY_VENV_DIR,
     NOLOGIN,
-    REQUIREMENTS,
     ROOT,
     SERVICE_READS,
-    SETUP_VENV,
     UNIT_FILES,
-    VENV_PYTHON,
     InstallError,
     Owner,
-    app_skips,
+    app_files,
     indent,
-    release_digest,
     tree,
     unpublished,
 )
 from .ledger import MANIFEST
 from .platform import NGINX_READS, RHEL, fcontext_spec
 from .preflight import certificate_pending
+from .releases import LOG, VENV_STAMP, Entry, now_utc, release_dir, release_id, running_release, venv_dir, venv_key
 from .roles import FIREWALL_UNIT, Role
 from .run import Run
 
 SERVICE_OWNS = (layout.SERVICE_USER, layout.SERVICE_USER)
-# The env file is sourced by sh for commands that run the project's code (like systemd would).
-# A command with the env file's settings, read by systemd's rules (as the service gets them) by the
-# project's own reader, never by a shell: it runs as root, and a value is data.
-WITH_ENV = [VENV_PYTHON, f"{layout.APP_DIR}/deploy/deploytools/envfile.py", layout.ENV_FILE]
+
 # Django's settings need a secret key, and collectstatic never uses it: on a load balancer, which
 # has no env file (the secret key stays on the app hosts), collectstatic gets this one.
 COLLECTSTATIC_ONLY_KEY = "collectstatic-only: this host serves no Django request"
 
 
+def with_env(release: str) -> list[str]:
+    """A command prefix that runs what follows with the env file's settings, read by systemd's rules
+    (as the service gets them) by the release's own reader, never by a shell: it runs as root, and
+    a value is data."""
+    return [f"{release}/venv/bin/python", f"{release}/deploy/deploytools/envfile.py", layout.ENV_FILE]
+
+
 class Install(Run):
     command = "install"
-    release = ""  # release_digest() of the project this run installs from
+    release = ""  # release_id() of the project this run installs from
+    venv_key = ""  # venv_key() of its requirements and this server's Python
 
     def steps(self) -> list[tuple[str, Callable[[], str | None]]]:
         role = self.target.role
@@ -67,7 +74,7 @@ class Install(Run):
             ("user", self.user, app),
             ("dirs", self.dirs, True),
             ("env", self.env_file, True),
-            ("app", self.app, code),
+            ("release", self.unpack, code),
             ("venv", self.venv, code),
             ("static", self.static, nginx),
             ("errors", self.errors, nginx),
@@ -80,6 +87,7 @@ class Install(Run):
             ("https", self.activation.certificate, nginx),
             ("health", self.activation.health, True),
             ("cache", self.empty_cache, nginx),
+            ("finish", self.tidy, code),
         ]
         return [(name, step) for name, step, wanted in chosen if wanted]
 
@@ -107,7 +115,7 @@ class Install(Run):
     def empty_cache(self) -> str | None:
         """Answers of the previous release must not outlive it: the new one is up, so the cache goes.
 
-        The release is the app's files (release_digest()), also on a load balancer, where the app
+        The release is the app's files (release_id()), also on a load balancer, where the app
         runs on other hosts: a new release empties its cache once it is installed there, and a
         drain, which changes only the site, keeps it. nginx takes a missing cache file for a miss,
         so emptying the folder under a running nginx is safe; it refills from the new release.
@@ -126,7 +134,7 @@ class Install(Run):
         self.acme_first = self.activation.acme_first = certificate_pending(target)
         try:
             # Reads every file the app is copied from: a link there stops the run here.
-            self.release = release_digest()
+            self.release = release_id()
             for name, step in self.steps():
                 report.step_name = name
                 result = step()
@@ -136,10 +144,64 @@ class Install(Run):
         except (Exception, KeyboardInterrupt) as error:
             failed = report.step_name
             first_line = self.fail(error)
+            self.log_failure(failed, first_line)
             back = "the previous version is back in place" if target.installed_before else "nothing installed"
             report.say(f"install: failed at {failed}: {first_line}; rolled back, {back}")
             return 1
         return 0
+
+    def tidy(self) -> str:
+        """The release is in place and healthy: it goes into the log, and what nothing needs any more
+        goes: the app folder and venv of the layout before releases, releases older than the KEEP
+        newest, and the venvs that no release kept uses."""
+        files, log = self.files, self.log
+        since = self.report.mark()
+        entry = log.find(self.release) or Entry(self.release, self.venv_key, now_utc(), self.describe())
+        entry.venv, entry.failed = self.venv_key, ""
+        log.deployed(entry)
+        legacy = [p for p in files.manifest.paths if p == LEGACY_APP_DIR or p.startswith(LEGACY_APP_DIR + "/")]
+        for path in sorted(legacy, reverse=True):
+            if files.manifest.paths[path]["type"] == "dir":
+                files.remove_dir(path)
+            else:
+                files.remove_file(path)
+        if files.manifest.owns(LEGACY_VENV_DIR):
+            files.remove_tree(LEGACY_VENV_DIR)
+        kept = log.kept(self.release)
+        log.entries = kept
+        wanted = {entry.id for entry in kept}
+        releases = files.disk(layout.RELEASES_DIR)
+        for found in sorted(releases.iterdir()) if releases.is_dir() else []:
+            if found.name not in wanted and not found.is_symlink():
+                files.remove_tree(f"{layout.RELEASES_DIR}/{found.name}")
+        used = {entry.venv for entry in kept}
+        venvs = files.disk(layout.VENVS_DIR)
+        for found in sorted(venvs.iterdir()) if venvs.is_dir() else []:
+            if found.name not in used and not found.is_symlink():
+                files.remove_tree(f"{layout.VENVS_DIR}/{found.name}")
+        pruned = self.report.summary(since)
+        return f"{self.release} recorded in {LOG} ({len(kept)} release(s) kept); {pruned}"
+
+    def describe(self) -> str:
+        """`git describe` of the project this run installs from, when it is a git checkout."""
+        if not (layout.PROJECT_DIR / ".git").exists():
+            return ""
+        said = self.target.query(
+            "git", "-c", "safe.directory=*", "-C", str(layout.PROJECT_DIR), "describe", "--always", "--dirty", "--tags",
+            check=False,
+        )  # fmt: skip
+        return said.stdout.strip() if said is not None and not said.returncode else ""
+
+    def log_failure(self, step: str, reason: str) -> None:
+        """A release that failed on its way in is marked in the log: --rollback skips it, --releases
+        says why. The running release is never marked by a run that only tried to change /etc."""
+        if not self.release_path or not self.changes.code or self.target.no_run_reason:
+            return
+        entry = self.log.find(self.release) or Entry(self.release, self.venv_key, now_utc(), self.describe())
+        entry.failed = f"{step}: {reason}"
+        self.log.deployed(entry)
+        with contextlib.suppress(OSError):
+            self.log.save(self.files.disk(LOG))
 
     def finish(self) -> None:
         target, report = self.target, self.report
@@ -147,6 +209,8 @@ class Install(Run):
         manifest.active_units = target.role.active_units()
         manifest.role = target.role.record()
         manifest.release = self.release
+        if target.writes and target.role.installs_code:
+            self.files.ensure_file(LOG, self.log.content(), 0o600, ROOT, listed=False)
         files, commands = len(report.changes), len(report.commands)
         record = self.end("deploy/install")
         if self.files.left:
@@ -189,7 +253,12 @@ class Install(Run):
         # nginx passes through the install folder to static/ and errors/; it cannot list app/.
         files.ensure_dir(layout.INSTALL_DIR, 0o755, ROOT)
         if role.installs_code:
-            files.ensure_dir(layout.APP_DIR, 0o750, self.code_owner)
+            # The service passes through to its release; every release and venv is the installer's
+            # alone (made by its commands, not file by file): purge removes them whole.
+            files.ensure_dir(layout.RELEASES_DIR, 0o750, self.code_owner)
+            files.touch(layout.RELEASES_DIR, {"type": "tree"})
+            files.ensure_dir(layout.VENVS_DIR, 0o755, ROOT)
+            files.touch(layout.VENVS_DIR, {"type": "tree"})
         if role.runs_nginx:
             files.ensure_dir(layout.STATIC_ROOT, 0o755, ROOT)
             files.ensure_dir(layout.ERRORS_ROOT, 0o755, ROOT)
@@ -265,52 +334,82 @@ class Install(Run):
         self.files.ensure_file(layout.ENV_FILE, content, 0o600, ROOT, conffile=True)
         return missing
 
-    def app(self) -> str:
-        report = self.report
-        since = report.mark()
-        skip = app_skips(layout.PROJECT_DIR)
-        self.files.mirror(
-            layout.APP_DIR,
-            tree(layout.PROJECT_DIR, skip),
-            dir_mode=0o750,
-            file_mode=0o640,
-            exec_mode=0o750,
-            owner=self.code_owner,
-            skip=skip,
-        )
-        written = [(verb, path) for verb, path in report.changes[since:] if verb != "fixed"]
-        deploy_dir = f"{layout.APP_DIR}/deploy/"
-        self.changes.code = any(
-            path.startswith(layout.APP_DIR + "/") and not path.startswith(deploy_dir) for _, path in written
-        )
-        self.changes.requirements = any(path == REQUIREMENTS for _, path in written)
-        if report.changes[since:]:
-            self.target.own_tree(layout.APP_DIR, self.code_owner)
-        if not self.target.role.runs_app:
-            return f"{report.summary(since, layout.APP_DIR)} (for collectstatic only: the app does not run here)"
-        return report.summary(since, layout.APP_DIR)
+    def unpack(self) -> str:
+        """The project's files as release <id>: written into a hidden folder, then renamed into place
+        whole, so that a release folder is always complete; one that is there already is kept as
+        it is. Its venv link names the venv of its requirements (built by the next step). Before
+        the first release, the current link points at it at once (nothing runs from it yet)."""
+        target, files = self.target, self.files
+        requirements = (layout.PROJECT_DIR / "requirements.txt").read_bytes()
+        self.venv_key = venv_key(requirements, target.python_version())
+        self.release_path = release_dir(self.release)
+        link_to = f"../../{layout.VENVS_DIR.rsplit('/', 1)[1]}/{self.venv_key}"
+        running = running_release(files.disk(layout.APP_DIR))
+        self.changes.code = running != self.release
+        disk = files.disk(self.release_path)
+        if disk.is_dir() and not disk.is_symlink():
+            said = "running" if running == self.release else "on this server already (deployed before)"
+            if os.path.islink(disk / "venv") and os.readlink(disk / "venv") != link_to:
+                # This server's Python changed since: the same files need a venv built for the new one.
+                self.target.repoint(disk / "venv", link_to)
+                said += f"; its venv link now names {self.venv_key} (another Python)"
+            result = f"{self.release} {said}"
+        else:
+            files.created_tree(self.release_path)
+            count = target.write_release(self.release_path, app_files(), link_to, self.code_owner)
+            verb = "to write" if self.report.dry_run else "written"
+            result = f"{self.release}: {count} files {verb} into {self.release_path}"
+        self.changes.release = self.release_path
+        if running is not None:
+            # The link stays the installer's (listed) until activation moves it.
+            files.touch(layout.APP_DIR, {"type": "link", "target": os.readlink(files.disk(layout.APP_DIR))})
+        if running is None:
+            files.ensure_link(layout.APP_DIR, self.link_target())
+            self.changes.code = True
+        elif running != self.release:
+            # Once the release has passed its own health check (activation.py).
+            self.changes.switch = self.link_target()
+        if not target.role.runs_app:
+            return f"{result} (for collectstatic only: the app does not run here)"
+        return result
+
+    def link_target(self) -> str:
+        """What the current link holds for this run's release: a path relative to the link."""
+        return f"{layout.RELEASES_DIR.rsplit('/', 1)[1]}/{self.release}"
 
     def venv(self) -> str:
+        """The release's venv: VENVS_DIR/<key>, built once by the release's deploy/setup-venv and
+        then shared; a deploy that changes no requirement builds nothing. One that an interrupted
+        run left unfinished (no record of its requirements) is built again from scratch."""
         target = self.target
-        # Made by setup-venv, not file by file: purge removes it whole.
-        self.files.touch(layout.VENV_DIR, {"type": "tree"})
-        if not self.changes.requirements and target.venv_built():
-            return f"{layout.VENV_DIR} up to date (requirements.txt unchanged)"
-        new = not os.path.lexists(self.files.disk(layout.VENV_DIR))
-        result = target.run("env", f"PYTHON={target.venv_python}", SETUP_VENV, layout.VENV_DIR)
+        path = venv_dir(self.venv_key)
+        disk = self.files.disk(path)
+        known = any(entry.venv == self.venv_key for entry in self.log.entries)
+        running = self.running_entry()
+        self.changes.venv = running is None or running.venv != self.venv_key
+        if target.venv_ready(path, known):
+            return f"{path} (requirements.txt and Python unchanged: reused)"
+        if disk.is_dir() and not (disk / VENV_STAMP).exists():
+            self.files.remove_tree(path)
+        # A failed run removes it: never a half venv that the next run could take for a built one.
+        self.files.created_tree(path)
+        result = target.run("env", f"PYTHON={target.venv_python}", f"{self.release_path}/deploy/setup-venv", path)
         if result is None:
-            return f"{layout.VENV_DIR}: deploy/setup-venv {target.outcome()}"
-        self.changes.venv = True
-        self.activation.created_venv = new
-        self.journal.add({"action": "venv", "new": new})
+            return f"{path}: deploy/setup-venv {target.outcome()}"
         said = result.stdout.strip().splitlines()
-        return f"{layout.VENV_DIR}: {said[-1] if said else 'ready'}"
+        return f"{path}: {said[-1] if said else 'ready'}"
+
+    def running_entry(self) -> Entry | None:
+        """The log's entry of the release the current link names, if any."""
+        running = running_release(self.files.disk(layout.APP_DIR))
+        return self.log.find(running) if running else None
 
     def static(self) -> str:
         since = self.report.mark()
         if layout.STATIC_SOURCE is not None:
+            source = self.source / layout.STATIC_SOURCE.relative_to(layout.PROJECT_DIR)
             self.files.mirror(
-                layout.STATIC_ROOT, tree(layout.STATIC_SOURCE, unpublished), dir_mode=0o755, file_mode=0o644, owner=ROOT
+                layout.STATIC_ROOT, tree(source, unpublished), dir_mode=0o755, file_mode=0o644, owner=ROOT
             )
         elif layout.FRAMEWORK == "django":
             return self.collectstatic()
@@ -323,13 +422,14 @@ class Install(Run):
         goes to the server as is, with the env file's settings and straight into STATIC_ROOT.
         A load balancer has no env file: collectstatic runs with a key that is no secret."""
         target = self.target
-        command = [VENV_PYTHON, f"{layout.APP_DIR}/manage.py", "collectstatic", "--noinput"]
+        release = self.release_path
+        command = [f"{release}/venv/bin/python", f"{release}/manage.py", "collectstatic", "--noinput"]
         runs_app = target.role.runs_app
         if target.no_run_reason:
-            if target.defers and not (self.changes.code or self.changes.requirements):
+            if target.defers and not self.changes.code:
                 return "unchanged (no code change)"
             if runs_app:
-                target.run(*WITH_ENV, *command)
+                target.run(*with_env(release), *command)
             else:
                 target.run("env", f"DJANGO_SECRET_KEY={COLLECTSTATIC_ONLY_KEY}", *command)
             return f"manage.py collectstatic {target.outcome()}"
@@ -356,12 +456,13 @@ class Install(Run):
         They are not undone by a rollback: a migration must work with the previous code too."""
         if layout.FRAMEWORK != "django" or not self.target.role.runs_app:
             return None
-        if not (self.changes.code or self.changes.requirements):
+        if not self.changes.code:
             return "no code change: nothing to migrate"
+        release = self.release_path
         as_service = ["setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups"]
-        command = [*as_service, VENV_PYTHON, f"{layout.APP_DIR}/manage.py", "migrate", "--noinput"]
+        command = [*as_service, f"{release}/venv/bin/python", f"{release}/manage.py", "migrate", "--noinput"]
         state = ["env", f"STATE_DIRECTORY={layout.STATE_DIR}", "PYTHONDONTWRITEBYTECODE=1"]
-        result = self.target.run(*WITH_ENV, *state, *command)
+        result = self.target.run(*with_env(release), *state, *command)
         if result is None:
             return f"manage.py migrate {self.target.outcome()}"
         said = [line.strip() for line in result.stdout.splitlines() if line.strip()]
@@ -369,7 +470,7 @@ class Install(Run):
 
     def errors(self) -> str:
         since = self.report.mark()
-        pages = tree(layout.ERROR_PAGES, unpublished)
+        pages = tree(self.source / layout.ERROR_PAGES.relative_to(layout.PROJECT_DIR), unpublished)
         self.files.mirror(layout.ERRORS_ROOT, pages, dir_mode=0o755, file_mode=0o644, owner=ROOT)
         self.changes.public |= self.report.mark() > since
         return self.report.summary(since, layout.ERRORS_ROOT)

@@ -20,18 +20,33 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import layout
+from ..envfile import read_env_file
 from ..nginx import find_nginx
 from ..probe import probe
 from ..rolling import wait_healthy
 from . import preflight
-from .common import NGINX_SERVICE, ROOT, STAGED_RECORD, UNIT_FILES, InstallError, Options, Owner, indent, unit_file
+from .common import (
+    NGINX_SERVICE,
+    ROOT,
+    STAGED_RECORD,
+    UNIT_FILES,
+    InstallError,
+    Options,
+    Owner,
+    describe,
+    indent,
+    unit_file,
+)
 from .ledger import Manifest
 from .platform import RHEL
+from .releases import VENV_STAMP
 from .report import Report
 from .roles import Role
 from .system import Account
@@ -42,6 +57,8 @@ if TYPE_CHECKING:
 Result = subprocess.CompletedProcess[str]
 # A worker that has just started may still be importing the app: its first answer can take this long.
 HEALTH_ANSWER_SECONDS = 30
+# A release's files: readable by the service's group, never writable by it.
+RELEASE_DIR_MODE, RELEASE_FILE_MODE, RELEASE_EXEC_MODE = 0o750, 0o640, 0o750
 
 
 class Target:
@@ -120,6 +137,52 @@ class Target:
         """Keep this run's commands for later (a staged tree's record); where, or None."""
         return None
 
+    def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
+        """Write a release folder whole: into a hidden folder beside it, renamed into place once
+        complete. What an interrupted run left half-written is removed first. The number of files."""
+        disk = self.disk(path)
+        partial = disk.with_name(f".{disk.name}.partial")
+        if partial.is_dir() and not partial.is_symlink():
+            shutil.rmtree(partial)
+        ids = self.ids(owner)
+        partial.mkdir(RELEASE_DIR_MODE)
+        count = 0
+        for relative, source in files.items():
+            placed = partial / relative
+            if source.is_dir():
+                placed.mkdir(RELEASE_DIR_MODE)
+                placed.chmod(RELEASE_DIR_MODE)
+            else:
+                mode = RELEASE_EXEC_MODE if os.access(source, os.X_OK) else RELEASE_FILE_MODE
+                descriptor = os.open(placed, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with open(descriptor, "wb") as file:
+                    file.write(source.read_bytes())
+                    os.fchmod(descriptor, mode)
+                count += 1
+            if ids:
+                os.chown(placed, *ids)
+        (partial / "venv").symlink_to(venv_link)
+        partial.chmod(RELEASE_DIR_MODE)
+        if ids:
+            os.chown(partial, *ids)
+            os.chown(partial / "venv", *ids, follow_symlinks=False)
+        os.rename(partial, disk)
+        self.report.changed("created", path, f"(the release: {count} files, {describe(owner, RELEASE_DIR_MODE)})")
+        return count
+
+    def repoint(self, disk: Path, target: str) -> None:
+        """Replace the link `disk` with one to `target`, in one rename."""
+        self.report.changed("updated", str(disk), f"-> {target}")
+        temporary = disk.with_name(f".{disk.name}.installing")
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(target)
+        os.replace(temporary, disk)
+
+    def canary(self, release: str, wait: Callable[[Callable[[], int | None]], None]) -> str | None:
+        """Start `release` on a private socket, `wait` on its /healthz answers, stop it; where it
+        answered, or None where the project's code does not run (staged, dry run)."""
+        return None
+
     # What each target answers in its own way ----------------------------------------------------
     venv_python: str  # the interpreter setup-venv builds the venv with
 
@@ -154,7 +217,12 @@ class Target:
     def certificate_missing(self) -> bool:
         raise NotImplementedError
 
-    def venv_built(self) -> bool:
+    def venv_ready(self, path: str, known: bool) -> bool:
+        """Whether the venv at `path` is built (`known`: a release in the log uses it)."""
+        raise NotImplementedError
+
+    def python_version(self) -> str:
+        """The Python the venvs are built with, as their key names it."""
         raise NotImplementedError
 
     def own_tree(self, path: str, owner: Owner) -> None:
@@ -205,8 +273,54 @@ class Live(Target):
     def certificate_missing(self) -> bool:
         return not Path(layout.TLS_CERTIFICATE).exists()
 
-    def venv_built(self) -> bool:
-        return self.disk(f"{layout.VENV_DIR}/bin/gunicorn").exists()
+    def venv_ready(self, path: str, known: bool) -> bool:
+        return (self.disk(path) / VENV_STAMP).is_file() and (self.disk(path) / "bin" / "gunicorn").exists()
+
+    def python_version(self) -> str:
+        return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+    def canary(self, release: str, wait: Callable[[Callable[[], int | None]], None]) -> str | None:
+        service = (layout.SERVICE_USER, layout.SERVICE_USER)
+        ids = self.ids(service)
+        env = {**os.environ, **read_env_file(Path(layout.ENV_FILE)), "PYTHONDONTWRITEBYTECODE": "1"}
+        if layout.FRAMEWORK == "django":
+            env["STATE_DIRECTORY"] = layout.STATE_DIR
+        with tempfile.TemporaryDirectory(prefix=f"{layout.SLUG}-canary-") as scratch:
+            os.chmod(scratch, 0o700)
+            if ids:
+                os.chown(scratch, *ids)
+            where = f"unix:{scratch}/gunicorn.sock"
+            log = Path(scratch, "gunicorn.log")
+            command = [
+                "setpriv", f"--reuid={service[0]}", f"--regid={service[1]}", "--init-groups",
+                # Gone with this run, whatever stops it.
+                "--pdeathsig", "TERM",
+                f"{release}/venv/bin/gunicorn", "--config", f"{release}/{layout.GUNICORN_CONF.name}",
+                "--bind", where, "--workers", "1", "--error-logfile", str(log),
+            ]  # fmt: skip
+            self.report.action("start:", shlex.join(command))
+            process = subprocess.Popen(command, cwd=release, env=env, stdin=subprocess.DEVNULL)
+
+            def ask() -> int | None:
+                if process.poll() is not None:
+                    said = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                    raise InstallError(
+                        f"the new release's gunicorn exited with status {process.returncode} before its health"
+                        f" check:\n{indent(said) or '    (no output)'}"
+                    )
+                answer = probe(where, layout.DOMAIN, layout.HEALTH_PATH, timeout=HEALTH_ANSWER_SECONDS)
+                return answer.status if answer is not None else None
+
+            try:
+                wait(ask)
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        return where
 
     def own_tree(self, path: str, owner: Owner) -> None:
         """Ownership is applied file by file here: nothing more to do."""
@@ -306,9 +420,17 @@ class Staged(Target):
         """Its first staging records the whole Let's Encrypt sequence for the target."""
         return not self.installed_before
 
-    def venv_built(self) -> bool:
-        """The venv is built on the server, by the record, whenever requirements.txt changes."""
-        return True
+    def venv_ready(self, path: str, known: bool) -> bool:
+        """The record builds a venv on the server the first time a release needs it."""
+        return known
+
+    def python_version(self) -> str:
+        return layout.SYSTEM_PYTHON
+
+    def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
+        count = super().write_release(path, files, venv_link, owner)
+        self.own_tree(path, owner)
+        return count
 
     def own_tree(self, path: str, owner: Owner) -> None:
         self.run("chown", "-R", f"{owner[0]}:{owner[1]}", path)
@@ -376,6 +498,17 @@ class DryRun(Target):
 
     def validate(self, activation: Activation) -> str:
         return "skipped (dry run: nothing was placed to validate)"
+
+    def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
+        count = sum(1 for source in files.values() if not source.is_dir())
+        self.report.changed("created", path, f"(the release: {count} files, {describe(owner, RELEASE_DIR_MODE)})")
+        return count
+
+    def repoint(self, disk: Path, target: str) -> None:
+        self.report.changed("updated", str(disk), f"-> {target}")
+
+    def canary(self, release: str, wait: Callable[[Callable[[], int | None]], None]) -> str | None:
+        return None
 
     def record(self, title: str) -> Path | None:
         return None

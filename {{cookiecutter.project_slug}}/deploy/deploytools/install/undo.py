@@ -13,7 +13,7 @@ class Undo:
     """How to put one path back as it was before this run."""
 
     path: Path
-    kind: str  # "created", "replaced", "meta" or "removed-dir"
+    kind: str  # "created", "created-tree" (a release or a venv, whole), "replaced", "meta" or "removed-dir"
     backup: Path | None = None
     meta: tuple[int, int, int] | None = None  # mode, uid and gid before the change
 
@@ -39,7 +39,10 @@ def chown_as(path: Path, original: os.stat_result) -> None:
 
 def undo_one(undo: Undo) -> None:
     path = undo.path
-    if undo.kind == "created":
+    if undo.kind == "created-tree":
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+    elif undo.kind == "created":
         if path.is_dir() and not path.is_symlink():
             if not any(path.iterdir()):
                 path.rmdir()

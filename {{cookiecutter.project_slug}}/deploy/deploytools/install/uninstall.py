@@ -10,6 +10,7 @@ from .. import layout
 from ..nginx import find_nginx
 from .common import CERTBOT_HOOK, INSTALL_STATE_DIR, NGINX_SERVICE, UNIT_FILES, InstallError, indent, unit_file
 from .ledger import MANIFEST
+from .releases import LOG
 from .platform import NGINX_READS, fcontext_spec
 from .report import Report
 from .run import Run
@@ -183,6 +184,7 @@ class Uninstall(Run):
             target.run("userdel", name)
         elif target.user_exists(name):
             files.left.append(f"user {name} (not created by deploy/install)")
+        files.remove_file(LOG, listed_only=False)
         files.remove_file(MANIFEST, listed_only=False)
         if self.report.mark() == since and not self.report.commands:
             return "nothing left to purge"
