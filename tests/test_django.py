@@ -131,16 +131,19 @@ for folder in etc var/lib; do
   mount -t overlay overlay -o "lowerdir=/$folder,upperdir=$upper,workdir=$work" "/$folder"
 done
 mount -t tmpfs srv /srv
-# What deploy/install leaves on the server: the user, the env file, the app and its venv.
+# What deploy/install leaves on the server: the user, the env file, a release and its venv.
 useradd --system --user-group --no-create-home --home-dir /srv/my_app --shell /usr/sbin/nologin my_app
 install -d -m 0700 /etc/my_app
 install -m 0600 "$project/my_app.env" /etc/my_app/my_app.env
-mkdir -p /srv/my_app/app /srv/my_app/my_app_venv
-cp -r "$project/." /srv/my_app/app/
-rm -rf /srv/my_app/app/my_app_venv /srv/my_app/app/my_app.env /srv/my_app/app/.state
-chown -R root:my_app /srv/my_app/app
-chmod -R u=rwX,g=rX,o= /srv/my_app/app
-mount --bind "$venv" /srv/my_app/my_app_venv
+release=/srv/my_app/releases/0123456789ab
+mkdir -p "$release" /srv/my_app/venvs/0123456789abcdef
+cp -r "$project/." "$release/"
+rm -rf "$release/my_app_venv" "$release/my_app.env" "$release/.state"
+ln -s ../../venvs/0123456789abcdef "$release/venv"
+chown -R root:my_app /srv/my_app/releases
+chmod -R u=rwX,g=rX,o= /srv/my_app/releases
+ln -s releases/0123456789ab /srv/my_app/current
+mount --bind "$venv" /srv/my_app/venvs/0123456789abcdef
 # The venv's interpreter may sit under a folder other users cannot enter (pyenv's, under /root):
 # open such folders to them, in this namespace only.
 folder=$(dirname "$(readlink -f "$venv/bin/python")")
@@ -154,11 +157,11 @@ while [[ $folder != / ]]; do
   folder=$(dirname "$folder")
 done
 # deploy/install's migrate step: as the service's user, with STATE_DIRECTORY.
-/srv/my_app/app/deploy/manage migrate --noinput
+/srv/my_app/current/deploy/manage migrate --noinput
 """
 SERVER_REPORT = """
 echo "state: $(stat -c '%U %a' /var/lib/my_app) $(stat -c '%U %a' /var/lib/my_app/db.sqlite3)"
-/srv/my_app/app/deploy/manage shell -c \
+/srv/my_app/current/deploy/manage shell -c \
   "from django.contrib.auth.models import User; print('superusers:', *User.objects.filter(is_superuser=True))"
 """
 
@@ -170,7 +173,7 @@ def test_readme_server_commands_make_the_superuser_as_the_service(bake, framewor
     require_tool("useradd", "apt-get install passwd")
     project: Baked = bake(framework="django")
     on_server = readme_commands(project.path)[1]
-    assert on_server == ["sudo /srv/my_app/app/deploy/manage createsuperuser"]
+    assert on_server == ["sudo /srv/my_app/current/deploy/manage createsuperuser"]
     # This test runs as root already: sudo (perhaps not even installed) would change nothing.
     commands = "\n".join(line.removeprefix("sudo ") for line in on_server)
     script = tmp_path / "server.sh"

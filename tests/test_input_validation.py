@@ -159,7 +159,7 @@ def test_derived_names_cannot_be_set_from_the_command_line(bake) -> None:
     """Only answers are variables: a derived name given on the command line changes nothing."""
     project = bake(__app_dir="/usr/lib", __env_file="/etc/passwd", __socket_path="/run/x;", _timeout="60")
     layout = (project.path / "deploy" / "deploytools" / "layout.py").read_text()
-    assert 'APP_DIR = "/srv/my_app/app"' in layout
+    assert 'APP_DIR = "/srv/my_app/current"' in layout
     assert 'ENV_FILE = "/etc/my_app/my_app.env"' in layout
     unit = (project.path / "deploy" / "systemd" / "my_app.socket").read_text()
     assert "ListenStream=/run/my_app/gunicorn.sock" in unit

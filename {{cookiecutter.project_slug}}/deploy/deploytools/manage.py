@@ -37,8 +37,8 @@ class ManageError(Exception):
 
 
 def installed() -> bool:
-    """True in the copy deploy/install put on the server, False in the project."""
-    return Path(layout.APP_DIR) == layout.PROJECT_DIR
+    """True in a release deploy/install put on the server, False in the project."""
+    return layout.PROJECT_DIR.parent == Path(layout.RELEASES_DIR)
 
 
 def local_command(args: list[str]) -> tuple[list[str], dict[str, str]]:

@@ -10,8 +10,8 @@ from .. import layout
 from ..nginx import find_nginx
 from .common import CERTBOT_HOOK, INSTALL_STATE_DIR, NGINX_SERVICE, UNIT_FILES, InstallError, indent, unit_file
 from .ledger import MANIFEST
-from .releases import LOG
 from .platform import NGINX_READS, fcontext_spec
+from .releases import LOG
 from .report import Report
 from .run import Run
 from .target import Target
