@@ -49,7 +49,7 @@ def test_admin_login_page_answers_through_nginx_with_its_own_files_from_disk(che
 def test_first_superuser_as_the_readme_says_then_the_admin_knows_them(checkout: Checkout) -> None:
     host = checkout.host
     made = host.run(
-        "/srv/my_app/app/deploy/manage",
+        "/srv/my_app/current/deploy/manage",
         "createsuperuser",
         "--noinput",
         "--username",
@@ -61,7 +61,7 @@ def test_first_superuser_as_the_readme_says_then_the_admin_knows_them(checkout: 
     )
     assert made.returncode == 0, made.stdout + made.stderr
     listed = host.run(
-        "/srv/my_app/app/deploy/manage",
+        "/srv/my_app/current/deploy/manage",
         "shell",
         "-c",
         "from django.contrib.auth.models import User; print(User.objects.get().is_superuser)",

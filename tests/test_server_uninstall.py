@@ -106,7 +106,7 @@ def test_uninstall_removes_the_site_and_units_and_keeps_the_rest(server: Server)
     assert not host.exists("/etc/nginx/sites-enabled/my_app.conf")
     assert not host.is_active("my_app.socket") and not host.is_active("my_app.service")
     # Kept, as deploy/INSTALL.md says: the install folder, the env file and the user.
-    assert host.exists("/srv/my_app/app/wsgi.py")
+    assert host.exists("/srv/my_app/current/wsgi.py")
     assert host.exists("/etc/my_app/my_app.env")
     assert host.run("id", "my_app", check=False).returncode == 0
     # nginx is back to Debian's default site.
@@ -138,7 +138,7 @@ def test_failed_first_install_takes_back_the_account_and_venv_it_made(server: Se
     assert result.returncode == 1, result.stdout
     assert "health: FAILED" in result.stdout and "rolled back, nothing installed" in result.stdout, result.stdout
     assert host.run("id", "my_app", check=False).returncode != 0
-    assert not host.exists("/srv/my_app/my_app_venv")
+    assert not host.exists("/srv/my_app/venvs") and not host.exists("/srv/my_app/releases")
     assert differences(server.before, snapshot(host)) == {}
 
 

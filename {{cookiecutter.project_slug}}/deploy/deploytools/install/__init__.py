@@ -7,7 +7,9 @@ The parts, each with one concern:
 - ledger.py: the manifest of what the installer made, and the journal of a run in progress;
 - system.py, preflight.py: what the system has and what the run needs before any change;
 - report.py: one line per step, and the files and commands of the run;
-- steps.py, activation.py: the install's steps; uninstall.py: --uninstall [--purge].
+- releases.py: the releases on the server, their venvs, the current link and the log;
+- steps.py, activation.py: the install's steps; rollback.py: --rollback and --releases;
+  uninstall.py: --uninstall [--purge].
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import os
 import signal
 from types import FrameType
 
+from .. import layout
 from .common import STAGED_RECORD, InstallError, Options
+from .releases import LOG, Log, running_release
 from .report import Report
+from .rollback import Rollback, list_releases
+from .run import explain
 from .steps import Install
 from .target import make_target
 from .uninstall import Uninstall
@@ -46,7 +52,22 @@ def prepare(options: Options) -> Report:
 
 def install(options: Options) -> int:
     report = prepare(options)
-    return Install(make_target(options, report), report).run()
+    run = Rollback if options.rollback is not None else Install
+    return run(make_target(options, report), report).run()
+
+
+def releases(options: Options) -> int:
+    """--releases: what the server keeps, read from its log; changes nothing."""
+    report = Report(dry_run=True, verbose=False)
+    run = Install(make_target(options, report), report)
+    try:
+        run.log = Log.load(run.files.disk(LOG))
+        running = running_release(run.files.disk(layout.APP_DIR))
+    except (InstallError, OSError) as error:
+        report.say(f"releases: {explain(error, run.target)}")
+        return 1
+    report.say(list_releases(run.log, running))
+    return 0
 
 
 def uninstall(options: Options) -> int:
@@ -54,4 +75,4 @@ def uninstall(options: Options) -> int:
     return Uninstall(make_target(options, report), report).run()
 
 
-__all__ = ["STAGED_RECORD", "InstallError", "Options", "install", "uninstall"]
+__all__ = ["STAGED_RECORD", "InstallError", "Options", "install", "releases", "uninstall"]

@@ -51,6 +51,7 @@ class Changes:
     # passed its own health check ("": it holds it already).
     release: str = layout.APP_DIR
     switch: str = ""
+    canary: bool = True  # the new release answers /healthz on a socket of its own before the switch
     # Socket units whose listening address changed (an app host's drop-in came or went).
     relisten: list[str] = field(default_factory=list)
     # An app host's firewall unit (--firewall) was written anew: its table is replaced.
@@ -336,7 +337,7 @@ class Activation:
             self.done(target.run("systemctl", "start", *self.started), "started", units=self.started)
             done.append(f"start {' '.join(self.started)}")
         if changes.switch:
-            if any(was_active[service] for service in layout.APP_SERVICES):
+            if changes.canary and any(was_active[service] for service in layout.APP_SERVICES):
                 done.append(self.canary())
             self.files.ensure_link(layout.APP_DIR, changes.switch)
             done.append(f"{layout.APP_DIR} -> {changes.switch}")

@@ -67,6 +67,8 @@ class Options:
     purge: bool = False
     adopt: bool = False  # take over what exists and this installer did not make (see system.py)
     role: Role | None = None  # --role and its options; None: as the manifest records (roles.py)
+    # --rollback [ID]: "" for the release before the running one; None: no rollback.
+    rollback: str | None = None
 
 
 def unit_file(unit: str) -> str:

@@ -67,6 +67,14 @@ class Entry:
     deployed: str  # when it was first switched to (or tried)
     describe: str = ""  # `git describe` of the project it was made from, when it was a git checkout
     failed: str = ""  # why it was never switched to, or was switched away from: its check failed
+    rolled_back: str = ""  # when --rollback left it (a plain rollback goes further back, not to it)
+
+    @property
+    def skipped(self) -> str:
+        """Why a plain --rollback passes this release by ("": it does not)."""
+        if self.failed:
+            return f"failed: {self.failed}"
+        return f"rolled back from on {self.rolled_back}" if self.rolled_back else ""
 
 
 @dataclass
@@ -105,7 +113,7 @@ class Log:
         """The release to roll back to from `current`: the newest before it that did not fail."""
         ids = [entry.id for entry in self.entries]
         before = self.entries[: ids.index(current)] if current in ids else self.entries
-        return next((entry for entry in reversed(before) if not entry.failed), None)
+        return next((entry for entry in reversed(before) if not entry.skipped), None)
 
     def kept(self, current: str) -> list[Entry]:
         """The releases pruning keeps: the running one and the KEEP newest before it."""
