@@ -190,6 +190,8 @@ class LoadResult:
     started: float = 0.0
     # When each 200 answer came back (seconds after the load began), in the order they came.
     answered_at: list[float] = field(default_factory=list, repr=False)
+    # Answers whose body held the load's marker (a release's own text), when it was given one.
+    marked: int = 0
 
     def mark_event(self) -> None:
         """Note how many requests had been sent when the fault was injected."""

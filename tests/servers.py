@@ -672,13 +672,19 @@ def load(
     tls: bool = False,
     port: int = 80,
     timeout: float = 15,
+    marker: str | None = None,
 ) -> Iterator[LoadResult]:
     """`concurrency` clients sending GET `path` to `address` until the block ends, `seconds` pass or
     `max_requests` are sent: bounded in count and in time, and paced by `LOAD_RATE`. A client gives
-    up on a request after `timeout` seconds."""
+    up on a request after `timeout` seconds. With a `marker`, the result counts the answers whose
+    body holds it (`marked`, once the block ends)."""
+    hits: list[None] = []  # list.append is atomic: the clients are threads
 
     def fetch() -> int:
-        return http_get(address, path, host=host, tls=tls, port=port, timeout=timeout).status
+        response = http_get(address, path, host=host, tls=tls, port=port, timeout=timeout)
+        if marker is not None and marker in response.text:
+            hits.append(None)
+        return response.status
 
     with bounded_load(
         fetch,
@@ -689,6 +695,7 @@ def load(
         rate=LOAD_RATE,
     ) as result:
         yield result
+    result.marked = len(hits)
 
 
 # Projects on servers ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from servers import RELEASES, Checkout, Host, copy_project, load
+from servers import RELEASES, Checkout, Host, copy_project, load, make_wheelhouse
 
 DOMAIN = "example.com"
 HOME_TEXT = "Served by gunicorn behind nginx."
@@ -169,21 +170,95 @@ def test_release_whose_health_check_fails_is_rolled_back_under_load(installed: I
     before = page(host)
     app = checkout.edit(APP, HEALTHZ_OK, HEALTHZ_FAILING)
     checkout.put_back(APP, app.replace(HEALTHZ_OK, HEALTHZ_FAILING).replace(HOME_TEXT, f"{HOME_TEXT} broken"))
+    running = current(host)
     try:
-        with load(host.address, seconds=150, max_requests=30000) as seen:
+        with load(host.address, seconds=150, max_requests=30000, marker=f"{HOME_TEXT} broken") as seen:
             result = checkout.install(timeout=240)
     finally:
         checkout.put_back(APP, app)
     output = result.stdout + result.stderr
-    print(f"{installed.host.release}: failed release under load: {seen}")
+    print(f"{installed.host.release}: failed release under load: {seen}, {seen.marked} answered by it")
     assert result.returncode == 1, output
-    # Caught where the reload is checked (each gunicorn's /healthz) or through nginx, never passed.
-    failed = re.search(r"^(activate|health): FAILED: (.*)$", output, re.MULTILINE)
+    # Caught on its own socket, before the switch: no user request ever reached it.
+    failed = re.search(r"^activate: FAILED: the new release's /healthz: status 500 for \d+s$", output, re.MULTILINE)
     assert failed, output
-    print(f"{installed.host.release}: {failed[0]}")
-    assert page(host) == before
-    assert host.get("/healthz").status == 200
+    assert seen.marked == 0, seen
     assert seen.failed == 0, seen
+    assert page(host) == before and current(host) == running
+    assert host.get("/healthz").status == 200
+    # Marked in the log: --releases says why, and a plain rollback passes it by.
+    listed = releases(checkout)
+    assert listed[running] == "current"
+    [bad] = [state for release, state in listed.items() if state.startswith("failed: ")]
+    assert "activate: the new release's /healthz: status 500" in bad
+
+
+def current(host: Host) -> str:
+    """The release the server's current link names."""
+    return host.run("readlink", "/srv/my_app/current").stdout.strip().removeprefix("releases/")
+
+
+def releases(checkout: Checkout) -> dict[str, str]:
+    """deploy/install --releases as release id -> state, newest first."""
+    lines = checkout.installed("--releases").splitlines()
+    assert lines[0].split() == ["release", "deployed", "venv", "git", "state"], lines
+    return {line.split()[0]: line.split(None, 6)[6] for line in lines[1:]}
+
+
+def test_rollback_goes_back_in_seconds_without_any_package_source(
+    installed: Installed, server_project, wheel_cache, tmp_path
+) -> None:
+    """A code release, then a requirements change (a venv of its own: a restart instead of a HUP);
+    each rollback moves the link back under load, with no wheelhouse and no index in reach."""
+    host, checkout = installed.host, installed.checkout
+    first = current(host)
+    marker = f"release {time.monotonic_ns()}"
+    checkout.edit(APP, HOME_TEXT, f"{HOME_TEXT} {marker}")
+    checkout.installed()
+    second = current(host)
+    # New requirements (the same pins, another file): their own wheelhouse, as a user makes it.
+    changed = "# The same pins, another requirements.txt: a venv of its own.\n"
+    requirements = checkout.edit("requirements.txt", "gunicorn==", changed + "gunicorn==")
+    local = server_project(host.release)
+    (local.path / "requirements.txt").write_text(host.read(f"{checkout.path}/requirements.txt"))
+    shutil.rmtree(local.path / "wheels")
+    make_wheelhouse(local.path, RELEASES[host.release], wheel_cache)
+    wheels = checkout.path + "/wheels"
+    host.run("mv", wheels, "/root/wheels-before")
+    host.copy_in(local.path / "wheels", wheels)
+    with load(host.address, seconds=120, max_requests=30000) as seen:
+        output = checkout.installed()
+    print(f"{host.release}: deploy of new requirements under load: {seen}")
+    assert seen.failed == 0, f"{seen}\n{output}"
+    assert "restart my_app.service" in output, output
+    third = current(host)
+    assert len({first, second, third}) == 3
+    venvs = host.run("ls", "/srv/my_app/venvs").stdout.split()
+    assert len(venvs) == 2, venvs
+
+    host.run("mv", wheels, "/root/wheels-away")
+    try:
+        for back_to, how in ((second, "restart"), (first, "reload")):
+            with load(host.address, seconds=60, max_requests=20000) as seen:
+                started = time.monotonic()
+                output = checkout.installed("--rollback")
+                took = time.monotonic() - started
+            print(f"{host.release}: --rollback to {back_to} in {took:.2f}s ({how}) under load: {seen}")
+            assert seen.failed == 0, f"{seen}\n{output}"
+            assert current(host) == back_to and f"{how} my_app.service" in output, output
+            assert took < 5, output
+        assert marker not in page(host)
+        listed = releases(checkout)
+        assert listed[first] == "current"
+        assert listed[second].startswith("rolled back from on ") and listed[third].startswith("rolled back from on ")
+    finally:
+        host.run("rm", "-r", "/root/wheels-away")
+        host.run("mv", "/root/wheels-before", wheels)
+        checkout.put_back("requirements.txt", requirements)
+        checkout.edit(APP, f"{HOME_TEXT} {marker}", HOME_TEXT)
+    # The project as it was first installed is that release again: nothing to build, the link moves.
+    output = checkout.installed()
+    assert current(host) == first and "running" in output
 
 
 def test_broken_site_fails_and_nginx_keeps_serving_the_previous_one(installed: Installed) -> None:
