@@ -261,6 +261,31 @@ def test_rollback_goes_back_in_seconds_without_any_package_source(
     assert current(host) == first and "running" in output
 
 
+def server_files(host: Host) -> str:
+    """Every path deploy/install may touch, with its type, mode, size and modification time."""
+    folders = ["/srv/my_app", "/etc/my_app", "/etc/nginx", "/etc/systemd/system", "/var/lib/my_app-install"]
+    return host.run("find", *folders, "-printf", "%p %y %m %s %T@\\n").stdout
+
+
+def test_dry_run_on_the_live_server_changes_nothing_and_ends_at_once(installed: Installed) -> None:
+    """A redeploy and a rollback, dry: what they would do, exit 0, nothing waited on or changed."""
+    host, checkout = installed.host, installed.checkout
+    before, running = server_files(host), current(host)
+    app = checkout.edit(APP, HOME_TEXT, f"{HOME_TEXT} dry run")
+    try:
+        for args in (("--dry-run",), ("--dry-run", "--rollback")):
+            started = time.monotonic()
+            result = checkout.install(*args, timeout=60)
+            took = time.monotonic() - started
+            print(f"{host.release}: deploy/install {' '.join(args)} on the live server: {took:.1f}s")
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert took < 5, result.stdout
+            assert result.stdout.splitlines()[-1].startswith("install: dry run, nothing changed"), result.stdout
+    finally:
+        checkout.put_back(APP, app)
+    assert server_files(host) == before and current(host) == running
+
+
 def test_broken_site_fails_and_nginx_keeps_serving_the_previous_one(installed: Installed) -> None:
     host, checkout = installed.host, installed.checkout
     site_before = host.read("/etc/nginx/sites-available/my_app.conf")

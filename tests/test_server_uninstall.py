@@ -5,6 +5,7 @@ before, and nothing deploy/install did not make is removed."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -131,6 +132,12 @@ def test_failed_first_install_takes_back_the_account_and_venv_it_made(server: Se
     host = server.host
     # The upload the purge kept goes elsewhere first: the installer takes no folder that holds files.
     host.run("rm", "-r", "/srv/my_app")
+    # A dry run of the first install: what it would do, exit 0, nothing made.
+    started = time.monotonic()
+    dry = server.checkout.install("--dry-run", timeout=60)
+    took = time.monotonic() - started
+    assert dry.returncode == 0 and took < 5, dry.stdout + dry.stderr
+    assert differences(server.before, snapshot(host)) == {}
     healthy = 'return "200 OK", "text/plain; charset=utf-8", b"ok\\n"'
     server.checkout.edit("my_app/app.py", healthy, healthy.replace('"200 OK"', '"500 Internal Server Error"'))
     result = server.checkout.install()

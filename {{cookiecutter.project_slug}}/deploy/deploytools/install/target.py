@@ -496,6 +496,16 @@ class DryRun(Target):
     def wait_healthy(self, upstream: str) -> bool:
         return True
 
+    # Nothing was reloaded or restarted: no new workers to wait for, no old ones to see leave.
+    def workers(self, service: str) -> set[int]:
+        return set()
+
+    def wait_gone(self, pids: set[int], seconds: float) -> bool:
+        return True
+
+    def health_of(self, upstream: str) -> int | None:
+        return None
+
     def validate(self, activation: Activation) -> str:
         return "skipped (dry run: nothing was placed to validate)"
 
