@@ -747,6 +747,28 @@ class Checkout:
         self.host.run("/bin/sh", "-c", f'cat > "{self.path}/{relative}"', input=content)
 
 
+@contextlib.contextmanager
+def other_requirements(checkout: Checkout, local: Path, cache: Path) -> Iterator[None]:
+    """For the block: the checkout's requirements.txt with the same pins and one more comment line
+    (a venv of its own for deploy/install), and a wheelhouse made for it as a user makes one, by
+    deploy/wheelhouse in `local` (a bake of the same project on this machine). Both put back after."""
+    host = checkout.host
+    changed = "# The same pins, another requirements.txt: a venv of its own.\n"
+    requirements = checkout.edit("requirements.txt", "gunicorn==", changed + "gunicorn==")
+    (local / "requirements.txt").write_text(requirements.replace("gunicorn==", changed + "gunicorn==", 1))
+    shutil.rmtree(local / "wheels", ignore_errors=True)
+    make_wheelhouse(local, RELEASES[host.release], cache)
+    wheels = f"{checkout.path}/wheels"
+    host.run("mv", wheels, f"{wheels}.before")
+    host.copy_in(local / "wheels", wheels)
+    try:
+        yield
+    finally:
+        host.run("rm", "-rf", wheels)
+        host.run("mv", f"{wheels}.before", wheels)
+        checkout.put_back("requirements.txt", requirements)
+
+
 def copy_project(host: Host, project: Path, destination: str, owner: str = "root") -> Checkout:
     host.copy_in(project, destination, owner=owner)
     return Checkout(host, destination)

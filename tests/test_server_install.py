@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from servers import RELEASES, Checkout, Host, copy_project, load, make_wheelhouse
+from servers import RELEASES, Checkout, Host, copy_project, load, other_requirements
 
 DOMAIN = "example.com"
 HOME_TEXT = "Served by gunicorn behind nginx."
@@ -216,49 +215,40 @@ def test_rollback_goes_back_in_seconds_without_any_package_source(
     checkout.edit(APP, HOME_TEXT, f"{HOME_TEXT} {marker}")
     checkout.installed()
     second = current(host)
-    # New requirements (the same pins, another file): their own wheelhouse, as a user makes it.
-    changed = "# The same pins, another requirements.txt: a venv of its own.\n"
-    requirements = checkout.edit("requirements.txt", "gunicorn==", changed + "gunicorn==")
-    local = server_project(host.release)
-    (local.path / "requirements.txt").write_text(host.read(f"{checkout.path}/requirements.txt"))
-    shutil.rmtree(local.path / "wheels")
-    make_wheelhouse(local.path, RELEASES[host.release], wheel_cache)
-    wheels = checkout.path + "/wheels"
-    host.run("mv", wheels, "/root/wheels-before")
-    host.copy_in(local.path / "wheels", wheels)
-    with load(host.address, seconds=120, max_requests=30000) as seen:
-        output = checkout.installed()
-    print(f"{host.release}: deploy of new requirements under load: {seen}")
-    assert seen.failed == 0, f"{seen}\n{output}"
-    assert "restart my_app.service" in output, output
-    third = current(host)
-    assert len({first, second, third}) == 3
-    venvs = host.run("ls", "/srv/my_app/venvs").stdout.split()
-    assert len(venvs) == 2, venvs
+    with other_requirements(checkout, server_project(host.release).path, wheel_cache):
+        with load(host.address, seconds=120, max_requests=30000) as seen:
+            output = checkout.installed()
+        print(f"{host.release}: deploy of new requirements under load: {seen}")
+        assert seen.failed == 0, f"{seen}\n{output}"
+        assert "restart my_app.service" in output, output
+        third = current(host)
+        assert len({first, second, third}) == 3
+        venvs = host.run("ls", "/srv/my_app/venvs").stdout.split()
+        assert len(venvs) == 2, venvs
 
-    host.run("mv", wheels, "/root/wheels-away")
-    try:
-        for back_to, how in ((second, "restart"), (first, "reload")):
-            with load(host.address, seconds=60, max_requests=20000) as seen:
-                started = time.monotonic()
-                output = checkout.installed("--rollback")
-                took = time.monotonic() - started
-            print(f"{host.release}: --rollback to {back_to} in {took:.2f}s ({how}) under load: {seen}")
-            assert seen.failed == 0, f"{seen}\n{output}"
-            assert current(host) == back_to and f"{how} my_app.service" in output, output
-            assert took < 5, output
-        assert marker not in page(host)
-        listed = releases(checkout)
-        assert listed[first] == "current"
-        assert listed[second].startswith("rolled back from on ") and listed[third].startswith("rolled back from on ")
-    finally:
-        host.run("rm", "-r", "/root/wheels-away")
-        host.run("mv", "/root/wheels-before", wheels)
-        checkout.put_back("requirements.txt", requirements)
-        checkout.edit(APP, f"{HOME_TEXT} {marker}", HOME_TEXT)
-    # The project as it was first installed is that release again: nothing to build, the link moves.
+        # No package source in reach: no wheelhouse (and, as always here, no index).
+        wheels = f"{checkout.path}/wheels"
+        host.run("mv", wheels, f"{wheels}.away")
+        try:
+            for back_to, how in ((second, "restart"), (first, "reload")):
+                with load(host.address, seconds=60, max_requests=20000) as seen:
+                    started = time.monotonic()
+                    output = checkout.installed("--rollback")
+                    took = time.monotonic() - started
+                print(f"{host.release}: --rollback to {back_to} in {took:.2f}s ({how}) under load: {seen}")
+                assert seen.failed == 0, f"{seen}\n{output}"
+                assert current(host) == back_to and f"{how} my_app.service" in output, output
+                assert took < 5, output
+        finally:
+            host.run("mv", f"{wheels}.away", wheels)
+    assert marker not in page(host)
+    listed = releases(checkout)
+    assert listed[first] == "current"
+    assert listed[second].startswith("rolled back from on ") and listed[third].startswith("rolled back from on ")
+    # The project as it was before this test is that release again: nothing to build, the link moves.
+    checkout.edit(APP, f"{HOME_TEXT} {marker}", HOME_TEXT)
     output = checkout.installed()
-    assert current(host) == first and "running" in output
+    assert current(host) == first and f"release: {first} running" in output, output
 
 
 def server_files(host: Host) -> str:
