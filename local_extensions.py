@@ -159,6 +159,10 @@ class Derived:
     app_ports: list[int]
     # nginx's upstream servers on this machine, one per gunicorn instance: unix:/path or 127.0.0.1:port.
     upstream_servers: list[str]
+    # One app server on TCP, and no other: where deploy/install's bridge answers while it restarts
+    # into a release with another venv (nginx's backup server); None otherwise (a socket or another
+    # server covers the restart).
+    bridge_server: str | None
     # The socket path as the unit spells it (%i: the instance name), when bind is unix.
     socket_path: str | None
     remote_app_servers: list[str]
@@ -244,6 +248,7 @@ def derive(answers: Mapping[str, object]) -> Derived:
         socket_units=[] if tcp else [name.removesuffix(".service") + ".socket" for name in app_services],
         app_ports=ports,
         upstream_servers=upstream_servers,
+        bridge_server=f"127.0.0.1:{ports[0] + 1}" if tcp and not several and not remote else None,
         socket_path=socket_path,
         remote_app_servers=remote.split(",") if remote else [],
         worker_class=worker_class(answers),

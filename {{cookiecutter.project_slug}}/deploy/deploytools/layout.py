@@ -41,6 +41,9 @@ UPSTREAM_SERVERS = [
     {{ server | tojson }},
 {% endfor %}
 ]
+# One app server on TCP: where deploy/install's bridge answers while the app restarts into a
+# release with another venv (the upstream's backup server); None: nothing to bridge.
+BRIDGE_SERVER: str | None = {{ derived.bridge_server | tojson if derived.bridge_server else "None" }}
 # App servers on other machines, also in the upstream.
 {% if cookiecutter.remote_app_servers %}
 REMOTE_APP_SERVERS: list[str] = [

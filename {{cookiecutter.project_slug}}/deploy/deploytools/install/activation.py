@@ -3,9 +3,10 @@ way back when any of that fails."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,12 +25,10 @@ from .common import (
 from .files import Files
 from .report import Report
 from .roles import FIREWALL_UNIT, Role
-from .target import Target, running, shutting_down
+from .target import REPLACED_SECONDS, Target, running, shutting_down
 from .undo import Undo
 
 HEALTH_SECONDS = 60
-# Longer than gunicorn's graceful_timeout: an old worker finishing a slow request leaves by then.
-REPLACED_SECONDS = 60
 # How long nginx may take to start the workers of a reloaded configuration.
 NGINX_RELOAD_SECONDS = 10
 # How long the new workers may answer /healthz with an error before the release counts as failed.
@@ -349,6 +348,36 @@ class Activation:
         self.refresh = "restart" if restart else "reload" if changes.code else ""
         if not self.refresh:
             return done
+        with self.bridging(was_active) as bridge:
+            if bridge:
+                done.append(f"bridge on {bridge} while the app restarts")
+            self.refresh_each(was_active)
+        if self.refreshed:
+            how = "graceful" if self.refresh == "reload" else "unit changed" if changes.units else "another venv"
+            order = ", one at a time" if len(self.refreshed) > 1 else ""
+            done.append(f"{self.refresh} {' '.join(self.refreshed)} ({how}{order})")
+        if self.relistened:
+            moved = " ".join(socket for socket, _ in self.relistened)
+            done.append(f"stop, re-listen and start {moved} (listening address changed)")
+        return done
+
+    @contextlib.contextmanager
+    def bridging(self, was_active: dict[str, bool]) -> Iterator[str | None]:
+        """One app server on TCP refuses while it restarts: for that moment the new release, already
+        healthy, answers on nginx's backup server (the bridge) until the app is back."""
+        target = self.target
+        wanted = self.refresh == "restart" and layout.BRIDGE_SERVER and target.role.name == "server"
+        if not wanted or not any(was_active.values()):
+            yield None
+            return
+        with target.serving(self.changes.release, layout.BRIDGE_SERVER) as served:
+            if served is not None:
+                wait_for_health(served.health, f"{layout.HEALTH_PATH} on the bridge {served.address}")
+            yield layout.BRIDGE_SERVER
+
+    def refresh_each(self, was_active: dict[str, bool]) -> None:
+        """Reload or restart each app service in turn, each healthy again before the next."""
+        target, changes = self.target, self.changes
         sockets = {socket.removesuffix(".socket") + ".service": socket for socket in changes.relisten}
         for service, upstream in zip(layout.APP_SERVICES, target.role.app_servers(), strict=False):
             socket = sockets.get(service)
@@ -383,25 +412,17 @@ class Activation:
                 )
             if not target.wait_healthy(upstream):
                 raise InstallError(f"{service} did not answer {layout.HEALTH_PATH} on {upstream} after {self.refresh}")
-        if self.refreshed:
-            how = "graceful" if self.refresh == "reload" else "unit changed"
-            order = ", one at a time" if len(self.refreshed) > 1 else ""
-            done.append(f"{self.refresh} {' '.join(self.refreshed)} ({how}{order})")
-        if self.relistened:
-            moved = " ".join(socket for socket, _ in self.relistened)
-            done.append(f"stop, re-listen and start {moved} (listening address changed)")
-        return done
 
     def canary(self) -> str:
-        """The new release on a socket of its own, before any user request reaches it: one worker,
-        as the service's user with its settings, must answer /healthz with 200, or the release never
-        becomes current."""
+        """The new release on a socket of its own, before any user request reaches it: as the
+        service's user with its settings, it must answer /healthz with 200, or it never becomes
+        current."""
         start = time.monotonic()
-        what = f"the new release's {layout.HEALTH_PATH}"
-        where = self.target.canary(self.changes.release, lambda ask: wait_for_health(ask, what))
-        if where is None:
-            return f"check the new release's {layout.HEALTH_PATH} on a socket of its own ({self.target.outcome()})"
-        return f"the new release answered {layout.HEALTH_PATH} on {where} in {time.monotonic() - start:.1f}s"
+        with self.target.serving(self.changes.release, workers=1) as served:
+            if served is None:
+                return f"check the new release's {layout.HEALTH_PATH} on a socket of its own ({self.target.outcome()})"
+            wait_for_health(served.health, f"the new release's {layout.HEALTH_PATH}")
+        return f"the new release answered {layout.HEALTH_PATH} on its own socket in {time.monotonic() - start:.1f}s"
 
     def relisten(self, socket: str, service: str, *, start: bool) -> None:
         """A socket binds its new address only when restarted, and systemd refuses to start a socket

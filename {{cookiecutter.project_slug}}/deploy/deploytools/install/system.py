@@ -251,6 +251,9 @@ def port_problems(target: Target) -> list[str]:
     if layout.BIND != "tcp" and not app_host:
         return []
     ports = list(layout.APP_PORTS)
+    if layout.BRIDGE_SERVER and not app_host:
+        # deploy/install's bridge listens there while the app restarts into another venv.
+        ports.append(int(layout.BRIDGE_SERVER.rsplit(":", 1)[1]))
     # On an app host with bind=unix, systemd holds the TCP sockets: they are ours if our sockets run.
     sockets_active = app_host and any(target.unit_is("active", unit) for unit in layout.SOCKET_UNITS)
     listening = listeners()
@@ -266,8 +269,9 @@ def port_problems(target: Target) -> list[str]:
         free = next(
             p for p in range(port + len(ports), 65536) if not any(q in listening for q in range(p, p + len(ports)))
         )
+        who = "gunicorn" if port in layout.APP_PORTS else "deploy/install's bridge (while the app restarts)"
         found.append(
-            f"port {port} is already in use by {said or 'another process (owner not visible)'}: gunicorn could not"
+            f"port {port} is already in use by {said or 'another process (owner not visible)'}: {who} could not"
             f" listen on it. Re-bake with a free port: cookiecutter <template> --no-input app_port={free} (with"
             " your other answers from .cookiecutter-answers.json), or stop that program"
         )

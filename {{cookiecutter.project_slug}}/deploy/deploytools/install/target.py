@@ -22,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
 Result = subprocess.CompletedProcess[str]
 # A worker that has just started may still be importing the app: its first answer can take this long.
 HEALTH_ANSWER_SECONDS = 30
+# Longer than gunicorn's graceful_timeout: an old worker finishing a slow request leaves by then.
+REPLACED_SECONDS = 60
 # A release's files: readable by the service's group, never writable by it.
 RELEASE_DIR_MODE, RELEASE_FILE_MODE, RELEASE_EXEC_MODE = 0o750, 0o640, 0o750
 
@@ -178,10 +181,13 @@ class Target:
         temporary.symlink_to(target)
         os.replace(temporary, disk)
 
-    def canary(self, release: str, wait: Callable[[Callable[[], int | None]], None]) -> str | None:
-        """Start `release` on a private socket, `wait` on its /healthz answers, stop it; where it
-        answered, or None where the project's code does not run (staged, dry run)."""
-        return None
+    @contextlib.contextmanager
+    def serving(self, release: str, address: str | None = None, workers: int | None = None) -> Iterator[Serving | None]:
+        """`release` served by a gunicorn of its own for the length of a block, as the service's
+        user with its settings, outside its units: on `address`, or on a socket in a private folder.
+        `workers`: that many instead of the configured number. None where the project's code does not
+        run (staged, dry run)."""
+        yield None
 
     # What each target answers in its own way ----------------------------------------------------
     venv_python: str  # the interpreter setup-venv builds the venv with
@@ -235,6 +241,35 @@ class Target:
         raise NotImplementedError
 
 
+@dataclass
+class Serving:
+    """A gunicorn that deploy/install started itself (Target.serving)."""
+
+    address: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def health(self) -> int | None:
+        """Its /healthz status (None: no answer yet); InstallError once it has exited."""
+        if self.process.poll() is not None:
+            said = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise InstallError(
+                f"the new release's gunicorn exited with status {self.process.returncode} before it answered"
+                f" {layout.HEALTH_PATH}:\n{indent(said) or '    (no output)'}"
+            )
+        answer = probe(self.address, layout.DOMAIN, layout.HEALTH_PATH, timeout=HEALTH_ANSWER_SECONDS)
+        return answer.status if answer is not None else None
+
+    def stop(self) -> None:
+        """SIGTERM: gunicorn lets its workers finish their requests."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=REPLACED_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 class Live(Target):
     """This machine: files written in place, commands run, the system asked."""
 
@@ -279,48 +314,32 @@ class Live(Target):
     def python_version(self) -> str:
         return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
-    def canary(self, release: str, wait: Callable[[Callable[[], int | None]], None]) -> str | None:
+    @contextlib.contextmanager
+    def serving(self, release: str, address: str | None = None, workers: int | None = None) -> Iterator[Serving | None]:
         service = (layout.SERVICE_USER, layout.SERVICE_USER)
         ids = self.ids(service)
         env = {**os.environ, **read_env_file(Path(layout.ENV_FILE)), "PYTHONDONTWRITEBYTECODE": "1"}
         if layout.FRAMEWORK == "django":
             env["STATE_DIRECTORY"] = layout.STATE_DIR
-        with tempfile.TemporaryDirectory(prefix=f"{layout.SLUG}-canary-") as scratch:
+        with tempfile.TemporaryDirectory(prefix=f"{layout.SLUG}-release-") as scratch:
             os.chmod(scratch, 0o700)
             if ids:
                 os.chown(scratch, *ids)
-            where = f"unix:{scratch}/gunicorn.sock"
+            where = address or f"unix:{scratch}/gunicorn.sock"
             log = Path(scratch, "gunicorn.log")
             command = [
                 "setpriv", f"--reuid={service[0]}", f"--regid={service[1]}", "--init-groups",
                 # Gone with this run, whatever stops it.
                 "--pdeathsig", "TERM",
                 f"{release}/venv/bin/gunicorn", "--config", f"{release}/{layout.GUNICORN_CONF.name}",
-                "--bind", where, "--workers", "1", "--error-logfile", str(log),
+                "--bind", where, "--error-logfile", str(log), *(["--workers", str(workers)] if workers else []),
             ]  # fmt: skip
             self.report.action("start:", shlex.join(command))
-            process = subprocess.Popen(command, cwd=release, env=env, stdin=subprocess.DEVNULL)
-
-            def ask() -> int | None:
-                if process.poll() is not None:
-                    said = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-                    raise InstallError(
-                        f"the new release's gunicorn exited with status {process.returncode} before its health"
-                        f" check:\n{indent(said) or '    (no output)'}"
-                    )
-                answer = probe(where, layout.DOMAIN, layout.HEALTH_PATH, timeout=HEALTH_ANSWER_SECONDS)
-                return answer.status if answer is not None else None
-
+            served = Serving(where, subprocess.Popen(command, cwd=release, env=env, stdin=subprocess.DEVNULL), log)
             try:
-                wait(ask)
+                yield served
             finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        return where
+                served.stop()
 
     def own_tree(self, path: str, owner: Owner) -> None:
         """Ownership is applied file by file here: nothing more to do."""
@@ -517,8 +536,9 @@ class DryRun(Target):
     def repoint(self, disk: Path, target: str) -> None:
         self.report.changed("updated", str(disk), f"-> {target}")
 
-    def canary(self, release: str, wait: Callable[[Callable[[], int | None]], None]) -> str | None:
-        return None
+    @contextlib.contextmanager
+    def serving(self, release: str, address: str | None = None, workers: int | None = None) -> Iterator[Serving | None]:
+        yield None
 
     def record(self, title: str) -> Path | None:
         return None
