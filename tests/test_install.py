@@ -254,7 +254,8 @@ def test_second_run_changes_nothing_and_says_so(baked: Baked, tools, tmp_path: P
     found = steps(output)
     for name in ("dirs", "static", "errors", "systemd", "nginx"):
         assert found[name] == "unchanged", name
-    assert found["release"].endswith(" running") and found["venv"].endswith("(requirements.txt and Python unchanged: reused)")
+    assert found["release"].endswith(" running")
+    assert found["venv"].endswith("(requirements.txt and Python unchanged: reused)")
     assert found["validate"] == "nothing changed, nothing to validate"
     assert len(blocks(root)) == 1
 
@@ -446,8 +447,9 @@ def test_lets_encrypt_first_install_serves_the_challenge_before_the_https_site(b
     root = tmp_path / "server"
     installed(project, root)
     commands = blocks(root)[0]
-    challenge = "install -m 0644 /srv/my_app/current/deploy/nginx/my_app.acme.conf /etc/nginx/sites-available/my_app.conf"
-    https = "install -m 0644 /srv/my_app/current/deploy/nginx/my_app.conf /etc/nginx/sites-available/my_app.conf"
+    site = "/etc/nginx/sites-available/my_app.conf"
+    challenge = f"install -m 0644 /srv/my_app/current/deploy/nginx/my_app.acme.conf {site}"
+    https = f"install -m 0644 /srv/my_app/current/deploy/nginx/my_app.conf {site}"
     steps_in_order = [
         challenge,
         "nginx -t",

@@ -70,6 +70,66 @@ def test_first_superuser_as_the_readme_says_then_the_admin_knows_them(checkout: 
     assert listed.stdout.strip().splitlines()[-1] == "True"
 
 
+NOTES_APP = {
+    "notes/__init__.py": "",
+    "notes/models.py": (
+        "from django.db import models\n\n\nclass Note(models.Model):\n    text = models.CharField(max_length=200)\n"
+    ),
+    "notes/migrations/__init__.py": "",
+    "notes/migrations/0001_initial.py": (
+        "from django.db import migrations, models\n\n\n"
+        "class Migration(migrations.Migration):\n"
+        "    initial = True\n"
+        "    dependencies = []\n"
+        "    operations = [\n"
+        "        migrations.CreateModel(\n"
+        '            name="Note",\n'
+        "            fields=[\n"
+        '                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False)),\n'
+        '                ("text", models.CharField(max_length=200)),\n'
+        "            ],\n"
+        "        ),\n"
+        "    ]\n"
+    ),
+}
+
+
+def current(host) -> str:
+    return host.run("readlink", "/srv/my_app/current").stdout.strip().removeprefix("releases/")
+
+
+def test_rollback_past_a_migration_is_refused_with_the_command_that_unapplies_it(checkout: Checkout) -> None:
+    host = checkout.host
+    before = current(host)
+    for name, text in NOTES_APP.items():
+        host.run("mkdir", "-p", f"{checkout.path}/{name.rsplit('/', 1)[0]}")
+        host.write(f"{checkout.path}/{name}", text)
+    apps = '"django.contrib.staticfiles",'
+    settings = checkout.edit("my_app/settings.py", apps, f'{apps}\n    "notes",')
+    try:
+        output = checkout.installed()
+        assert "manage.py migrate: applied notes.0001_initial" in output, output
+        with_notes = current(host)
+
+        refused = checkout.install("--rollback")
+        said = refused.stdout + refused.stderr
+        assert refused.returncode == 1, said
+        assert f"release {before} does not know: notes.0001_initial" in said, said
+        unapply = "sudo /srv/my_app/current/deploy/manage migrate notes zero"
+        assert f"    {unapply}\n" in said, said
+        assert current(host) == with_notes and host.get("/healthz").status == 200
+
+        # As the message says (this test runs as root: no sudo), then the rollback goes through.
+        host.run(*unapply.removeprefix("sudo ").split(), cwd="/")
+        output = checkout.installed("--rollback")
+        assert "it knows every migration the database has" in output, output
+        assert current(host) == before and host.get("/admin/login/").status == 200
+    finally:
+        checkout.put_back("my_app/settings.py", settings)
+        host.run("rm", "-r", f"{checkout.path}/notes")
+    assert "running" in checkout.installed() and current(host) == before
+
+
 def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_key(checkout: Checkout) -> None:
     """The same checkout as a load balancer on a machine new to the project (after a purge): the
     admin's files are collected and served; the secret key is in no file of the machine outside the

@@ -370,7 +370,8 @@ def test_the_env_file_reads_as_systemd_gives_it_to_the_service(installed: Instal
         "python3",
         "-c",
         "import importlib.util, json, pathlib; "
-        "spec = importlib.util.spec_from_file_location('envfile', '/srv/my_app/current/deploy/deploytools/envfile.py'); "
+        "spec = importlib.util.spec_from_file_location("
+        "'envfile', '/srv/my_app/current/deploy/deploytools/envfile.py'); "
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
         "print(json.dumps(module.read_env_file(pathlib.Path('/tmp/tricky.env'))))",
     ).stdout

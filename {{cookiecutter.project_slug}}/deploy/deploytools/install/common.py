@@ -69,6 +69,8 @@ class Options:
     role: Role | None = None  # --role and its options; None: as the manifest records (roles.py)
     # --rollback [ID]: "" for the release before the running one; None: no rollback.
     rollback: str | None = None
+    # --force: roll back even to a release that does not know a migration the database has.
+    force: bool = False
 
 
 def unit_file(unit: str) -> str:

@@ -68,6 +68,7 @@ class Entry:
     describe: str = ""  # `git describe` of the project it was made from, when it was a git checkout
     failed: str = ""  # why it was never switched to, or was switched away from: its check failed
     rolled_back: str = ""  # when --rollback left it (a plain rollback goes further back, not to it)
+    migrations: list[str] = field(default_factory=list)  # Django's, applied by its deploy: app.name
 
     @property
     def skipped(self) -> str:

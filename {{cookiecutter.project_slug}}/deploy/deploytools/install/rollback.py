@@ -10,14 +10,15 @@ rollback goes one further back). Files in /etc stay as the last deploy placed th
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import layout
-from .common import InstallError
+from .common import InstallError, indent
 from .releases import LOG, Log, now_utc, release_dir, running_release, venv_dir
 from .roles import Role
-from .steps import Install
+from .steps import Install, with_env
 
 
 class Rollback(Install):
@@ -63,6 +64,7 @@ class Rollback(Install):
         venv = Path(os.readlink(disk / "venv")).name if (disk / "venv").is_symlink() else ""
         if not venv or not self.target.venv_ready(venv_dir(venv), known=True):
             raise InstallError(f"release {entry.id}: its venv {venv_dir(venv)} is gone or unfinished; deploy it again")
+        checked = self.check_migrations(running, path)
         self.release, self.release_path, self.venv_key, self.source = entry.id, path, venv, disk
         self.rolled_back_from = running
         running_entry = log.find(running)
@@ -74,7 +76,62 @@ class Rollback(Install):
         files.touch(layout.APP_DIR, {"type": "link", "target": os.readlink(files.disk(layout.APP_DIR))})
         note = f" (named; {entry.skipped})" if entry.skipped else ""
         when = f"deployed {entry.deployed}" + (f", {entry.describe}" if entry.describe else "")
-        return f"{running} -> {entry.id} ({when}){note}"
+        return f"{running} -> {entry.id} ({when}){note}{checked}"
+
+    def check_migrations(self, running: str, path: str) -> str:
+        """Django: the database must hold no migration that the release rolled back to does not know
+        (its code would meet tables it cannot read). Refused, with the command that unapplies them,
+        unless --force; what was checked, for the step's line."""
+        if layout.FRAMEWORK != "django" or not self.target.role.runs_app:
+            return ""
+        if self.target.options.force:
+            return "; migrations not checked (--force)"
+        applied = self.showmigrations(release_dir(running))
+        known = self.showmigrations(path)
+        if applied is None or known is None:
+            return f"; migrations not checked ({self.target.no_run_reason})"
+        unknown = [
+            (app, name)
+            for app, names in applied.items()
+            for name, done in names
+            if done and name not in {known_name for known_name, _ in known.get(app, [])}
+        ]
+        if not unknown:
+            return "; it knows every migration the database has"
+        commands = []
+        for app in dict.fromkeys(app for app, _ in unknown):
+            kept = [name for name, _ in known.get(app, [])]
+            commands.append(f"sudo {layout.APP_DIR}/deploy/manage migrate {app} {kept[-1] if kept else 'zero'}")
+        names = ", ".join(f"{app}.{name}" for app, name in unknown)
+        release = path.rsplit("/", 1)[1]
+        raise InstallError(
+            f"the database has {len(unknown)} migration(s) that release {release} does not know: {names}."
+            " Unapply them with the running release's code (it knows how), then roll back again:\n"
+            + indent("\n".join(commands))
+            + "\nor give --force to roll back anyway (the old code then runs on the newer schema)"
+        )
+
+    def showmigrations(self, release: str) -> dict[str, list[tuple[str, bool]]] | None:
+        """`manage.py showmigrations --list` of a release, as the service runs it: each app's
+        migrations that its code knows, in order, and whether the database has them. None where the
+        project's code does not run."""
+        if self.target.no_run_reason:
+            return None
+        as_service = ["setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups"]
+        state = ["env", f"STATE_DIRECTORY={layout.STATE_DIR}", "PYTHONDONTWRITEBYTECODE=1"]
+        command = [*as_service, f"{release}/venv/bin/python", f"{release}/manage.py", "showmigrations", "--list"]
+        result = self.target.query(*with_env(release), *state, *command)
+        if result is None:
+            return None
+        found: dict[str, list[tuple[str, bool]]] = {}
+        app = ""
+        for line in result.stdout.splitlines():
+            if line and not line.startswith(" "):
+                app = line.strip()
+                found[app] = []
+            elif marked := re.match(r"\s+\[([ X])\] (\S+)", line):
+                found.setdefault(app, []).append((marked[2], marked[1] == "X"))
+        return found
 
     def left_behind(self) -> str:
         """The release rolled back from is marked, so that a second rollback goes one further back;

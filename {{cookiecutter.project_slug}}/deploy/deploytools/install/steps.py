@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable
@@ -66,6 +67,7 @@ class Install(Run):
     command = "install"
     release = ""  # release_id() of the project this run installs from
     venv_key = ""  # venv_key() of its requirements and this server's Python
+    migrations: tuple[str, ...] = ()  # Django's migrations this run applied, as app.name
 
     def steps(self) -> list[tuple[str, Callable[[], str | None]]]:
         role = self.target.role
@@ -158,6 +160,7 @@ class Install(Run):
         since = self.report.mark()
         entry = log.find(self.release) or Entry(self.release, self.venv_key, now_utc(), self.describe())
         entry.venv, entry.failed = self.venv_key, ""
+        entry.migrations = [*entry.migrations, *(name for name in self.migrations if name not in entry.migrations)]
         log.deployed(entry)
         legacy = [p for p in files.manifest.paths if p == LEGACY_APP_DIR or p.startswith(LEGACY_APP_DIR + "/")]
         for path in sorted(legacy, reverse=True):
@@ -465,6 +468,10 @@ class Install(Run):
         result = self.target.run(*with_env(release), *state, *command)
         if result is None:
             return f"manage.py migrate {self.target.outcome()}"
+        # "  Applying notes.0002_note_title... OK": recorded with the release (releases.json).
+        self.migrations = tuple(re.findall(r"^\s*Applying (\S+?)\.\.\.", result.stdout, re.MULTILINE))
+        if self.migrations:
+            return f"manage.py migrate: applied {', '.join(self.migrations)}"
         said = [line.strip() for line in result.stdout.splitlines() if line.strip()]
         return f"manage.py migrate: {said[-1] if said else 'done'}"
 
