@@ -251,6 +251,46 @@ def test_rollback_goes_back_in_seconds_without_any_package_source(
     assert current(host) == first and f"release: {first} running" in output, output
 
 
+@pytest.mark.parametrize("after", ["release", "venv", "validate", "activate"])
+def test_installer_killed_after_each_stage_leaves_one_whole_release_and_the_rerun_finishes(
+    installed: Installed, after: str
+) -> None:
+    """kill -9 once the step `after` is reported (the next one under way): the site keeps answering
+    with one release, the old or the new, and a plain rerun undoes the run and then deploys. (A run
+    that ended before the kill came leaves nothing to undo: the rerun then changes nothing.)"""
+    host, checkout = installed.host, installed.checkout
+    old_page, old_release = page(host), current(host)
+    marker = f"release {time.monotonic_ns()}"
+    checkout.edit(APP, HOME_TEXT, f"{HOME_TEXT} {marker}")
+    with load(host.address, seconds=120, max_requests=30000) as seen:
+        process = subprocess.Popen(
+            host.command("deploy/install", cwd=checkout.path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None
+        killed = False
+        for line in process.stdout:
+            if line.startswith(f"{after}: "):
+                journal = host.run("cat", "/var/lib/my_app-install/journal", check=False).stdout.splitlines()
+                if journal:
+                    killed = host.run("kill", "-KILL", str(json.loads(journal[0])["pid"]), check=False).returncode == 0
+                break
+        process.wait(timeout=60)
+        now = page(host)
+        assert now == old_page or f"{HOME_TEXT} {marker}" in now, now
+        output = checkout.installed()
+        time.sleep(0.5)
+    print(f"{host.release}: deploy/install killed after {after} ({killed=}), then run again, under load: {seen}")
+    if killed:
+        assert re.search(r"^recover: install \(pid \d+, .*\) was interrupted: undone", output, re.MULTILINE), output
+    else:
+        assert output.splitlines()[-1] == "install: nothing changed", output
+    assert f"{HOME_TEXT} {marker}" in page(host) and current(host) != old_release
+    assert seen.failed == 0, f"{seen}\n{output}"
+
+
 def server_files(host: Host) -> str:
     """Every path deploy/install may touch, with its type, mode, size and modification time."""
     folders = ["/srv/my_app", "/etc/my_app", "/etc/nginx", "/etc/systemd/system", "/var/lib/my_app-install"]
