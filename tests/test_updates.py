@@ -143,6 +143,6 @@ def test_rebake_from_edited_answers_follows_every_new_answer(project: Path, tmp_
     site = texts["deploy/nginx/my_app.conf"]
     assert "server 127.0.0.1:9001" in site and "server 127.0.0.1:9002" in site and "unix:" not in site
     assert "deploy/systemd/my_app@.service" in texts and "deploy/systemd/my_app@.socket" not in texts
-    assert "/srv/other/app" in texts["deploy/systemd/my_app@.service"]
+    assert "/srv/other/current" in texts["deploy/systemd/my_app@.service"]
     assert json.loads(texts[".cookiecutter-answers.json"])["cookiecutter"]["bind"] == "tcp"
     assert "all checks passed" in again.stdout

@@ -325,7 +325,7 @@ class Live(Target):
             os.chmod(scratch, 0o700)
             if ids:
                 os.chown(scratch, *ids)
-            where = address or f"unix:{scratch}/gunicorn.sock"
+            where = address or f"unix:{scratch}/release.sock"
             log = Path(scratch, "gunicorn.log")
             command = [
                 "setpriv", f"--reuid={service[0]}", f"--regid={service[1]}", "--init-groups",
