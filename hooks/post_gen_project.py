@@ -38,6 +38,7 @@ FRAMEWORK_FILES = {
     "{slug}/app.py": {"wsgi", "asgi"},
     "{slug}/views.py": {"flask", "django"},
     "{slug}/templates": {"flask", "django"},
+    "{slug}/templates/403_csrf.html": {"django"},
     "{slug}/settings.py": {"django"},
     "{slug}/urls.py": {"django"},
 }
