@@ -206,3 +206,45 @@ def test_tcp_bind_drops_the_socket_unit(bake) -> None:
 def test_fixed_worker_count_is_written_and_still_overridable(bake) -> None:
     conf = (bake(workers="3").path / "gunicorn.conf.py").read_text()
     assert 'workers = int(os.environ.get("WEB_CONCURRENCY", 3))' in conf
+
+
+# An index that refuses every connection: pip fails at once, as on a server with no route to PyPI.
+UNREACHABLE_INDEX = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple/", "PIP_FIND_LINKS": "", "PIP_NO_INDEX": ""}
+THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+OTHER_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor + 1}"
+
+
+def test_a_wheelhouse_for_the_servers_python_leaves_the_local_venv_to_the_index(bake) -> None:
+    """deploy/wheelhouse for another Python (the server's), then deploy/setup-venv on this machine."""
+    project = bake()
+    wheels = project.run("deploy/wheelhouse", "--python", OTHER_PYTHON)
+    assert wheels.returncode == 0, wheels.stdout + wheels.stderr
+    setup = project.run("deploy/setup-venv", env={**os.environ, "PYTHON": sys.executable})
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert f"wheels: {project.path}/wheels has nothing for Python {THIS_PYTHON}; installing from the package index" in (
+        setup.stdout
+    )
+    assert "requirements: installed 1 pinned package(s) from the package index" in setup.stdout
+    assert (project.path / "my_app_venv" / "bin" / "gunicorn").is_file()
+
+
+def test_a_failed_setup_venv_removes_the_venv_it_created(bake) -> None:
+    project = bake()
+    (project.path / "wheels" / f"py{OTHER_PYTHON}").mkdir(parents=True)
+    env = {**os.environ, "PYTHON": sys.executable, **UNREACHABLE_INDEX}
+    setup = project.run("deploy/setup-venv", env=env)
+    assert setup.returncode == 1
+    assert f"and {project.path}/wheels has nothing for Python {THIS_PYTHON}." in setup.stderr
+    assert f"run deploy/wheelhouse --python {THIS_PYTHON}" in setup.stderr
+    assert f"venv: removed {project.path}/my_app_venv, which this run had created" in setup.stderr
+    assert not (project.path / "my_app_venv").exists()
+
+
+def test_a_failed_setup_venv_leaves_an_existing_venv_as_it_was(bake) -> None:
+    project = bake()
+    venv = project.path / "my_app_venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    before = sorted(path.relative_to(venv) for path in venv.rglob("*"))
+    setup = project.run("deploy/setup-venv", env={**os.environ, "PYTHON": sys.executable, **UNREACHABLE_INDEX})
+    assert setup.returncode == 1 and "venv: removed" not in setup.stderr, setup.stdout + setup.stderr
+    assert sorted(path.relative_to(venv) for path in venv.rglob("*")) == before
