@@ -63,6 +63,8 @@ REFUSED = [
     ("client_max_body_size", "0", "not an nginx size"),
     ("client_max_body_size", "10mb", "not an nginx size"),
     ("client_max_body_size", "1m; allow all", "not an nginx size"),
+    # A replay file is read as written: "yes" there is a string, not cookiecutter's boolean.
+    ("git_init", "yes", "must be yes or no (true or false in a replay file)"),
 ]
 
 ACCEPTED = [
