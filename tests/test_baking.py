@@ -35,6 +35,8 @@ EXPECTED_FILES = [
     "deploy/systemd/my_app.service",
     "deploy/systemd/my_app.socket",
     "tests/test_app.py",
+    ".github/workflows/checks.yml",
+    ".gitlab-ci.yml",
 ]
 EXECUTABLES = ["deploy/check", "deploy/run-local", "deploy/setup-venv", "deploy/install", "deploy/rolling-restart"]
 
