@@ -245,6 +245,11 @@ ANSWER_RULES: dict[str, Rule] = {
 }
 
 
+# Yes/no answers: cookiecutter turns what the user types (yes, no, true, false, ...) into a boolean;
+# a replay file is read as it is written.
+YES_NO_ANSWERS = ("git_init",)
+
+
 # Values the template uses without asking (cookiecutter's own settings): none can be overridden into
 # something else, because a command-line value for a key that is not an answer is ignored.
 def describe(field: str, value: object, reason: str) -> str:
@@ -255,6 +260,9 @@ def describe(field: str, value: object, reason: str) -> str:
 def _check(rules: Mapping[str, Rule], answers: Mapping[str, object]) -> dict[str, str]:
     """field -> the line that refuses its value, for every field that breaks its rule."""
     found = {}
+    for field in YES_NO_ANSWERS:
+        if field in answers and not isinstance(answers[field], bool):
+            found[field] = describe(field, answers[field], "must be yes or no (true or false in a replay file)")
     for field, rule in rules.items():
         if field not in answers:
             continue

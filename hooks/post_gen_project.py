@@ -25,6 +25,11 @@ ABBREVIATIONS = {
 }
 
 
+# The author of the first commit where git has no identity configured: the template that made it,
+# at an address that cannot exist (RFC 2606's .invalid).
+TEMPLATE_AUTHOR = ("cookiecutter-wsgi-deploy", "cookiecutter-wsgi-deploy@example.invalid")
+
+
 # Files only some answers use: path -> the frameworks that keep it.
 FRAMEWORK_FILES = {
     "wsgi.py": {"wsgi", "flask", "django"},
@@ -38,6 +43,7 @@ FRAMEWORK_FILES = {
     "{slug}/app.py": {"wsgi", "asgi"},
     "{slug}/views.py": {"flask", "django"},
     "{slug}/templates": {"flask", "django"},
+    "{slug}/templates/403_csrf.html": {"django"},
     "{slug}/settings.py": {"django"},
     "{slug}/urls.py": {"django"},
 }
@@ -130,6 +136,39 @@ def record_template() -> None:
     CRUFT_FILE.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+
+
+def make_repository() -> None:
+    """`git init` and a first commit of the project, when the answer says so and git is there.
+
+    Never inside another repository (a folder of a monorepo, or a project baked again over itself
+    with -f): what is committed there is the user's to decide. .gitignore keeps the venv, secrets,
+    wheels and local state out of the commit.
+    """
+    if not ANSWERS.get("git_init", True) or "_commit" in ANSWERS:
+        return  # no, or cruft is rendering an update into a scratch folder
+    if shutil.which("git") is None:
+        print("git: not installed, so the project is no repository yet (git init; git add -A; git commit)")
+        return
+    inside = git("rev-parse", "--show-toplevel")
+    if inside.returncode == 0:
+        print(f"git: the project lies in the repository {inside.stdout.strip()}; nothing committed")
+        return
+    identity = []
+    if not (git("config", "user.name").stdout.strip() and git("config", "user.email").stdout.strip()):
+        identity = ["-c", f"user.name={TEMPLATE_AUTHOR[0]}", "-c", f"user.email={TEMPLATE_AUTHOR[1]}"]
+    message = f"{ANSWERS['project_name']}, as cookiecutter-wsgi-deploy made it"
+    for step in (["init", "-q"], ["add", "--all"], [*identity, "commit", "-q", "-m", message]):
+        done = git(*step)
+        if done.returncode:
+            print(f"git: `git {' '.join(step)}` failed, the commit is yours to make: {done.stderr.strip()}")
+            return
+    author = f" (author {TEMPLATE_AUTHOR[0]}: git has no user.name/user.email here)" if identity else ""
+    print(f"git: a repository with a first commit of every file{author}")
+
+
 def main() -> int:
     for path in unused_files():
         remove(path)
@@ -140,6 +179,7 @@ def main() -> int:
     if subprocess.run([sys.executable, "deploy/check"], check=False).returncode:
         print("deploy/check failed: the project was not kept (see above).", file=sys.stderr)
         return 1
+    make_repository()
     slug = ANSWERS["project_slug"]
     admin = "  deploy/manage createsuperuser   # in another terminal; then log in at /admin/\n"
     print(

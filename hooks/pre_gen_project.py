@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,50 @@ def remove_after_cookiecutter(project_dir: Path, folders: list[Path]) -> None:
     os._exit(0)
 
 
+def replay_dir() -> str:
+    """Where cookiecutter writes replay files: `replay_dir` of the user's config, as cookiecutter finds it.
+
+    A config given with --config-file is out of sight here; the file found below is then checked
+    against these answers and not named when it does not hold them.
+    """
+    config = Path(os.environ.get("COOKIECUTTER_CONFIG") or "~/.cookiecutterrc").expanduser()
+    folder = "~/.cookiecutter_replay/"
+    if config.is_file():
+        for line in config.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "replay_dir" and value.strip():
+                folder = value.strip().strip("'\"")
+    return os.path.expanduser(os.path.expandvars(folder))
+
+
+def replay_file() -> Path | None:
+    """The replay file cookiecutter wrote for this very bake (it writes it before this hook runs), or None."""
+    path = Path(replay_dir()) / f"{TEMPLATE_DIR.name}.json"
+    try:
+        saved = json.loads(path.read_text())["cookiecutter"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    answered = {key: value for key, value in ANSWERS.items() if not key.startswith("_")}
+    same = {key: saved.get(key) for key in answered} == answered
+    return path if same and saved.get("_output_dir") == ANSWERS["_output_dir"] else None
+
+
+def how_to_retry() -> str:
+    template = shlex.quote(str(ANSWERS["_template"]))
+    saved = replay_file()
+    if saved is None:
+        return (
+            f"cookiecutter saved these answers as {TEMPLATE_DIR.name}.json in its replay folder (replay_dir in"
+            " your cookiecutter config, ~/.cookiecutter_replay/ by default): correct them there, then run"
+            f" `cookiecutter --replay-file <that file> {template}`;"
+            f" or `cookiecutter --no-input {template} key=value ...`."
+        )
+    return (
+        f"These answers are saved in {saved}: correct them there, then run\n"
+        f"  cookiecutter --replay-file {shlex.quote(str(saved))} {template}"
+    )
+
+
 def main() -> int:
     found = problems(ANSWERS)
     if not found:
@@ -60,11 +105,7 @@ def main() -> int:
     print("cookiecutter-wsgi-deploy: these answers cannot be used, nothing was generated:", file=sys.stderr)
     for line in found:
         print(f"  - {line}", file=sys.stderr)
-    print(
-        "Run again with corrected answers, e.g. `cookiecutter --replay <template>` and edit,"
-        " or `cookiecutter --no-input <template> key=value ...`.",
-        file=sys.stderr,
-    )
+    print(how_to_retry(), file=sys.stderr)
     project_dir = Path.cwd().resolve()
     remove_after_cookiecutter(project_dir, parents_made_for(project_dir, Path(ANSWERS["_output_dir"]).resolve()))
     return 1

@@ -35,13 +35,16 @@ EXPECTED_FILES = [
     "deploy/systemd/my_app.service",
     "deploy/systemd/my_app.socket",
     "tests/test_app.py",
+    ".github/workflows/checks.yml",
+    ".gitlab-ci.yml",
 ]
 EXECUTABLES = ["deploy/check", "deploy/run-local", "deploy/setup-venv", "deploy/install", "deploy/rolling-restart"]
 
 
 def generated_files(project: Path) -> list[Path]:
-    """The text files of a bake (binary ones, the favicon, are copied as they are)."""
-    return [p for p in project.rglob("*") if p.is_file() and "__pycache__" not in p.parts and is_text(p)]
+    """The text files of a bake (binary ones, the favicon, are copied as they are; .git is git's)."""
+    skipped = {"__pycache__", ".git"}
+    return [p for p in project.rglob("*") if p.is_file() and not skipped & set(p.parts) and is_text(p)]
 
 
 def is_text(path: Path) -> bool:
@@ -207,3 +210,141 @@ def test_tcp_bind_drops_the_socket_unit(bake) -> None:
 def test_fixed_worker_count_is_written_and_still_overridable(bake) -> None:
     conf = (bake(workers="3").path / "gunicorn.conf.py").read_text()
     assert 'workers = int(os.environ.get("WEB_CONCURRENCY", 3))' in conf
+
+
+# An index that refuses every connection: pip fails at once, as on a server with no route to PyPI.
+UNREACHABLE_INDEX = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple/", "PIP_FIND_LINKS": "", "PIP_NO_INDEX": ""}
+THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+OTHER_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor + 1}"
+
+
+def test_a_wheelhouse_for_the_servers_python_leaves_the_local_venv_to_the_index(bake) -> None:
+    """deploy/wheelhouse for another Python (the server's), then deploy/setup-venv on this machine."""
+    project = bake()
+    wheels = project.run("deploy/wheelhouse", "--python", OTHER_PYTHON)
+    assert wheels.returncode == 0, wheels.stdout + wheels.stderr
+    setup = project.run("deploy/setup-venv", env={**os.environ, "PYTHON": sys.executable})
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert f"wheels: {project.path}/wheels has nothing for Python {THIS_PYTHON}; installing from the package index" in (
+        setup.stdout
+    )
+    assert "requirements: installed 1 pinned package(s) from the package index" in setup.stdout
+    assert (project.path / "my_app_venv" / "bin" / "gunicorn").is_file()
+
+
+def test_a_failed_setup_venv_removes_the_venv_it_created(bake) -> None:
+    project = bake()
+    (project.path / "wheels" / f"py{OTHER_PYTHON}").mkdir(parents=True)
+    env = {**os.environ, "PYTHON": sys.executable, **UNREACHABLE_INDEX}
+    setup = project.run("deploy/setup-venv", env=env)
+    assert setup.returncode == 1
+    assert f"and {project.path}/wheels has nothing for Python {THIS_PYTHON}." in setup.stderr
+    assert f"run deploy/wheelhouse --python {THIS_PYTHON}" in setup.stderr
+    assert f"venv: removed {project.path}/my_app_venv, which this run had created" in setup.stderr
+    assert not (project.path / "my_app_venv").exists()
+
+
+def test_a_failed_setup_venv_leaves_an_existing_venv_as_it_was(bake) -> None:
+    project = bake()
+    venv = project.path / "my_app_venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    before = sorted(path.relative_to(venv) for path in venv.rglob("*"))
+    setup = project.run("deploy/setup-venv", env={**os.environ, "PYTHON": sys.executable, **UNREACHABLE_INDEX})
+    assert setup.returncode == 1 and "venv: removed" not in setup.stderr, setup.stdout + setup.stderr
+    assert sorted(path.relative_to(venv) for path in venv.rglob("*")) == before
+
+
+# What a user's machine adds to the project folder: venvs, local state, caches, wheels, releases.
+LOCAL_LEFTOVERS = [
+    "my_app_venv/bin/python",
+    ".venv/bin/python",
+    ".state/db.sqlite3",
+    ".run-local.json",
+    "wheels/py3.13/requirements.txt",
+    ".releases/0123.tar.gz",
+    "my_app/__pycache__/app.cpython-311.pyc",
+    ".pytest_cache/README.md",
+    ".ruff_cache/CACHEDIR.TAG",
+]
+
+
+def git_in(project: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("identity", ["configured", "none"])
+def test_the_bake_is_a_git_repository_with_one_commit_of_its_files(
+    bake, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, identity: str
+) -> None:
+    require_tool("git", "apt-get install git")
+    config = tmp_path / "gitconfig"
+    config.write_text("[user]\n\tname = Ada\n\temail = ada@example.org\n" if identity == "configured" else "")
+    # This machine's own git settings stay out: only the file above, or no identity at all.
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    project = bake(framework="django")
+    assert git_in(project.path, "status", "--porcelain") == ""
+    log = git_in(project.path, "log", "--format=%an <%ae>|%s").splitlines()
+    author = (
+        "Ada <ada@example.org>"
+        if identity == "configured"
+        else ("cookiecutter-wsgi-deploy <cookiecutter-wsgi-deploy@example.invalid>")
+    )
+    assert log == [f"{author}|My App, as cookiecutter-wsgi-deploy made it"]
+    committed = git_in(project.path, "ls-files").splitlines()
+    assert "deploy/check" in committed and ".gitignore" in committed
+    assert "my_app.env" not in committed  # the secret key made at bake time
+    for name in LOCAL_LEFTOVERS:
+        (project.path / name).parent.mkdir(parents=True, exist_ok=True)
+        (project.path / name).touch()
+    assert git_in(project.path, "status", "--porcelain") == ""
+
+
+def test_the_bake_makes_no_repository_when_told_not_to(bake) -> None:
+    project = bake(git_init="no")
+    assert not (project.path / ".git").exists()
+    assert project.answers["git_init"] is False
+
+
+def test_a_project_baked_inside_a_repository_is_left_to_it(tmp_path: Path) -> None:
+    require_tool("git", "apt-get install git")
+    (tmp_path / "monorepo").mkdir()
+    (tmp_path / "monorepo" / "README.md").write_text("Our services.\n")
+    outer = git_repo(tmp_path / "monorepo")
+    result = cookiecutter_cli("--no-input", "-o", str(outer), str(TEMPLATE_DIR), cwd=tmp_path, home=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"git: the project lies in the repository {outer}; nothing committed" in result.stdout
+    assert not (outer / "my_app" / ".git").exists()
+    assert git_in(outer, "log", "--format=%s").splitlines() == ["template"]
+
+
+# The packages each platform's server needs before deploy/install, as its package manager names them.
+SERVER_PREREQUISITES = {
+    "debian-13": "sudo apt-get install nginx python3 python3-venv\n",
+    "debian-12": "sudo apt-get install nginx python3 python3-venv\n",
+    "ubuntu-24.04": "sudo apt-get install nginx python3 python3-venv\n",
+    "rhel-9": "sudo dnf install nginx python3.11\n",
+}
+
+
+def deploy_section(project: Path) -> str:
+    return (project / "README.md").read_text().split("\n## Deploy it\n", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize("platform", SERVER_PREREQUISITES)
+def test_readme_names_the_servers_packages_before_the_install(bake, platform: str) -> None:
+    section = deploy_section(bake(platform=platform).path)
+    assert SERVER_PREREQUISITES[platform] in section
+    assert section.index(SERVER_PREREQUISITES[platform]) < section.index("sudo deploy/install")
+    assert "`deploy/wheelhouse`" in section  # the way for a server without the package index
+
+
+def test_readme_brings_the_project_to_the_server_with_git_not_scp(bake) -> None:
+    project = bake(framework="django", tls_mode="letsencrypt")
+    section = deploy_section(project.path)
+    assert "sudo apt-get install nginx python3 python3-venv certbot\n" in section
+    assert "git clone git@git.example.com:you/my_app.git && cd my_app" in section
+    assert "git pull && sudo deploy/install" in section
+    assert "Not `scp -r` of this folder" in section
+    # The one file git leaves out that the server needs: the secret key made at bake time.
+    assert "scp my_app.env server:my_app/" in section

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Baked, require_tool
-from helpers import LiveStack, start_stack
+from helpers import DOMAIN, LiveStack, start_stack
 
 FRAMEWORKS = ["wsgi", "flask", "django"]
 # Chromium drops the requests it has in flight when this machine's network changes: the booted-server
@@ -47,6 +47,8 @@ CHROMIUM_FLAGS = [
     "--window-size=1280,900",
     # The local stack's certificate is a throwaway self-signed one.
     "--ignore-certificate-errors",
+    # The site's domain pointed to this machine, as a user does in /etc/hosts to try it locally.
+    f"--host-resolver-rules=MAP {DOMAIN} 127.0.0.1",
 ]
 # Installed before any page script runs: every CSP violation of the page, as the browser reports it.
 RECORD_VIOLATIONS = """
@@ -163,8 +165,8 @@ def stacks(cookies_session, framework_venv: Path) -> Iterator[dict[str, LiveStac
         yield stacks
 
 
-def base_url(stack: LiveStack) -> str:
-    return f"https://localhost:{stack.state['https_port']}"
+def base_url(stack: LiveStack, host: str = "localhost") -> str:
+    return f"https://{host}:{stack.state['https_port']}"
 
 
 def response_headers(browser: Browser, url: str) -> dict[str, str]:
@@ -186,13 +188,13 @@ def wait_for(browser: Browser, condition, what: str, seconds: float = 10) -> Non
         raise AssertionError(f"{what}: not reached within {seconds}s (now at {browser.driver.current_url})") from None
 
 
-def log_in(browser: Browser, stack: LiveStack, password: str) -> None:
+def log_in(browser: Browser, stack: LiveStack, password: str, host: str = "localhost") -> None:
     """Fill Django's admin login form and send it, as a person would (again, as a person would, when
     Chromium dropped the request on a network change)."""
     from selenium.webdriver.common.by import By
 
     for _ in range(NETWORK_CHANGE_TRIES):
-        browser.open(base_url(stack) + "/admin/login/")
+        browser.open(base_url(stack, host) + "/admin/login/")
         browser.driver.find_element(By.NAME, "username").send_keys(SUPERUSER["username"])
         browser.driver.find_element(By.NAME, "password").send_keys(password)
         browser.driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
@@ -249,9 +251,11 @@ def test_django_admin_css_comes_from_nginx(stacks, browser) -> None:
     assert browser.csp_problems() == []
 
 
-def test_django_superuser_logs_into_admin_over_https(stacks, browser) -> None:
+@pytest.mark.parametrize("host", ["localhost", DOMAIN])
+def test_django_superuser_logs_into_admin_over_https(stacks, browser, host: str) -> None:
+    """At each address run-local prints: localhost, and the domain pointed to 127.0.0.1."""
     stack = stacks["django"]
-    log_in(browser, stack, SUPERUSER["password"])
+    log_in(browser, stack, SUPERUSER["password"], host)
     wait_for(
         browser,
         lambda: browser.driver.title == "Site administration | Django site admin",
@@ -259,12 +263,12 @@ def test_django_superuser_logs_into_admin_over_https(stacks, browser) -> None:
         PASSWORD_HASHING_SECONDS,
     )
     browser.shoot()
-    assert browser.driver.current_url == base_url(stack) + "/admin/"
+    assert browser.driver.current_url == base_url(stack, host) + "/admin/"
     cookies = {cookie["name"]: cookie for cookie in browser.driver.get_cookies()}
     assert cookies["sessionid"]["secure"] and cookies["sessionid"]["httpOnly"]
     assert cookies["csrftoken"]["secure"]
     # A page of the admin that runs its JavaScript (the user form), within the policy too.
-    browser.open(base_url(stack) + "/admin/auth/user/add/")
+    browser.open(base_url(stack, host) + "/admin/auth/user/add/")
     assert browser.driver.title == "Add user | Django site admin"
     assert browser.csp_problems() == []
 
@@ -281,6 +285,9 @@ def test_django_login_post_without_the_csrf_cookie_is_refused(stacks, browser) -
     wait_for(browser, lambda: browser.driver.title == "403 Forbidden", "Django's CSRF failure page")
     browser.shoot()
     assert "CSRF verification failed" in browser.driver.find_element(By.TAG_NAME, "body").text
+    # The project's own failure page: styled by the site's stylesheet, within the site's policy.
+    assert browser.script("return getComputedStyle(document.body).backgroundColor") == PAGE_BACKGROUND
+    assert browser.csp_problems() == []
     assert re.search(r'"POST /admin/login/ HTTP/1.1" 403 ', stack.gunicorn_log())
     assert "Forbidden (CSRF cookie not set.): /admin/login/" in stack.gunicorn_log()
     # nginx writes its access log in batches, at least once a second (the browser speaks HTTP/2 to it).

@@ -160,3 +160,58 @@ def test_check_runs_unprivileged(baked: Baked, tools) -> None:
         assert found["nginx"] == "ok" and found["systemd"] == "ok", result.stdout + result.stderr
     finally:
         shutil.rmtree(nobody_copy)
+
+
+# The project's own CI ----------------------------------------------------------------------------
+
+WORKFLOW = Path(".github/workflows/checks.yml")
+CI_VARIANTS = {
+    "default": {},
+    "django-rhel": {"framework": "django", "platform": "rhel-9"},
+    "existing-app": {"framework": "existing"},
+}
+
+
+def jactionlint(project: Path) -> subprocess.CompletedProcess[str]:
+    """The workflows as actionlint checks them (jactionlint's correctness profile: its policy rules,
+    such as actions pinned to a commit, are a project's own choice)."""
+    linter = require_tool("jactionlint", "pip install -r requirements-dev.txt")
+    return subprocess.run(
+        [linter, "--profile", "correctness", "--no-color"], cwd=project, capture_output=True, text=True, check=False
+    )
+
+
+def ci_commands(project: Path) -> tuple[list[str], list[str]]:
+    """The commands of the GitHub workflow's steps after the system packages, and of GitLab's script."""
+    import yaml
+
+    steps = yaml.safe_load((project / WORKFLOW).read_text())["jobs"]["checks"]["steps"]
+    github = [step["run"] for step in steps if "run" in step and "apt-get" not in step["run"]]
+    gitlab = yaml.safe_load((project / ".gitlab-ci.yml").read_text())["checks"]["script"]
+    return github, gitlab
+
+
+@pytest.mark.parametrize("answers", CI_VARIANTS.values(), ids=CI_VARIANTS.keys())
+def test_the_projects_github_workflow_passes_actionlint(bake, answers: dict[str, str]) -> None:
+    project = bake(**answers)
+    result = jactionlint(project.path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    github, gitlab = ci_commands(project.path)
+    assert github == gitlab  # GitLab runs the very same checks
+    assert github[0] == "deploy/setup-venv" and github[-1] == "deploy/check --strict"
+
+
+def test_actionlint_catches_a_broken_workflow(project: Baked) -> None:
+    workflow = project.path / WORKFLOW
+    edit(workflow, "run: deploy/check --strict", "run: deploy/check --strict\n        shell: bosh")
+    result = jactionlint(project.path)
+    assert result.returncode == 1 and '"bosh" is invalid' in result.stdout, result.stdout
+
+
+def test_the_ci_commands_pass_on_a_fresh_bake(project: Baked) -> None:
+    """What the CI runs after installing nginx, run here in the same order: the venv, the app's tests, the check."""
+    github, _ = ci_commands(project.path)
+    assert github == ["deploy/setup-venv", "my_app_venv/bin/python -m unittest -v", "deploy/check --strict"]
+    for command in github:
+        result = project.run(*command.split(), env={**os.environ, "PYTHON": sys.executable})
+        assert result.returncode == 0, f"{command}:\n{result.stdout}{result.stderr}"

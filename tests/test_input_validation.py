@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE_DIR
+from conftest import TEMPLATE_DIR, cookiecutter_cli
 from cookiecutter.exceptions import FailedHookException
 
 sys.path[:0] = [str(TEMPLATE_DIR), str(TEMPLATE_DIR / "hooks")]
@@ -63,6 +65,8 @@ REFUSED = [
     ("client_max_body_size", "0", "not an nginx size"),
     ("client_max_body_size", "10mb", "not an nginx size"),
     ("client_max_body_size", "1m; allow all", "not an nginx size"),
+    # A replay file is read as written: "yes" there is a string, not cookiecutter's boolean.
+    ("git_init", "yes", "must be yes or no (true or false in a replay file)"),
 ]
 
 ACCEPTED = [
@@ -253,3 +257,42 @@ def test_answers_naming_what_the_system_owns_are_refused(field: str, value: str)
 )  # fmt: skip
 def test_folders_and_names_of_ones_own_are_accepted(field: str, value: str) -> None:
     assert problems({**defaults(), field: value}) == []
+
+
+def cookiecutter_with_config(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """The cookiecutter command with its user config where cookiecutter looks by itself (COOKIECUTTER_CONFIG)."""
+    config = home / "cookiecutter.yaml"
+    config.write_text(f"cookiecutters_dir: {home / 'templates'}\nreplay_dir: {home / 'replay'}\n")
+    command = [str(Path(sys.executable).with_name("cookiecutter")), *args]
+    env = {**os.environ, "COOKIECUTTER_CONFIG": str(config)}
+    return subprocess.run(command, cwd=home, capture_output=True, text=True, check=False, env=env)
+
+
+def test_a_refused_bake_shows_the_problems_and_the_replay_file_without_a_traceback(tmp_path: Path) -> None:
+    refused = cookiecutter_with_config("--no-input", str(TEMPLATE_DIR), "domain_name=bad domain", home=tmp_path)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 1
+    assert "Traceback" not in said and "Stopping generation" not in said, said
+    assert '  - domain_name: "bad domain" is not a valid host name' in refused.stderr
+    replay = tmp_path / "replay" / f"{TEMPLATE_DIR.name}.json"
+    assert f"These answers are saved in {replay}: correct them there, then run\n" in refused.stderr
+    # What the message says to do, done: the file corrected, the command it gives run as given.
+    command = refused.stderr.rsplit("\n  ", 1)[1].split()
+    assert command == ["cookiecutter", "--replay-file", str(replay), str(TEMPLATE_DIR)]
+    saved = json.loads(replay.read_text())
+    saved["cookiecutter"].update(
+        domain_name="shop.example.org",
+        tls_email="admin@shop.example.org",
+        tls_certificate="/etc/ssl/certs/shop.example.org.pem",
+        tls_certificate_key="/etc/ssl/private/shop.example.org.key",
+    )
+    replay.write_text(json.dumps(saved))
+    again = cookiecutter_with_config(*command[1:], home=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "server_name shop.example.org;" in (tmp_path / "my_app" / "deploy/nginx/my_app.conf").read_text()
+
+
+def test_a_refused_bake_with_a_config_out_of_sight_says_where_replay_files_go(tmp_path: Path) -> None:
+    refused = cookiecutter_cli("--no-input", str(TEMPLATE_DIR), "workers=many", cwd=tmp_path, home=tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stdout + refused.stderr
+    assert f"cookiecutter saved these answers as {TEMPLATE_DIR.name}.json in its replay folder" in refused.stderr

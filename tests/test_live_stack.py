@@ -27,6 +27,7 @@ from helpers import (
     DOMAIN,
     LOOPBACK,
     LiveStack,
+    free_port,
     load,
     process_gone,
     request,
@@ -452,6 +453,44 @@ def test_https_with_another_host_gets_no_version(tls_stack: LiveStack) -> None:
     answer = https_raw(tls_stack.state["https_port"], head)
     assert b"nginx/" not in answer
     assert b"probe" not in answer and b"My App" not in answer  # never the app
+
+
+def test_run_local_takes_both_ports_and_names_the_https_address_first(bake, app_venv: Path) -> None:
+    require_tool("nginx", "apt-get install nginx")
+    require_tool("openssl", "apt-get install openssl")
+    project = bake(tls_mode="existing")
+    https_port = free_port()
+    with start_stack(project.path, app_venv, "--https-port", str(https_port)) as live:
+        # The line a user reads: the address that serves the site, not the one that only redirects.
+        assert live.output[-1] == f"ready: https://localhost:{https_port}/ (nginx -> gunicorn)", live.output
+        assert live.state["https_port"] == https_port and live.state["url"] == f"https://localhost:{https_port}/"
+        context = unverified_tls()
+        with (
+            socket.create_connection((LOOPBACK, https_port), timeout=5) as sock,
+            context.wrap_socket(sock, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert tls.recv(4096).startswith(b"HTTP/1.1 200 ")
+    said = live.process.stdout.read().splitlines()
+    assert f"also: https://{DOMAIN}:{https_port}/ where {DOMAIN} points to 127.0.0.1 (e.g. in /etc/hosts)" in said
+    assert f"http: http://localhost:{live.port}/ redirects to HTTPS (a throwaway self-signed certificate)" in said
+
+
+@pytest.mark.parametrize(
+    "answers, arguments, message",
+    [
+        ({}, ["--https-port", "18443"], "--https-port 18443: this site serves no HTTPS (tls_mode is none)"),
+        ({"tls_mode": "existing"}, ["--port", "18080", "--https-port", "18080"], "--port and --https-port are both"),
+        ({"tls_mode": "existing"}, ["--https-port", "443"], "--https-port 443: not a port from 1024 to 65535"),
+    ],
+    ids=["https-port-without-https", "same-port-twice", "privileged-port"],
+)
+def test_run_local_refuses_ports_it_cannot_use(bake, answers: dict, arguments: list[str], message: str) -> None:
+    require_tool("nginx", "apt-get install nginx")
+    project = bake(**answers)
+    result = project.run("deploy/run-local", *arguments)
+    assert result.returncode == 1 and message in result.stderr, result.stdout + result.stderr
+    assert not (project.path / ".run-local.json").exists()
 
 
 # Timeouts and retries ----------------------------------------------------------------------------

@@ -57,14 +57,12 @@ def template_v1(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def project(template_v1: Path, tmp_path: Path) -> Path:
-    """Baked from v1 and committed, as a user keeps it."""
+    """Baked from v1 and committed by the bake itself, as a user keeps it."""
     out = tmp_path / "out"
     baked = cookiecutter_cli("--no-input", "-o", str(out), str(template_v1), cwd=tmp_path, home=tmp_path)
     assert baked.returncode == 0, baked.stdout + baked.stderr
     project = out / "my_app"
-    git("init", "-q", "-b", "main", cwd=project)
-    git("add", "-A", cwd=project)
-    git("commit", "-qm", "baked from v1", cwd=project)
+    assert git("status", "--porcelain", cwd=project) == ""
     return project
 
 

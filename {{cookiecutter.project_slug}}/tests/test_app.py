@@ -153,8 +153,14 @@ class AppTest(unittest.TestCase):
     def test_unknown_path_is_404(self) -> None:
         self.assertEqual(self.client.get("/nope").status_code, 404)
 
-    def test_post_without_csrf_token_is_refused(self) -> None:
-        self.assertEqual(self.client.post("/").status_code, 403)
+    def test_post_without_csrf_token_is_refused_on_a_page_within_the_sites_policy(self) -> None:
+        answer = self.client.post("/")
+        self.assertEqual(answer.status_code, 403)
+        self.assertIn(b"CSRF verification failed", answer.content)
+        # The Content-Security-Policy allows the site's stylesheet, and no inline style.
+        self.assertIn(b'href="/static/style.css"', answer.content)
+        self.assertNotIn(b"<style", answer.content)
+        self.assertNotIn(b"style=", answer.content)
 
     def test_admin_asks_for_a_login(self) -> None:
         answer = self.client.get("/admin/")

@@ -88,14 +88,18 @@ STATICFILES_DIRS = [PACKAGE_DIR / "static"]
 # Session and CSRF cookies travel over HTTPS only (nginx redirects plain HTTP to HTTPS).
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
-# POSTs must come from pages of this site. deploy/run-local adds its https://localhost:port,
-# whose port the Host header nginx passes on leaves out.
+# POSTs must come from pages of this site. deploy/run-local adds its HTTPS port with each name it
+# answers to (localhost, 127.0.0.1, {{ cookiecutter.domain_name }}): the Host nginx passes on leaves the port out.
 CSRF_TRUSTED_ORIGINS = ["https://{{ cookiecutter.domain_name }}", *env_list("DJANGO_CSRF_TRUSTED_ORIGINS")]
 {% else %}
-# POSTs must come from pages of this site (the Host nginx passes on); deploy/run-local adds its
-# http://localhost:port, whose port nginx's Host leaves out.
+# POSTs must come from pages of this site (the Host nginx passes on); deploy/run-local adds its port
+# with each name it answers to (localhost, 127.0.0.1, {{ cookiecutter.domain_name }}): nginx's Host leaves the port out.
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 {% endif %}
+# Django's own page for a refused POST has an inline style that the site's Content-Security-Policy
+# blocks: this one uses the site's stylesheet.
+CSRF_FAILURE_VIEW = "{{ cookiecutter.project_slug }}.views.csrf_failure"
+
 # nginx's security headers snippet sends these too: the same values, so the two never disagree.
 X_FRAME_OPTIONS = "SAMEORIGIN"
 SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"

@@ -17,7 +17,9 @@ def healthz() -> tuple[str, int, dict[str, str]]:
 {% else %}
 """The pages of {{ cookiecutter.project_name }}. Keep `/healthz`: nginx and deploy/install use it."""
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import REASON_NO_CSRF_COOKIE
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
@@ -38,4 +40,15 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_safe
 def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok\n", content_type="text/plain; charset=utf-8")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """The page of a POST the CSRF check refused (settings.CSRF_FAILURE_VIEW).
+
+    Django's own page has an inline style, which the site's Content-Security-Policy blocks; this
+    one uses the site's stylesheet. As Django's, it names the reason only with DEBUG on: the log
+    has it always.
+    """
+    context = {"no_cookie": reason == REASON_NO_CSRF_COOKIE, "reason": reason if settings.DEBUG else ""}
+    return render(request, "403_csrf.html", context, status=403)
 {% endif %}

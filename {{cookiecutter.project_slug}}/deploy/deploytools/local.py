@@ -111,13 +111,13 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 class LocalStack:
-    def __init__(self, nginx: str, python: Path, port: int) -> None:
+    def __init__(self, nginx: str, python: Path, port: int, https_port: int) -> None:
         self.prefix = scratch_dir("local")
         self.prefix.chmod(0o755)
         self.python = python
         self.ports = LocalPorts(
             http=port,
-            https=free_port(),
+            https=https_port,
             app=[free_port() for server in layout.UPSTREAM_SERVERS if not server.startswith("unix:")],
         )
         self.app_servers = local_upstreams(self.prefix, self.ports)
@@ -132,14 +132,24 @@ class LocalStack:
     def https_port(self) -> int | None:
         return self.ports.https if layout.TLS_MODE != "none" else None
 
+    @property
+    def url(self) -> str:
+        """The address to open first: with HTTPS the plain HTTP port only redirects to it."""
+        if self.https_port:
+            return f"https://localhost:{self.https_port}/"
+        return f"http://localhost:{self.ports.http}/"
+
     def app_env(self) -> dict[str, str]:
         env = {**os.environ, **read_env_file(layout.ENV_SOURCE)}
         if layout.FRAMEWORK == "django":
-            # nginx passes Host without the port: the browser's Origin (with it) must be trusted as such.
+            # nginx passes Host without the port: the browser's Origin (with it) must be trusted as
+            # such, for each name the local site answers to (the domain, where it points to 127.0.0.1).
+            # With HTTPS the plain port only redirects, so no form is ever sent from it.
             scheme, port = ("https", self.https_port) if self.https_port else ("http", self.ports.http)
+            origins = [f"{scheme}://{host}:{port}" for host in dict.fromkeys(["localhost", "127.0.0.1", layout.DOMAIN])]
             env |= {
                 "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1",
-                "DJANGO_CSRF_TRUSTED_ORIGINS": f"{scheme}://localhost:{port},{scheme}://127.0.0.1:{port}",
+                "DJANGO_CSRF_TRUSTED_ORIGINS": ",".join(origins),
                 "DJANGO_STATIC_ROOT": str(local_static_root(self.prefix)),
             }
         return env
@@ -237,7 +247,7 @@ class LocalStack:
         gunicorn_pids = [self.processes[f"gunicorn-{i + 1}"].pid for i in range(len(self.app_servers))]
         return State(
             pid=os.getpid(),
-            url=f"http://localhost:{self.ports.http}/",
+            url=self.url,
             port=self.ports.http,
             https_port=self.https_port,
             prefix=str(self.prefix),
@@ -273,16 +283,33 @@ class LocalStack:
         remove_all_but_logs(Path(self.prefix))
 
 
-def run(port: int | None, venv: Path) -> int:
+def chosen_ports(port: int | None, https_port: int | None) -> tuple[int, int]:
+    """nginx's HTTP and HTTPS ports: as given, else 8080 and 8443 when free, else any free ones."""
+    if https_port is not None and layout.TLS_MODE == "none":
+        raise RunLocalError(f"--https-port {https_port}: this site serves no HTTPS (tls_mode is none)")
+    if port is not None and port == https_port:
+        raise RunLocalError(f"--port and --https-port are both {port}: nginx needs two ports")
+    for flag, value in (("--port", port), ("--https-port", https_port)):
+        if value is not None and not 1024 <= value <= 65535:
+            raise RunLocalError(f"{flag} {value}: not a port from 1024 to 65535 (run-local runs unprivileged)")
+        if value is not None and not port_is_free(value):
+            raise RunLocalError(f"{flag} {value}: the port is in use on 127.0.0.1; pick another")
+    taken = {value for value in (port, https_port) if value is not None}
+    defaults = []
+    for default in (8080, 8443):
+        defaults.append(default if default not in taken and port_is_free(default) else free_port())
+    return (port or defaults[0], https_port or defaults[1])
+
+
+def run(port: int | None, https_port: int | None, venv: Path) -> int:
     nginx = find_nginx()
     if nginx is None:
         raise RunLocalError(INSTALL_NGINX)
     if STATE_FILE.exists():
         raise RunLocalError(f"already running or not stopped cleanly ({STATE_FILE}): deploy/run-local --stop")
-    if port is not None and not port_is_free(port):
-        raise RunLocalError(f"port {port} on 127.0.0.1 is in use: pick another with --port")
+    ports = chosen_ports(port, https_port)
     python = ensure_venv(venv)
-    stack = LocalStack(nginx, python, port if port is not None else free_port())
+    stack = LocalStack(nginx, python, *ports)
     signals: list[int] = []
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, lambda signum, frame: signals.append(signum))
@@ -290,12 +317,15 @@ def run(port: int | None, venv: Path) -> int:
         stack.start()
         stack.wait_ready(signals)
         stack.write_state()
-        print(f"ready: {stack.state().url} (nginx -> gunicorn; Host {layout.DOMAIN} answers too)")
+        print(f"ready: {stack.url} (nginx -> gunicorn)")
+        if layout.DOMAIN != "localhost":
+            at_domain = stack.url.replace("localhost", layout.DOMAIN, 1)
+            print(f"also: {at_domain} where {layout.DOMAIN} points to 127.0.0.1 (e.g. in /etc/hosts)")
         if stack.https_port:
-            print(f"https: https://localhost:{stack.https_port}/ (a throwaway self-signed certificate)")
+            plain = f"http://localhost:{stack.ports.http}/"
+            print(f"http: {plain} redirects to HTTPS (a throwaway self-signed certificate)")
         if layout.FRAMEWORK == "django":
-            site = f"https://localhost:{stack.https_port}/" if stack.https_port else stack.state().url
-            print(f"admin: {site}admin/ (a user for it: deploy/manage createsuperuser)")
+            print(f"admin: {stack.url}admin/ (a user for it: deploy/manage createsuperuser)")
         print(f"logs: {stack.logs}/ (gunicorn.log, access.log, error.log)")
         print("stop: Ctrl-C, or deploy/run-local --stop; rolling restart: deploy/run-local --restart", flush=True)
         while not any(number != signal.SIGHUP for number in signals):
@@ -376,7 +406,14 @@ def main(argv: list[str]) -> int:
         prog="deploy/run-local",
         description="Run the production nginx site and gunicorn.conf.py on 127.0.0.1, unprivileged.",
     )
-    parser.add_argument("--port", type=int, help="nginx's port on 127.0.0.1 (default: 8080 if free, else any free one)")
+    parser.add_argument(
+        "--port", type=int, help="nginx's HTTP port on 127.0.0.1 (default: 8080 if free, else any free one)"
+    )
+    parser.add_argument(
+        "--https-port",
+        type=int,
+        help="nginx's HTTPS port on 127.0.0.1, with HTTPS (default: 8443 if free, else any free one)",
+    )
     parser.add_argument(
         "--venv",
         type=Path,
@@ -393,8 +430,7 @@ def main(argv: list[str]) -> int:
             return stop()
         if args.restart:
             return restart()
-        port = args.port if args.port is not None else (8080 if port_is_free(8080) else None)
-        return run(port, args.venv)
+        return run(args.port, args.https_port, args.venv)
     except RunLocalError as error:
         print(f"run-local: {error}", file=sys.stderr)
         return 1
