@@ -126,6 +126,9 @@ PLATFORMS: dict[str, Platform] = {
     )
 }
 DEFAULT_PLATFORM = "debian-13"
+# remote_app_servers when there are none: "none" is the default (a prompt shows an empty default
+# as "()"); an empty answer, as replay files from before hold it, means the same.
+NO_APP_SERVERS = frozenset({"none", ""})
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,8 @@ def derive(answers: Mapping[str, object]) -> Derived:
     app_services = [f"{unit_stem}{name}.service" for name in instance_names] or [f"{slug}.service"]
     letsencrypt = answers["tls_mode"] == "letsencrypt"
     live = f"/etc/letsencrypt/live/{answers['domain_name']}"
-    remote = str(answers["remote_app_servers"])
+    remote_answer = str(answers["remote_app_servers"])
+    remote = remote_answer.split(",") if remote_answer not in NO_APP_SERVERS else []
     return Derived(
         service=slug,
         upstream=f"{slug}_app",
@@ -250,7 +254,7 @@ def derive(answers: Mapping[str, object]) -> Derived:
         upstream_servers=upstream_servers,
         bridge_server=f"127.0.0.1:{ports[0] + 1}" if tcp and not several and not remote else None,
         socket_path=socket_path,
-        remote_app_servers=remote.split(",") if remote else [],
+        remote_app_servers=remote,
         worker_class=worker_class(answers),
         wsgi_app=wsgi_app(answers),
         tls=answers["tls_mode"] != "none",

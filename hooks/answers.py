@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Collection, Mapping
 
-from local_extensions import PLATFORMS, worker_class
+from local_extensions import NO_APP_SERVERS, PLATFORMS, worker_class
 
 # A rule returns None when the value is fine, or the reason it is not.
 Rule = Callable[[str], str | None]
@@ -188,8 +188,8 @@ def absolute_path(value: str) -> str | None:
 
 
 def app_servers(value: str) -> str | None:
-    """Empty, or host:port pairs separated by commas."""
-    if value == "":
+    """"none" (or empty), or host:port pairs separated by commas."""
+    if value in NO_APP_SERVERS:
         return None
     for server in value.split(","):
         host, _, port = server.rpartition(":")

@@ -22,7 +22,7 @@ OPTIONS = {
     "instances": ["1", "3"],
     "tls_mode": ["none", "letsencrypt", "existing"],
     "platform": ["debian-13", "debian-12", "ubuntu-24.04", "rhel-9"],
-    "remote_app_servers": ["", "10.0.0.5:8000"],
+    "remote_app_servers": ["none", "10.0.0.5:8000"],
     "cache": ["off", "on"],
 }
 

@@ -45,7 +45,7 @@ UPSTREAM_SERVERS = [
 # release with another venv (the upstream's backup server); None: nothing to bridge.
 BRIDGE_SERVER: str | None = {{ derived.bridge_server | tojson if derived.bridge_server else "None" }}
 # App servers on other machines, also in the upstream.
-{% if cookiecutter.remote_app_servers %}
+{% if derived.remote_app_servers %}
 REMOTE_APP_SERVERS: list[str] = [
 {% for server in derived.remote_app_servers %}
     {{ server | tojson }},
