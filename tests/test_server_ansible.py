@@ -1,6 +1,7 @@
 """Several servers with Ansible: two app hosts and a load balancer, booted Debian 12 on a private
 network, converged over ssh by the project's own deploy/ansible playbooks; releases rolled out
-under load, a failing one stopped at its first host, and a third app host joining, then retired.
+under load, a failing one stopped at its first host, every host rolled back under load, and a third
+app host joining, then retired. A whole server (the server group) goes through the same plays.
 
 The tests run in order on one set of hosts (the module's tests share them, as an operator's
 servers see one deploy after another)."""
@@ -45,8 +46,10 @@ def broken_health(environ: dict) -> tuple[str, str, bytes]:
 
 ROUTES["/healthz"] = broken_health
 """
-# Where the playbooks keep the releases on each host (group_vars/all.yml).
+# Where the playbooks keep the release archives on each host, and a load balancer its releases
+# (group_vars/all.yml); where deploy/install keeps the release an app host or a server runs.
 RELEASES_DIR = "/var/lib/my_app-releases"
+INSTALLER = "/srv/my_app/current/deploy/install"
 # The site deploy/install writes on a load balancer, its upstream listing the app hosts.
 LB_SITE = "/etc/nginx/sites-available/my_app.conf"
 RECAP = re.compile(r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
@@ -152,13 +155,13 @@ def cluster(lab: Lab, server_project, tmp_path_factory) -> Iterator[Cluster]:
     require_tool("ssh", "apt-get install openssh-client")
     playbook = require_tool("ansible-playbook", "pip install -r requirements-dev.txt")
     project = server_project(RELEASE)
-    hosts = lab.boot(["app1", "app2", "lb"], release=RELEASE)
+    hosts = lab.boot(["app1", "app2", "lb", "one"], release=RELEASE)
     cluster = Cluster(
         lab=lab,
         project=project,
         app_module=(project.path / APP_MODULE).read_text(),
         hosts={host.name: host for host in hosts},
-        groups={"app": ["app1", "app2"], "lb": ["lb"]},
+        groups={"app": ["app1", "app2"], "lb": ["lb"], "server": ["one"]},
         inventory=tmp_path_factory.mktemp("ansible") / "inventory.yml",
         ansible_playbook=playbook,
     )
@@ -179,7 +182,7 @@ def test_site_converges_every_host_and_a_second_run_changes_nothing(cluster: Clu
     first = cluster.play("site.yml")
     print(f"site.yml, first run: {first.seconds:.1f}s")
     assert first.returncode == 0, first
-    assert set(first.recap) == {"localhost", "app1", "app2", "lb"}, first
+    assert set(first.recap) == {"localhost", "app1", "app2", "lb", "one"}, first
     assert all(counts["changed"] for name, counts in first.recap.items() if name != "localhost"), first
     second = cluster.play("site.yml")
     print(f"site.yml, second run: {second.seconds:.1f}s")
@@ -190,6 +193,8 @@ def test_site_converges_every_host_and_a_second_run_changes_nothing(cluster: Clu
 def test_requests_through_the_load_balancer_reach_both_app_hosts(cluster: Cluster) -> None:
     answers = cluster.answers()
     assert set(answers) == {"v1 app1", "v1 app2"}, answers
+    # The whole server answers by itself.
+    assert cluster.hosts["one"].get("/release").text.strip() == "v1 one"
     # The static files come from the load balancer's nginx, not from an app host.
     assert cluster.lb.get("/static/style.css").status == 200
     # gunicorn trusts X-Forwarded-For from the load balancer: the app sees this machine's address.
@@ -215,7 +220,7 @@ def test_app_hosts_listen_on_their_private_address_and_trust_only_the_load_balan
     direct = http_get(app1.address, "/", port=8081, headers={"X-Forwarded-Proto": "https"})
     assert '<dd id="scheme">http</dd>' in direct.text
     # The host remembers its role: a bare deploy/install there is refused and says what to give.
-    bare = app1.run(f"{RELEASES_DIR}/current/deploy/install", cwd="/", check=False)
+    bare = app1.run(INSTALLER, cwd="/", check=False)
     assert bare.returncode == 1 and f"--role app --listen {app1.address}" in bare.stdout, bare.stdout + bare.stderr
 
 
@@ -231,6 +236,10 @@ def test_rolling_update_under_load_fails_no_request(cluster: Cluster) -> None:
     assert seen.sent > 100, seen
     assert [cluster.on_host("app1"), cluster.on_host("app2")] == ["v2 app1", "v2 app2"]
     assert set(cluster.answers()) == {"v2 app1", "v2 app2"}
+    assert cluster.hosts["one"].get("/release").text.strip() == "v2 one"
+    # Each host keeps one copy of each release, deploy/install's; Ansible keeps the archives.
+    unpacked = cluster.hosts["app1"].run("find", RELEASES_DIR, "-mindepth", "1", "-maxdepth", "1", "-type", "d")
+    assert unpacked.stdout == "", unpacked.stdout
 
 
 def test_failing_release_stops_at_its_first_host_which_stays_drained(cluster: Cluster) -> None:
@@ -247,6 +256,27 @@ def test_failing_release_stops_at_its_first_host_which_stays_drained(cluster: Cl
     assert set(cluster.answers()) == {"v2 app2"}
     site = cluster.lb.read(LB_SITE)
     assert re.search(rf"server {re.escape(cluster.hosts['app1'].address)}:8081 .*\bdown;", site), site
+
+
+def test_rollback_goes_back_on_every_host_under_load(cluster: Cluster) -> None:
+    """After the failed v3 (app1 drained, both app hosts on v2): back to v1 everywhere, the load
+    balancer's site and static files included, with no request failing meanwhile."""
+    with load(cluster.lb.address, path="/release", seconds=300, max_requests=60000) as seen:
+        time.sleep(0.5)
+        played = cluster.play("rollback.yml")
+        time.sleep(0.5)
+    print(f"rollback.yml, 2 app hosts and a whole server, under load: {played.seconds:.1f}s; {seen}")
+    assert played.returncode == 0, played
+    assert seen.failed == 0, seen
+    assert [cluster.on_host("app1"), cluster.on_host("app2")] == ["v1 app1", "v1 app2"]
+    # app1 is back in the upstream: the rollback puts its batch back like an update does.
+    assert set(cluster.answers()) == {"v1 app1", "v1 app2"}
+    assert cluster.hosts["one"].get("/release").text.strip() == "v1 one"
+    listed = cluster.hosts["app1"].run(INSTALLER, "--releases", cwd="/").stdout
+    assert re.search(r"rolled back from on ", listed) and re.search(r"failed: ", listed), listed
+    lb_release = cluster.lb.run("readlink", f"{RELEASES_DIR}/current").stdout.strip()
+    app_release = cluster.hosts["app1"].run("readlink", "/srv/my_app/current").stdout.strip()
+    assert lb_release.rsplit("/", 1)[1] == app_release.rsplit("/", 1)[1]
 
 
 def test_a_drain_is_in_force_when_the_installer_returns(cluster: Cluster) -> None:
@@ -283,14 +313,14 @@ def test_an_app_host_taken_out_of_the_inventory_leaves_the_upstream_and_purges_c
     played = cluster.play("site.yml")
     print(f"site.yml without the third app host: {played.seconds:.1f}s")
     assert played.returncode == 0, played
-    assert set(played.recap) == {"localhost", "app1", "app2", "lb"}, played
+    assert set(played.recap) == {"localhost", "app1", "app2", "lb", "one"}, played
     assert played.recap["lb"]["changed"] > 0, played
     site = cluster.lb.read(LB_SITE)
     assert f"{app3.address}:" not in site, site
     assert set(cluster.answers(count=30)) == {"v2 app1", "v2 app2"}
     # Then the host itself, as the README says: the installer removes what it installed, from the
-    # release it runs; the releases are Ansible's copies.
-    purged = app3.run(f"{RELEASES_DIR}/current/deploy/install", "--uninstall", "--purge", cwd="/")
+    # release it runs; the archives are Ansible's.
+    purged = app3.run(INSTALLER, "--uninstall", "--purge", cwd="/")
     assert "uninstall: done" in purged.stdout and "left in place" not in purged.stdout, purged.stdout
     app3.run("rm", "-rf", RELEASES_DIR)
     left = app3.run("find", "/etc", "/srv", "/var", "/run", "/usr/local", "-xdev", "-name", "*my_app*").stdout

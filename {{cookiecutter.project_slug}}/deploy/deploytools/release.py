@@ -110,6 +110,8 @@ def make(releases: Path) -> dict[str, object]:
         "id": release,
         "made": made,
         "slug": layout.SLUG,
+        # Where deploy/install keeps the releases on every host, and the link to the running one.
+        "current": layout.APP_DIR,
         "domain": layout.DOMAIN,
         "health_path": layout.HEALTH_PATH,
         "app_ports": layout.APP_PORTS,

@@ -159,7 +159,7 @@ class Install(Run):
         files, log = self.files, self.log
         since = self.report.mark()
         entry = log.find(self.release) or Entry(self.release, self.venv_key, now_utc(), self.describe())
-        entry.venv, entry.failed = self.venv_key, ""
+        entry.venv, entry.failed, entry.rolled_back = self.venv_key, "", ""
         entry.migrations = [*entry.migrations, *(name for name in self.migrations if name not in entry.migrations)]
         log.deployed(entry)
         legacy = [p for p in files.manifest.paths if p == LEGACY_APP_DIR or p.startswith(LEGACY_APP_DIR + "/")]
