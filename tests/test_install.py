@@ -1225,3 +1225,21 @@ def test_conversion_to_an_app_host_killed_midway_is_undone_by_the_next_run(baked
     assert re.search(r"^recover: install \(pid \d+, .*\) was interrupted: undone", result.stdout, re.MULTILINE)
     assert (root / SITE).read_bytes() == site and not (root / UNITS / "my_app.socket.d").exists()
     assert manifest(root)["role"] == {"name": "server"}
+
+
+def test_static_files_of_the_previous_release_stay_one_deploy_longer(bake, tools, tmp_path: Path) -> None:
+    """A page an old worker rendered during the switch still finds its assets; two deploys on they go."""
+    project = bake()
+    root = tmp_path / "server"
+    static = root / "srv/my_app/static"
+    installed(project, root)
+    (project.path / "my_app/static/style.css").rename(project.path / "my_app/static/style.2.css")
+    installed(project, root)
+    assert (static / "style.css").is_file() and (static / "style.2.css").is_file()
+    assert last_line(installed(project, root)) == "install: nothing changed"
+    (project.path / "my_app/static/style.2.css").rename(project.path / "my_app/static/style.3.css")
+    output = installed(project, root)
+    assert not (static / "style.css").exists() and (static / "style.2.css").is_file(), output
+    assert (static / "style.3.css").is_file()
+    installed(project, root, "--uninstall", "--purge")
+    assert not (root / "srv/my_app").exists()

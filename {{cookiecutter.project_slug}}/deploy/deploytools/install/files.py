@@ -17,7 +17,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path, PurePosixPath
 
 from .. import layout
@@ -289,9 +289,10 @@ class Files:
         owner: Owner,
         exec_mode: int | None = None,
         skip: Callable[[tuple[str, ...]], bool] = cache,
+        keep: Collection[str] = (),
     ) -> None:
         """Make `dest` hold exactly `files` (relative path -> source); what it holds besides, other
-        than skipped names, is backed up and removed."""
+        than skipped names and the files in `keep` (and their folders), is backed up and removed."""
         self.ensure_dir(dest, dir_mode, owner)
         for relative, source in files.items():
             target = f"{dest}/{relative}"
@@ -304,12 +305,17 @@ class Files:
         here = self.disk(dest)
         if not here.is_dir():
             return
+        kept_folders = {str(PurePosixPath(name).parent) for name in keep}
+        kept_folders |= {str(parent) for folder in kept_folders for parent in PurePosixPath(folder).parents}
         # Deepest first, so that a folder is empty by the time its turn comes.
         for found in sorted(here.rglob("*"), reverse=True):
             relative = found.relative_to(here)
+            target = f"{dest}/{relative.as_posix()}"
+            if relative.as_posix() in keep or relative.as_posix() in kept_folders:
+                self.touch(target)  # still the installer's: no prune removes it
+                continue
             if relative.as_posix() in files or skip(relative.parts):
                 continue
-            target = f"{dest}/{relative.as_posix()}"
             if found.is_dir() and not found.is_symlink():
                 self.remove_dir(target, listed_only=False)
             else:

@@ -42,6 +42,8 @@ class Manifest:
     role: dict = field(default_factory=dict)
     # The release it was last installed from (its id): what nginx's cached answers came from.
     release: str = ""
+    # Static files of the release before it that it has not: still served until the next deploy.
+    carried: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, disk: Path) -> Manifest:
@@ -55,6 +57,7 @@ class Manifest:
                 active_units=data["active_units"],
                 role=data.get("role", {}),
                 release=data.get("release", ""),
+                carried=data.get("carried", []),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise InstallError(f"{disk} is not a manifest deploy/install can read ({error}): move it away") from None

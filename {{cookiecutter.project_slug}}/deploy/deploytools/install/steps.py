@@ -410,14 +410,27 @@ class Install(Run):
     def static(self) -> str:
         since = self.report.mark()
         if layout.STATIC_SOURCE is not None:
-            source = self.source / layout.STATIC_SOURCE.relative_to(layout.PROJECT_DIR)
+            source = tree(self.source / layout.STATIC_SOURCE.relative_to(layout.PROJECT_DIR), unpublished)
             self.files.mirror(
-                layout.STATIC_ROOT, tree(source, unpublished), dir_mode=0o755, file_mode=0o644, owner=ROOT
+                layout.STATIC_ROOT, source, dir_mode=0o755, file_mode=0o644, owner=ROOT, keep=self.carried(source)
             )
         elif layout.FRAMEWORK == "django":
             return self.collectstatic()
         self.changes.public |= self.report.mark() > since
         return self.report.summary(since, layout.STATIC_ROOT)
+
+    def carried(self, wanted: dict[str, Path]) -> set[str]:
+        """The static files of the release before that this one has not: they stay one deploy longer,
+        so that a page an old worker rendered during the switch still finds its assets (hashed
+        names change with every edit). Those kept for the release before that go now."""
+        disk = self.files.disk(layout.STATIC_ROOT)
+        manifest = self.files.manifest
+        if self.release == manifest.release or not disk.is_dir():
+            return set(manifest.carried) - set(wanted)
+        here = {path.relative_to(disk).as_posix() for path in disk.rglob("*") if path.is_file()}
+        kept = here - set(wanted) - set(manifest.carried)
+        manifest.carried = sorted(kept)
+        return kept
 
     def collectstatic(self) -> str:
         """Django gathers its static files; they reach STATIC_ROOT through the same mirror (backed up,
@@ -449,7 +462,10 @@ class Install(Run):
                 "PYTHONDONTWRITEBYTECODE": "1",
             }
             target.query(*command, env=env)  # writes to the scratch folder only
-            self.files.mirror(layout.STATIC_ROOT, tree(Path(scratch)), dir_mode=0o755, file_mode=0o644, owner=ROOT)
+            collected = tree(Path(scratch))
+            self.files.mirror(
+                layout.STATIC_ROOT, collected, dir_mode=0o755, file_mode=0o644, owner=ROOT, keep=self.carried(collected)
+            )
         self.changes.public |= self.report.mark() > since
         return f"collectstatic: {self.report.summary(since, layout.STATIC_ROOT)}"
 
