@@ -19,7 +19,8 @@ import signal
 from types import FrameType
 
 from .. import layout
-from .common import STAGED_RECORD, InstallError, Options
+from .common import STAGED_RECORD, InstallError
+from .options import Options
 from .releases import LOG, Log, running_release
 from .report import Report
 from .rollback import Rollback, list_releases

@@ -145,9 +145,13 @@ class Activation:
         return {line.strip() for line in result.stderr.splitlines() if "[warn]" in line}
 
     def validate(self) -> str:
+        """deploy/check's checks on a staged tree; the system's own on this machine; none in a dry
+        run, which placed nothing."""
         if not self.report.changes:
             return "nothing changed, nothing to validate"
-        return self.target.validate(self)
+        if not self.target.writes:
+            return "skipped (dry run: nothing was placed to validate)"
+        return self.validate_staged() if self.target.defers else self.validate_live()
 
     def validate_staged(self) -> str:
         """The checks of deploy/check on the files just staged (nginx -t on the site in a scratch

@@ -5,12 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from .. import layout
-
-if TYPE_CHECKING:
-    from .roles import Role
 
 BACKUPS_DIR = f"{layout.INSTALL_DIR}/backups"
 ENV_DIR = str(PurePosixPath(layout.ENV_FILE).parent)
@@ -60,17 +56,14 @@ class InstallError(Exception):
 
 
 @dataclass(frozen=True)
-class Options:
-    root: Path | None = None
-    dry_run: bool = False
-    verbose: bool = False
-    purge: bool = False
-    adopt: bool = False  # take over what exists and this installer did not make (see system.py)
-    role: Role | None = None  # --role and its options; None: as the manifest records (roles.py)
-    # --rollback [ID]: "" for the release before the running one; None: no rollback.
-    rollback: str | None = None
-    # --force: roll back even to a release that does not know a migration the database has.
-    force: bool = False
+class Account:
+    """An account of the system (or of a staged tree's /etc/passwd)."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
 
 
 def unit_file(unit: str) -> str:

@@ -21,7 +21,7 @@ from .common import InstallError
 from .platform import RHEL, this_platform
 
 if TYPE_CHECKING:
-    from .target import Live, Result, Staged, Target
+    from .target import Result, Target
 
 
 def certificate_pending(target: Target) -> bool:
@@ -52,7 +52,12 @@ def write_problem(path: Path, what: str) -> str | None:
     return None
 
 
-def staged(target: Staged, *, installing: bool) -> str:
+def check(target: Target, *, installing: bool) -> str:
+    """What the run needs, before any change: of a staged tree, or of this machine."""
+    return staged(target, installing=installing) if target.defers else live(target, installing=installing)
+
+
+def staged(target: Target, *, installing: bool) -> str:
     root = target.root
     if root.resolve() == Path("/"):
         raise InstallError("--root / is this machine itself: run without --root to install here")
@@ -140,7 +145,7 @@ def version_text(version: tuple[int, ...]) -> str:
     return ".".join(map(str, version))
 
 
-def live(target: Live, *, installing: bool) -> str:
+def live(target: Target, *, installing: bool) -> str:
     problems = []
     if os.geteuid() != 0 and target.writes:
         problems.append("not running as root: sudo deploy/install (a --dry-run works without root)")

@@ -6,6 +6,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from .. import catchall, layout
+from . import preflight
 from .activation import Activation, Changes
 from .common import ROOT, InstallError
 from .files import Files
@@ -49,7 +50,7 @@ class Run:
             target.role = self.choose_role()
             target.observe()
             self.prior_paths = set(target.manifest.paths)
-            report.step(target.preflight(installing=installing))
+            report.step(preflight.check(target, installing=installing))
             if target.writes:
                 self.journal.open(self.command)
         except (InstallError, OSError) as error:

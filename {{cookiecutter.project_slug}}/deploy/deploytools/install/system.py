@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from .. import layout
-from .common import CERTBOT_HOOK, ENV_DIR, UNIT_FILES, VENV_PYTHON
+from .common import CERTBOT_HOOK, ENV_DIR, UNIT_FILES, VENV_PYTHON, Account
 
 if TYPE_CHECKING:
     from .ledger import Manifest
@@ -48,15 +47,6 @@ NOLOGIN_SHELLS = frozenset({"/usr/sbin/nologin", "/sbin/nologin", "/bin/false", 
 DISTRIBUTION_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
 EXEC_LINE = re.compile(r"^Exec\w+=[-@:+!]*(/\S+)", re.MULTILINE)
 PROGRAM_PACKAGES = {"kill": "procps"}
-
-
-@dataclass(frozen=True)
-class Account:
-    name: str
-    uid: int
-    gid: int
-    home: str
-    shell: str
 
 
 def system_location(path: str) -> bool:

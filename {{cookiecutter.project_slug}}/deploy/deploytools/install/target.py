@@ -25,35 +25,30 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import layout
 from ..envfile import read_env_file
 from ..nginx import find_nginx
 from ..probe import probe
 from ..rolling import wait_healthy
-from . import preflight
 from .common import (
     NGINX_SERVICE,
     ROOT,
     STAGED_RECORD,
     UNIT_FILES,
+    Account,
     InstallError,
-    Options,
     Owner,
     describe,
     indent,
     unit_file,
 )
 from .ledger import Manifest
+from .options import Options
 from .platform import RHEL
 from .releases import VENV_STAMP
 from .report import Report
 from .roles import Role
-from .system import Account
-
-if TYPE_CHECKING:
-    from .activation import Activation
 
 Result = subprocess.CompletedProcess[str]
 # A worker that has just started may still be importing the app: its first answer can take this long.
@@ -192,9 +187,6 @@ class Target:
     # What each target answers in its own way ----------------------------------------------------
     venv_python: str  # the interpreter setup-venv builds the venv with
 
-    def preflight(self, installing: bool) -> str:
-        raise NotImplementedError
-
     def accounts(self) -> dict[str, Account]:
         raise NotImplementedError
 
@@ -234,9 +226,6 @@ class Target:
     def own_tree(self, path: str, owner: Owner) -> None:
         raise NotImplementedError
 
-    def validate(self, activation: Activation) -> str:
-        raise NotImplementedError
-
     def finished(self, counts: str, backup_dir: str | None, record: Path | None) -> str:
         raise NotImplementedError
 
@@ -274,9 +263,6 @@ class Live(Target):
     """This machine: files written in place, commands run, the system asked."""
 
     venv_python = sys.executable
-
-    def preflight(self, installing: bool) -> str:
-        return preflight.live(self, installing=installing)
 
     def accounts(self) -> dict[str, Account]:
         return {e.pw_name: Account(e.pw_name, e.pw_uid, e.pw_gid, e.pw_dir, e.pw_shell) for e in pwd.getpwall()}
@@ -367,9 +353,6 @@ class Live(Target):
             time.sleep(0.1)
         return False
 
-    def validate(self, activation: Activation) -> str:
-        return activation.validate_live()
-
     def finished(self, counts: str, backup_dir: str | None, record: Path | None) -> str:
         backup = f"; replaced files backed up in {backup_dir}" if backup_dir else ""
         return f"done: {counts}{backup}"
@@ -383,9 +366,6 @@ class Staged(Target):
     no_run_reason = "--root: nothing runs in a staged tree"
     run_verb = "record:"
     venv_python = layout.SYSTEM_PYTHON
-
-    def preflight(self, installing: bool) -> str:
-        return preflight.staged(self, installing=installing)
 
     def execute(self, command: tuple[str, ...], env: dict[str, str] | None, check: bool) -> Result | None:
         return None
@@ -457,9 +437,6 @@ class Staged(Target):
     def wait_healthy(self, upstream: str) -> bool:
         return True
 
-    def validate(self, activation: Activation) -> str:
-        return activation.validate_staged()
-
     def record(self, title: str) -> Path | None:
         """Append this run's commands to the staged tree's record, for the target to run in order."""
         if not self.report.commands:
@@ -524,9 +501,6 @@ class DryRun(Target):
 
     def health_of(self, upstream: str) -> int | None:
         return None
-
-    def validate(self, activation: Activation) -> str:
-        return "skipped (dry run: nothing was placed to validate)"
 
     def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
         count = sum(1 for source in files.values() if not source.is_dir())

@@ -1,0 +1,24 @@
+"""What the command line asked deploy/install for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .roles import Role
+
+
+@dataclass(frozen=True)
+class Options:
+    """deploy/install's options, as parsed (deploy/install, the script, parses them)."""
+
+    root: Path | None = None
+    dry_run: bool = False
+    verbose: bool = False
+    purge: bool = False
+    adopt: bool = False  # take over what exists and this installer did not make (see system.py)
+    role: Role | None = None  # --role and its options; None: as the manifest records (roles.py)
+    # --rollback [ID]: "" for the release before the running one; None: no rollback.
+    rollback: str | None = None
+    # --force: roll back even to a release that does not know a migration the database has.
+    force: bool = False
