@@ -361,6 +361,65 @@ def test_killed_gunicorn_master_is_replaced_with_few_failed_requests(installed: 
     assert seen.failed <= 3, seen
 
 
+# Run inside a server: the memory of every gunicorn process (PSS: shared pages counted once, in
+# shares), sampled every 20 ms until the file named by the argument appears; its first and largest.
+MEMORY_SAMPLER = """
+import json, os, sys, time
+first = peak = None
+while True:
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"gunicorn" not in open(f"/proc/{pid}/cmdline", "rb").read():
+                continue
+            total += sum(int(line.split()[1]) for line in open(f"/proc/{pid}/smaps_rollup") if line.startswith("Pss:"))
+        except OSError:
+            pass
+    first = total if first is None else first
+    peak = max(peak or 0, total)
+    if os.path.exists(sys.argv[1]):
+        break
+    time.sleep(0.02)
+print(json.dumps({"first": first, "peak": peak}))
+"""
+
+
+def test_measurements_of_a_release_switch(installed: Installed, server_project, wheel_cache) -> None:
+    """Printed for the record (README, "Releases"): the new release's own health check, the time
+    from the switch to every app server answering from it, and gunicorn's memory while two
+    releases run, for new code (a reload) and for new requirements (a restart)."""
+    host, checkout = installed.host, installed.checkout
+    stop = "/tmp/stop-sampling"
+
+    def measured(kind: str) -> None:
+        sampler = subprocess.Popen(
+            host.command("python3", "-c", MEMORY_SAMPLER, stop), stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(0.3)
+        output = checkout.installed()
+        host.run("touch", stop)
+        memory = json.loads(sampler.communicate(timeout=30)[0])
+        host.run("rm", stop)
+        canary = re.search(r"the new release answered /healthz on its own socket in ([\d.]+)s", output)
+        switch = re.search(r"every app server answered /healthz from it ([\d.]+)s after the switch", output)
+        assert canary and switch, output
+        print(
+            f"{host.release}: switch to {kind}: own health check {canary[1]}s, switch to every app server"
+            f" answering {switch[1]}s; gunicorn memory {memory['first'] / 1024:.1f} MiB, at most"
+            f" {memory['peak'] / 1024:.1f} MiB meanwhile"
+        )
+        assert memory["peak"] < 4 * memory["first"], memory
+
+    app = checkout.edit(APP, HOME_TEXT, f"{HOME_TEXT} measured")
+    try:
+        measured("new code")
+        with other_requirements(checkout, server_project(host.release).path, wheel_cache):
+            measured("new requirements")
+    finally:
+        checkout.put_back(APP, app)
+    checkout.installed()
+
+
 def test_measurements_of_the_live_server(installed: Installed) -> None:
     """Printed for the record; bounds only where a regression would be a bug."""
     host = installed.host

@@ -339,10 +339,12 @@ class Activation:
         if self.started:
             self.done(target.run("systemctl", "start", *self.started), "started", units=self.started)
             done.append(f"start {' '.join(self.started)}")
+        switched = 0.0
         if changes.switch:
             if changes.canary and any(was_active[service] for service in layout.APP_SERVICES):
                 done.append(self.canary())
             self.files.ensure_link(layout.APP_DIR, changes.switch)
+            switched = time.monotonic()
             done.append(f"{layout.APP_DIR} -> {changes.switch}")
         # Units that changed need a restart to apply, and so does a release on another venv (a
         # process keeps the interpreter it started with); new code alone, a graceful reload (HUP:
@@ -356,6 +358,9 @@ class Activation:
             if bridge:
                 done.append(f"bridge on {bridge} while the app restarts")
             self.refresh_each(was_active)
+        if changes.switch and self.refreshed and not self.target.no_run_reason:
+            took = time.monotonic() - switched
+            done.append(f"every app server answered {layout.HEALTH_PATH} from it {took:.2f}s after the switch")
         if self.refreshed:
             how = "graceful" if self.refresh == "reload" else "unit changed" if changes.units else "another venv"
             order = ", one at a time" if len(self.refreshed) > 1 else ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable
@@ -186,8 +187,9 @@ class Install(Run):
         return f"{self.release} recorded in {LOG} ({len(kept)} release(s) kept); {pruned}"
 
     def describe(self) -> str:
-        """`git describe` of the project this run installs from, when it is a git checkout."""
-        if not (layout.PROJECT_DIR / ".git").exists():
+        """`git describe` of the project this run installs from, when it is a git checkout and the
+        server has git (nothing else of the release needs it)."""
+        if not (layout.PROJECT_DIR / ".git").exists() or shutil.which("git") is None:
             return ""
         said = self.target.query(
             "git", "-c", "safe.directory=*", "-C", str(layout.PROJECT_DIR), "describe", "--always", "--dirty", "--tags",
