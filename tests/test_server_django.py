@@ -4,6 +4,7 @@ first superuser is made the way the generated README says (here without a termin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -109,6 +110,8 @@ def test_rollback_past_a_migration_is_refused_with_the_command_that_unapplies_it
     try:
         output = checkout.installed()
         assert "manage.py migrate: applied notes.0001_initial" in output, output
+        # Django's deployment checks ran on the new release before it (plain HTTP: the cookie warnings).
+        assert re.search(r"^validate: .*manage\.py check --deploy \(.*security\.W012.*\)", output, re.MULTILINE)
         with_notes = current(host)
 
         refused = checkout.install("--rollback")

@@ -4,6 +4,7 @@ way back when any of that fails."""
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -263,7 +264,26 @@ class Activation:
                 f"gunicorn --check-config cannot load {layout.APP} as {layout.SERVICE_USER}:\n"
                 + indent(result.stdout + result.stderr)
             )
-        return [f"systemd-analyze verify ({', '.join(units)})", "gunicorn --check-config"]
+        passed = [f"systemd-analyze verify ({', '.join(units)})", "gunicorn --check-config"]
+        if layout.FRAMEWORK == "django":
+            passed.append(self.django_check(env))
+        return passed
+
+    def django_check(self, env: dict[str, str]) -> str:
+        """Django's own deployment checks on the new release, as the service runs it: an error stops
+        the run; warnings (a site without HTTPS has the secure-cookie ones) are named."""
+        release = self.changes.release
+        result = self.target.run(
+            "setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups",
+            f"{release}/venv/bin/python", f"{release}/manage.py", "check", "--deploy",
+            env={**env, "STATE_DIRECTORY": layout.STATE_DIR}, check=False,
+        )  # fmt: skip
+        assert result is not None
+        said = result.stdout + result.stderr
+        if result.returncode:
+            raise InstallError("manage.py check --deploy finds errors in the new release:\n" + indent(said))
+        warnings = sorted(set(re.findall(r"^\?: \((\S+)\)", said, re.MULTILINE)))
+        return f"manage.py check --deploy ({', '.join(warnings)} warned)" if warnings else "manage.py check --deploy"
 
     # Activation ---------------------------------------------------------------------------------
     def activate(self) -> str:
