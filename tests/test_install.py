@@ -1243,3 +1243,18 @@ def test_static_files_of_the_previous_release_stay_one_deploy_longer(bake, tools
     assert (static / "style.3.css").is_file()
     installed(project, root, "--uninstall", "--purge")
     assert not (root / "srv/my_app").exists()
+
+
+def test_a_deploy_keeps_the_newest_releases_and_the_venvs_they_use(bake, tools, tmp_path: Path) -> None:
+    project = bake()
+    root = tmp_path / "server"
+    made = []
+    for number in range(4):
+        edit(project.path / "my_app/app.py", "def ", f"# release {number}\ndef ")
+        made.append(release_id(installed(project, root, "--keep", "2")))
+    kept = sorted(path.name for path in (root / "srv/my_app/releases").iterdir())
+    assert kept == sorted(made[-3:])
+    log = json.loads((root / "var/lib/my_app-install/releases.json").read_text())
+    assert [entry["id"] for entry in log["releases"]] == made[-3:]
+    wrong = install(project, root, "--keep", "-1")
+    assert wrong.returncode == 2 and "--keep -1: a number of releases, 0 or more" in wrong.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .releases import KEEP
 from .roles import Role
 
 
@@ -22,3 +23,5 @@ class Options:
     rollback: str | None = None
     # --force: roll back even to a release that does not know a migration the database has.
     force: bool = False
+    # --keep N: releases kept besides the running one (older ones go, with the venvs they alone use).
+    keep: int = KEEP

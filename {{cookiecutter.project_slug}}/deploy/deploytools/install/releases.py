@@ -116,10 +116,10 @@ class Log:
         before = self.entries[: ids.index(current)] if current in ids else self.entries
         return next((entry for entry in reversed(before) if not entry.skipped), None)
 
-    def kept(self, current: str) -> list[Entry]:
-        """The releases pruning keeps: the running one and the KEEP newest before it."""
+    def kept(self, current: str, keep: int = KEEP) -> list[Entry]:
+        """The releases pruning keeps: the running one and the `keep` newest before it."""
         others = [entry for entry in self.entries if entry.id != current]
-        return [*others[-KEEP:], *(entry for entry in self.entries if entry.id == current)]
+        return [*others[max(len(others) - keep, 0) :], *(entry for entry in self.entries if entry.id == current)]
 
 
 def running_release(disk_link: Path) -> str | None:

@@ -171,7 +171,7 @@ class Install(Run):
                 files.remove_file(path)
         if files.manifest.owns(LEGACY_VENV_DIR):
             files.remove_tree(LEGACY_VENV_DIR)
-        kept = log.kept(self.release)
+        kept = log.kept(self.release, self.target.options.keep)
         log.entries = kept
         wanted = {entry.id for entry in kept}
         releases = files.disk(layout.RELEASES_DIR)
