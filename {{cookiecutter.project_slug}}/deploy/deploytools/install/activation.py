@@ -148,7 +148,7 @@ class Activation:
     def validate(self) -> str:
         """deploy/check's checks on a staged tree; the system's own on this machine; none in a dry
         run, which placed nothing."""
-        if not self.report.changes:
+        if not self.target.done.changes:
             return "nothing changed, nothing to validate"
         if not self.target.writes:
             return "skipped (dry run: nothing was placed to validate)"

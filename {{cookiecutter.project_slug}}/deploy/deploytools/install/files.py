@@ -103,7 +103,7 @@ class Files:
                 self.create_dir(str(parent), 0o755, ROOT)
 
     def create_dir(self, path: str, mode: int, owner: Owner) -> None:
-        self.report.changed("created", path, f"({describe(owner, mode)})")
+        self.target.changed("created", path, f"({describe(owner, mode)})")
         self.touch(path, {"type": "dir"})
         if not self.target.writes:
             self.planned.add(path)
@@ -136,7 +136,7 @@ class Files:
         ids = self.target.ids(owner)
         if stat.S_IMODE(now.st_mode) == mode and (ids is None or (now.st_uid, now.st_gid) == ids):
             return
-        self.report.changed("fixed", path, f"({describe(owner, mode)}, was {stat.S_IMODE(now.st_mode):04o})")
+        self.target.changed("fixed", path, f"({describe(owner, mode)}, was {stat.S_IMODE(now.st_mode):04o})")
         if not self.target.writes:
             return
         self.note(Undo(disk, "meta", meta=(stat.S_IMODE(now.st_mode), now.st_uid, now.st_gid)))
@@ -172,7 +172,7 @@ class Files:
             if not disk.is_symlink() and disk.read_bytes() == content:
                 self.fix_meta(path, mode, owner)
                 return
-            self.report.changed("updated", path, f"({describe(owner, mode)}; previous one backed up)")
+            self.target.changed("updated", path, f"({describe(owner, mode)}; previous one backed up)")
             if self.target.writes:
                 self.note(Undo(disk, "replaced", backup=self.backup(path)))
                 self.write(disk, content, mode, owner)
@@ -180,7 +180,7 @@ class Files:
         self.make_parents(path)
         if listed:
             self.touch(path, entry)
-        self.report.changed("created", path, f"({describe(owner, mode)})")
+        self.target.changed("created", path, f"({describe(owner, mode)})")
         if self.target.writes:
             self.note(Undo(disk, "created"))
             self.write(disk, content, mode, owner)
@@ -209,7 +209,7 @@ class Files:
         existed = disk.is_symlink() or disk.exists()
         if not existed:
             self.make_parents(path)
-        self.report.changed("updated" if existed else "created", path, f"-> {target}")
+        self.target.changed("updated" if existed else "created", path, f"-> {target}")
         if not self.target.writes:
             return
         self.note(Undo(disk, "replaced", backup=self.backup(path)) if existed else Undo(disk, "created"))
@@ -234,7 +234,7 @@ class Files:
                 )
                 self.left.append(f"{path} ({why})")
                 return
-        self.report.changed("removed", path, "(backed up)" if self.keep_backups else "")
+        self.target.changed("removed", path, "(backed up)" if self.keep_backups else "")
         self.forget(path)
         if not self.target.writes:
             return
@@ -254,7 +254,7 @@ class Files:
         if any(not cache(p.relative_to(disk).parts) for p in disk.rglob("*") if not p.is_dir()):
             self.left.append(f"{path} (holds files deploy/install did not place)")
             return
-        self.report.changed("removed", path)
+        self.target.changed("removed", path)
         self.forget(path)
         if not self.target.writes:
             return
@@ -274,7 +274,7 @@ class Files:
         if not disk.exists():
             self.forget(path)
             return
-        self.report.changed("removed", path, "and everything in it")
+        self.target.changed("removed", path, "and everything in it")
         self.forget(path)
         if self.target.writes:
             shutil.rmtree(disk)

@@ -1,12 +1,28 @@
-"""What a run tells: one line per step, the files it changed and the commands it ran."""
+"""What a run did (Done: the record its steps decide from) and what it tells (Report: one line per
+step, the files it changed and the commands it ran; output only)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from dataclasses import dataclass, field
 
 # The past and present forms of what happens to a path, for "3 created" and "would create".
 VERBS = {"created": "create", "updated": "update", "removed": "remove", "fixed": "fix"}
+
+
+@dataclass
+class Done:
+    """What a run changed and which commands it ran (or recorded, or would run), in order."""
+
+    changes: list[tuple[str, str]] = field(default_factory=list)  # (created/updated/removed/fixed, server path)
+    commands: list[str] = field(default_factory=list)
+
+    def mark(self) -> int:
+        return len(self.changes)
+
+    def since(self, mark: int) -> list[tuple[str, str]]:
+        return self.changes[mark:]
 
 
 class Report:
@@ -14,15 +30,12 @@ class Report:
         self.dry_run = dry_run
         self.verbose = verbose
         self.step_name = "preflight"
-        self.changes: list[tuple[str, str]] = []  # (created/updated/removed/fixed, server path)
-        self.commands: list[str] = []  # run, recorded or shown
         self.pending: list[str] = []  # action lines of the current step
 
     def action(self, verb: str, text: str) -> None:
         self.pending.append(f"  {'would ' if self.dry_run else ''}{verb} {text}")
 
     def changed(self, verb: str, path: str, detail: str = "") -> None:
-        self.changes.append((verb, path))
         shown = f"would {VERBS[verb]}" if self.dry_run else verb
         self.pending.append(f"  {shown} {path}{' ' + detail if detail else ''}")
 
@@ -40,12 +53,8 @@ class Report:
         with contextlib.suppress(OSError):
             print(line, flush=True)
 
-    def mark(self) -> int:
-        return len(self.changes)
-
-    def summary(self, since: int, base: str | None = None) -> str:
-        """'2 created, 1 updated (wsgi.py, ...)' for the changes since `since`, or 'unchanged'."""
-        changes = self.changes[since:]
+    def summary(self, changes: list[tuple[str, str]], base: str | None = None) -> str:
+        """'2 created, 1 updated (wsgi.py, ...)' for these changes, or 'unchanged'."""
         if not changes:
             return "unchanged"
         counts = Counter(verb for verb, _ in changes)

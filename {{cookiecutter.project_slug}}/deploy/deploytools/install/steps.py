@@ -158,7 +158,7 @@ class Install(Run):
         goes: the app folder and venv of the layout before releases, releases older than the KEEP
         newest, and the venvs that no release kept uses."""
         files, log = self.files, self.log
-        since = self.report.mark()
+        since = self.target.done.mark()
         entry = log.find(self.release) or Entry(self.release, self.venv_key, now_utc(), self.describe())
         entry.venv, entry.failed, entry.rolled_back = self.venv_key, "", ""
         entry.migrations = [*entry.migrations, *(name for name in self.migrations if name not in entry.migrations)]
@@ -183,7 +183,7 @@ class Install(Run):
         for found in sorted(venvs.iterdir()) if venvs.is_dir() else []:
             if found.name not in used and not found.is_symlink():
                 files.remove_tree(f"{layout.VENVS_DIR}/{found.name}")
-        pruned = self.report.summary(since)
+        pruned = self.report.summary(self.target.done.since(since))
         return f"{self.release} recorded in {LOG} ({len(kept)} release(s) kept); {pruned}"
 
     def describe(self) -> str:
@@ -216,7 +216,7 @@ class Install(Run):
         manifest.release = self.release
         if target.writes and target.role.installs_code:
             self.files.ensure_file(LOG, self.log.content(), 0o600, ROOT, listed=False)
-        files, commands = len(report.changes), len(report.commands)
+        files, commands = len(target.done.changes), len(target.done.commands)
         record = self.end("deploy/install")
         if self.files.left:
             report.say(
@@ -254,7 +254,7 @@ class Install(Run):
 
     def dirs(self) -> str:
         files, role = self.files, self.target.role
-        since = self.report.mark()
+        since = self.target.done.mark()
         # nginx passes through the install folder to static/ and errors/; it cannot list app/.
         files.ensure_dir(layout.INSTALL_DIR, 0o755, ROOT)
         if role.installs_code:
@@ -274,7 +274,7 @@ class Install(Run):
             files.ensure_dir(ENV_DIR, 0o750, ROOT)
         if layout.FRAMEWORK == "django" and role.runs_app:
             self.state_dir()
-        return self.report.summary(since)
+        return self.report.summary(self.target.done.since(since))
 
     def state_dir(self) -> None:
         """The service's data (Django's SQLite database): created once, then systemd's
@@ -313,12 +313,12 @@ class Install(Run):
         edited since; nothing to say when there was none."""
         if not self.files.manifest.owns(layout.ENV_FILE):
             return None
-        since = self.report.mark()
+        since = self.target.done.mark()
         self.files.remove_file(layout.ENV_FILE)
         if not self.files.manifest.owns(layout.ENV_FILE):
             self.files.remove_dir(ENV_DIR)
         kept = "the app does not run here: its settings and secrets stay on the app hosts"
-        return f"{self.report.summary(since)} ({kept})"
+        return f"{self.report.summary(self.target.done.since(since))} ({kept})"
 
     def add_missing_settings(self, disk: Path) -> list[str]:
         """Settings the project's env file has and the server's lacks (a new version's secret key)
@@ -410,7 +410,7 @@ class Install(Run):
         return self.log.find(running) if running else None
 
     def static(self) -> str:
-        since = self.report.mark()
+        since = self.target.done.mark()
         if layout.STATIC_SOURCE is not None:
             source = tree(self.source / layout.STATIC_SOURCE.relative_to(layout.PROJECT_DIR), unpublished)
             self.files.mirror(
@@ -418,8 +418,8 @@ class Install(Run):
             )
         elif layout.FRAMEWORK == "django":
             return self.collectstatic()
-        self.changes.public |= self.report.mark() > since
-        return self.report.summary(since, layout.STATIC_ROOT)
+        self.changes.public |= self.target.done.mark() > since
+        return self.report.summary(self.target.done.since(since), layout.STATIC_ROOT)
 
     def carried(self, wanted: dict[str, Path]) -> set[str]:
         """The static files of the release before that this one has not: they stay one deploy longer,
@@ -451,7 +451,7 @@ class Install(Run):
             else:
                 target.run("env", f"DJANGO_SECRET_KEY={COLLECTSTATIC_ONLY_KEY}", *command)
             return f"manage.py collectstatic {target.outcome()}"
-        since = self.report.mark()
+        since = self.target.done.mark()
         if runs_app:
             settings = read_env_file(target.disk(layout.ENV_FILE))
         else:
@@ -468,8 +468,8 @@ class Install(Run):
             self.files.mirror(
                 layout.STATIC_ROOT, collected, dir_mode=0o755, file_mode=0o644, owner=ROOT, keep=self.carried(collected)
             )
-        self.changes.public |= self.report.mark() > since
-        return f"collectstatic: {self.report.summary(since, layout.STATIC_ROOT)}"
+        self.changes.public |= self.target.done.mark() > since
+        return f"collectstatic: {self.report.summary(self.target.done.since(since), layout.STATIC_ROOT)}"
 
     def migrate(self) -> str | None:
         """Django's migrations, once the new files passed validation: as the service's user, with
@@ -494,15 +494,15 @@ class Install(Run):
         return f"manage.py migrate: {said[-1] if said else 'done'}"
 
     def errors(self) -> str:
-        since = self.report.mark()
+        since = self.target.done.mark()
         pages = tree(self.source / layout.ERROR_PAGES.relative_to(layout.PROJECT_DIR), unpublished)
         self.files.mirror(layout.ERRORS_ROOT, pages, dir_mode=0o755, file_mode=0o644, owner=ROOT)
-        self.changes.public |= self.report.mark() > since
-        return self.report.summary(since, layout.ERRORS_ROOT)
+        self.changes.public |= self.target.done.mark() > since
+        return self.report.summary(self.target.done.since(since), layout.ERRORS_ROOT)
 
     def units(self) -> str | None:
         role = self.target.role
-        since = self.report.mark()
+        since = self.target.done.mark()
         if role.runs_app:
             for name in UNIT_FILES:
                 content = (layout.SYSTEMD_DIR / name).read_bytes()
@@ -521,7 +521,7 @@ class Install(Run):
             why = "not in this version" if role.runs_app else "not on a load balancer"
             stopped = f"; stop and disable {' '.join(stale)} ({why}) {self.target.outcome()}"
         self.prune(lambda path: path.startswith(layout.SYSTEMD_UNIT_DIR + "/"))
-        changed = [path for _, path in self.report.changes[since:]]
+        changed = [path for _, path in self.target.done.since(since)]
         self.changes.units = bool(changed)
         self.changes.firewall = f"{layout.SYSTEMD_UNIT_DIR}/{FIREWALL_UNIT}" in changed
         # A socket whose drop-in came or went listens elsewhere now: it must bind anew.
@@ -533,7 +533,7 @@ class Install(Run):
         ]
         if not role.runs_app and not changed and not stale:
             return None
-        return self.report.summary(since, layout.SYSTEMD_UNIT_DIR) + stopped
+        return self.report.summary(self.target.done.since(since), layout.SYSTEMD_UNIT_DIR) + stopped
 
     def prune(self, chosen: Callable[[str], bool] = lambda path: True) -> None:
         """Remove what the installed version had and this one has not (listed and unchanged only;
@@ -550,7 +550,7 @@ class Install(Run):
 
     def site(self) -> str | None:
         files, role = self.files, self.target.role
-        since = self.report.mark()
+        since = self.target.done.mark()
         if not role.runs_nginx:
             return self.no_site()
         # What nginx -t warns about before this run: validation fails on any warning it adds.
@@ -570,8 +570,8 @@ class Install(Run):
             files.ensure_file(CERTBOT_HOOK, CERTBOT_HOOK_SOURCE.read_bytes(), 0o755, ROOT)
         self.catch_all()
         self.prune()
-        self.changes.site = self.report.mark() > since
-        result = self.report.summary(since)
+        self.changes.site = self.target.done.mark() > since
+        result = self.report.summary(self.target.done.since(since))
         if role.name == "lb":
             drained = f", {len(role.drain)} drained" if role.drain else ""
             result += f" (upstream: {len(role.app_hosts)} app host(s){drained})"
@@ -583,13 +583,14 @@ class Install(Run):
         does not have."""
         if layout.NGINX_SITE_PATH in self.prior_paths:
             self.activation.nginx_warnings_before = self.activation.nginx_warnings()
-        since = self.report.mark()
+        since = self.target.done.mark()
         self.leave_catch_all()
         self.prune()
-        self.changes.site = self.report.mark() > since
+        self.changes.site = self.target.done.mark() > since
         if not self.changes.site:
             return None
-        return f"{self.report.summary(since)} (nginx runs on the load balancers, not on an app host)"
+        removed = self.report.summary(self.target.done.since(since))
+        return f"{removed} (nginx runs on the load balancers, not on an app host)"
 
     def catch_all(self) -> None:
         """The shared default server (catchall.py), with this project on its list; the package's

@@ -47,7 +47,7 @@ from .ledger import Manifest
 from .options import Options
 from .platform import RHEL
 from .releases import VENV_STAMP
-from .report import Report
+from .report import Done, Report
 from .roles import Role
 
 Result = subprocess.CompletedProcess[str]
@@ -74,6 +74,7 @@ class Target:
         self.options = options
         self.report = report
         self.root = options.root or Path("/")
+        self.done = Done()  # what this run changed and ran: what its steps decide from
         self.manifest = Manifest()  # what an earlier run installed, once read
         self.role = Role()  # what this machine is for, once the manifest is read (roles.py)
         self.observe()
@@ -94,9 +95,14 @@ class Target:
         """A command that changes the system: the one place where one starts. None: it did not run
         here (recorded or shown). `env` adds variables without showing them (secrets)."""
         line = shlex.join(command)
-        self.report.commands.append(line)
+        self.done.commands.append(line)
         self.report.action(self.run_verb, line)
         return self.execute(command, env, check)
+
+    def changed(self, verb: str, path: str, detail: str = "") -> None:
+        """A path this run created, updated, fixed or removed (or would): recorded, and shown."""
+        self.done.changes.append((verb, path))
+        self.report.changed(verb, path, detail)
 
     def query(self, *command: str, env: dict[str, str] | None = None, check: bool = True) -> Result | None:
         """A command that only reads (also in a dry run); None where the target cannot answer."""
@@ -165,12 +171,12 @@ class Target:
             os.chown(partial, *ids)
             os.chown(partial / "venv", *ids, follow_symlinks=False)
         os.rename(partial, disk)
-        self.report.changed("created", path, f"(the release: {count} files, {describe(owner, RELEASE_DIR_MODE)})")
+        self.changed("created", path, f"(the release: {count} files, {describe(owner, RELEASE_DIR_MODE)})")
         return count
 
     def repoint(self, disk: Path, target: str) -> None:
         """Replace the link `disk` with one to `target`, in one rename."""
-        self.report.changed("updated", str(disk), f"-> {target}")
+        self.changed("updated", str(disk), f"-> {target}")
         temporary = disk.with_name(f".{disk.name}.installing")
         temporary.unlink(missing_ok=True)
         temporary.symlink_to(target)
@@ -439,7 +445,7 @@ class Staged(Target):
 
     def record(self, title: str) -> Path | None:
         """Append this run's commands to the staged tree's record, for the target to run in order."""
-        if not self.report.commands:
+        if not self.done.commands:
             return None
         record = self.disk(STAGED_RECORD)
         if not record.exists():
@@ -450,7 +456,7 @@ class Staged(Target):
             )
         stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         with record.open("a") as file:
-            file.write(f"\n# {stamp}: {title}\n" + "".join(f"{line}\n" for line in self.report.commands))
+            file.write(f"\n# {stamp}: {title}\n" + "".join(f"{line}\n" for line in self.done.commands))
         return record
 
     def finished(self, counts: str, backup_dir: str | None, record: Path | None) -> str:
@@ -482,7 +488,7 @@ class DryRun(Target):
 
     def run(self, *command: str, env: dict[str, str] | None = None, check: bool = True) -> Result | None:
         line = shlex.join(command)
-        self.report.commands.append(line)
+        self.done.commands.append(line)
         self.report.action(self.run_verb, line)
         return None
 
@@ -504,11 +510,11 @@ class DryRun(Target):
 
     def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
         count = sum(1 for source in files.values() if not source.is_dir())
-        self.report.changed("created", path, f"(the release: {count} files, {describe(owner, RELEASE_DIR_MODE)})")
+        self.changed("created", path, f"(the release: {count} files, {describe(owner, RELEASE_DIR_MODE)})")
         return count
 
     def repoint(self, disk: Path, target: str) -> None:
-        self.report.changed("updated", str(disk), f"-> {target}")
+        self.changed("updated", str(disk), f"-> {target}")
 
     @contextlib.contextmanager
     def serving(self, release: str, address: str | None = None, workers: int | None = None) -> Iterator[Serving | None]:

@@ -58,21 +58,21 @@ class Uninstall(Run):
             return 1
         if self.files.left:
             report.say("uninstall: left in place:\n" + indent("\n".join(self.files.left)))
-        changes = [change for change in report.changes if change[1] != MANIFEST]
-        if not changes and not report.commands:
+        changes = [change for change in target.done.changes if change[1] != MANIFEST]
+        if not changes and not target.done.commands:
             report.say("uninstall: nothing to remove")
         elif report.dry_run:
             report.say("uninstall: dry run, nothing changed")
         else:
             where = f"; commands recorded in {record}" if record else ""
-            counts = f"{len(changes)} file change(s), {len(report.commands)} command(s)"
+            counts = f"{len(changes)} file change(s), {len(target.done.commands)} command(s)"
             report.say(f"uninstall: done: {counts}{where}")
         return 0
 
     def site(self) -> str:
         """Out of nginx first, so that no request reaches a service that is going away."""
         target, files = self.target, self.files
-        since = self.report.mark()
+        since = self.target.done.mark()
         if layout.NGINX_SITE_LINK:
             files.remove_file(layout.NGINX_SITE_LINK)
         files.remove_file(layout.NGINX_SITE_PATH)
@@ -86,16 +86,17 @@ class Uninstall(Run):
         # The renewal hook only reloads nginx; the certificate itself stays with certbot.
         files.remove_file(CERTBOT_HOOK)
         self.leave_catch_all()
-        if self.report.mark() == since:
+        if self.target.done.mark() == since:
             return "site not installed (or not by deploy/install)"
+        removed = self.report.summary(self.target.done.since(since))
         if not target.defers and find_nginx() is None:
-            return f"{self.report.summary(since)}; nginx is not installed: nothing to test or reload"
+            return f"{removed}; nginx is not installed: nothing to test or reload"
         result = target.run(target.nginx_command(), "-t", check=False)
         if result is not None and result.returncode:
             raise InstallError("nginx -t fails without the site:\n" + indent(result.stderr))
         if target.unit_is("active", NGINX_SERVICE):
             target.run("systemctl", "reload", NGINX_SERVICE)
-        return f"{self.report.summary(since)}; nginx -t and reload without the site {target.outcome()}"
+        return f"{removed}; nginx -t and reload without the site {target.outcome()}"
 
     def units(self) -> str:
         target, files = self.target, self.files
@@ -120,7 +121,7 @@ class Uninstall(Run):
         ]
         if running:
             target.run("systemctl", "disable", "--now", *running)
-        since = self.report.mark()
+        since = self.target.done.mark()
         for name in placed:
             files.remove_file(f"{layout.SYSTEMD_UNIT_DIR}/{name}")
         # Deepest first: the drop-ins, then their folders once empty.
@@ -129,19 +130,19 @@ class Uninstall(Run):
                 files.remove_dir(path)
             else:
                 files.remove_file(path)
-        if self.report.mark() > since:
+        if self.target.done.mark() > since:
             target.run("systemctl", "daemon-reload")
-        if not placed and not running and self.report.mark() == since:
+        if not placed and not running and self.target.done.mark() == since:
             return "units not installed (or not by deploy/install)"
         stopped = f"stop and disable {' '.join(running)} {target.outcome()}" if running else "no unit running"
-        return f"{stopped}; unit files {self.report.summary(since)}"
+        return f"{stopped}; unit files {self.report.summary(self.target.done.since(since))}"
 
     def purge(self) -> str:
         target, files = self.target, self.files
         kept = f"{layout.INSTALL_DIR} (app, venv, static, backups), {layout.ENV_FILE} and user {layout.SERVICE_USER}"
         if not target.options.purge:
             return f"kept {kept}; --purge removes them"
-        since = self.report.mark()
+        since = self.target.done.mark()
         manifest = files.manifest
         # Deepest first: a folder's turn comes after everything in it.
         for path in sorted(manifest.paths, reverse=True):
@@ -186,9 +187,9 @@ class Uninstall(Run):
             files.left.append(f"user {name} (not created by deploy/install)")
         files.remove_file(LOG, listed_only=False)
         files.remove_file(MANIFEST, listed_only=False)
-        if self.report.mark() == since and not self.report.commands:
+        if self.target.done.mark() == since and not self.target.done.commands:
             return "nothing left to purge"
-        removed = [path for verb, path in self.report.changes[since:] if verb == "removed" and path != MANIFEST]
+        removed = [path for verb, path in self.target.done.since(since) if verb == "removed" and path != MANIFEST]
         verb = "would remove" if self.report.dry_run else "removed"
         return f"{verb} {len(removed)} path(s) the installer made" + (
             f"; kept {len(files.left)} (listed below)" if files.left else ""
