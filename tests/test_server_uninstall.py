@@ -101,9 +101,10 @@ def test_install_from_a_checkout_in_a_private_home_serves_the_site(server: Serve
 
 def test_uninstall_removes_the_site_and_units_and_keeps_the_rest(server: Server) -> None:
     host = server.host
-    # Two releases and their venv on the server, for the purge that follows.
-    server.checkout.edit("my_app/app.py", "def ", "# release 2\ndef ")
+    # Two releases and their venv on the server, for the purge that follows; the checkout as it was.
+    app = server.checkout.edit("my_app/app.py", "def ", "# release 2\ndef ")
     server.checkout.installed()
+    server.checkout.put_back("my_app/app.py", app)
     assert len(host.run("ls", "/srv/my_app/releases").stdout.split()) == 2
     host.write(USER_FILE, "a user's upload\n")
     server.checkout.installed("--uninstall")
