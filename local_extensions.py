@@ -141,6 +141,7 @@ class Derived:
     venv_dir: str  # through it, the release's venv
     releases_dir: str
     venvs_dir: str
+    shared_dir: str  # what outlives releases: the app's uploads and media, writable by the service
     static_root: str
     errors_root: str
     acme_root: str
@@ -237,6 +238,7 @@ def derive(answers: Mapping[str, object]) -> Derived:
         venv_dir=f"{install_dir}/current/venv",
         releases_dir=f"{install_dir}/releases",
         venvs_dir=f"{install_dir}/venvs",
+        shared_dir=f"{install_dir}/shared",
         static_root=f"{install_dir}/static",
         errors_root=f"{install_dir}/errors",
         acme_root=f"{install_dir}/acme",

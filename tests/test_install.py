@@ -111,6 +111,7 @@ COMMON_PATHS = {
     "/srv/my_app/releases": ("dir", 0o750),
     "/srv/my_app/venvs": ("dir", 0o755),
     "/srv/my_app/current": ("link", 0o777),
+    "/srv/my_app/shared": ("dir", 0o750),
     "/srv/my_app/static": ("dir", 0o755),
     "/srv/my_app/static/style.css": ("file", 0o644),
     "/srv/my_app/errors": ("dir", 0o755),
@@ -196,7 +197,7 @@ def test_staged_install_lays_out_the_server_as_the_platform_expects(bake, tools,
     # creates the user and hands the code to its group.
     assert {entry[-2] for entry in tree.values()} == {os.geteuid()}
     first = blocks(root)[0]
-    assert first[:2] == [USERADD, f"chown -R root:my_app {here}"]
+    assert first[:3] == [USERADD, "chown -R my_app:my_app /srv/my_app/shared", f"chown -R root:my_app {here}"]
     labels = [line for line in first if line.startswith(("semanage", "restorecon"))]
     if platform == "rhel-9":
         assert labels == [
@@ -218,6 +219,7 @@ def test_staged_install_records_commands_in_the_order_the_server_needs(staged) -
     assert venv.startswith("/srv/my_app/venvs/")
     order = [
         USERADD,
+        "chown -R my_app:my_app /srv/my_app/shared",
         f"chown -R root:my_app {here}",
         f"env PYTHON=python3 {here}/deploy/setup-venv {venv}",
         "nginx -t",

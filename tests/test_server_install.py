@@ -458,6 +458,29 @@ TRICKY_ENV = (
 )
 
 
+def test_the_service_writes_its_shared_folder_and_nothing_else_of_the_install(installed: Installed) -> None:
+    """Seen from inside the service's sandbox, as its user: uploads go to shared/, which outlives
+    releases; the releases, the current one included, are read-only."""
+    host = installed.host
+    pid = host.run("systemctl", "show", "--property=MainPID", "--value", "my_app.service").stdout.strip()
+    uid = host.run("id", "-u", "my_app").stdout.strip()
+    inside = ["nsenter", f"--target={pid}", "--mount", f"--setuid={uid}", f"--setgid={uid}"]
+    assert host.run(*inside, "touch", "/srv/my_app/shared/upload", check=False).returncode == 0
+    assert host.exists("/srv/my_app/shared/upload")
+    refused = host.run(*inside, "touch", "/srv/my_app/current/upload", check=False)
+    # Root's and 0750 already; and the unit's ProtectSystem=strict mounts it read-only besides.
+    assert refused.returncode != 0, refused.stderr
+    environment = host.run("systemctl", "show", "--property=Environment", "my_app.service").stdout
+    assert "SHARED_DIRECTORY=/srv/my_app/shared" in environment
+    # A deploy keeps it.
+    checkout = installed.checkout
+    app = checkout.edit(APP, HOME_TEXT, f"{HOME_TEXT} shared")
+    checkout.installed()
+    checkout.put_back(APP, app)
+    assert host.exists("/srv/my_app/shared/upload")
+    host.run("rm", "/srv/my_app/shared/upload")
+
+
 def test_the_env_file_reads_as_systemd_gives_it_to_the_service(installed: Installed) -> None:
     host = installed.host
     host.write("/tmp/tricky.env", TRICKY_ENV)

@@ -26,6 +26,9 @@ BIND = {{ cookiecutter.bind | tojson }}
 INSTALL_DIR = {{ cookiecutter.install_dir | tojson }}
 RELEASES_DIR = {{ derived.releases_dir | tojson }}
 VENVS_DIR = {{ derived.venvs_dir | tojson }}
+# What outlives releases (uploads, media): the one folder there the service may write to
+# ($SHARED_DIRECTORY in the unit). Created once; a deploy, a rollback or a purge never empties it.
+SHARED_DIR = {{ derived.shared_dir | tojson }}
 APP_DIR = {{ derived.app_dir | tojson }}
 VENV_DIR = {{ derived.venv_dir | tojson }}
 STATIC_ROOT = {{ derived.static_root | tojson }}

@@ -272,22 +272,23 @@ class Install(Run):
         if role.runs_app:
             # systemd reads the env file as root; the service itself never opens it.
             files.ensure_dir(ENV_DIR, 0o750, ROOT)
+            self.data_dir(layout.SHARED_DIR, 0o750)
         if layout.FRAMEWORK == "django" and role.runs_app:
-            self.state_dir()
+            # 0700, as the unit's StateDirectoryMode= makes it at every start.
+            self.data_dir(layout.STATE_DIR, 0o700)
         return self.report.summary(self.target.done.since(since))
 
-    def state_dir(self) -> None:
-        """The service's data (Django's SQLite database): created once, then systemd's
-        (StateDirectory=, which sets its mode at each start). Purge keeps it unless empty."""
+    def data_dir(self, path: str, mode: int) -> None:
+        """A folder of the app's data (Django's SQLite database in STATE_DIR, uploads in
+        SHARED_DIR), the service's own: created once, never emptied; purge keeps it unless empty."""
         files = self.files
-        files.touch(layout.STATE_DIR, {"type": "state"})
-        if files.disk(layout.STATE_DIR).exists() or layout.STATE_DIR in files.planned:
+        files.touch(path, {"type": "state"})
+        if files.disk(path).exists() or path in files.planned:
             return
-        files.make_parents(layout.STATE_DIR)
-        # 0700, as the unit's StateDirectoryMode= makes it at every start.
-        files.create_dir(layout.STATE_DIR, 0o700, SERVICE_OWNS)
-        files.touch(layout.STATE_DIR, {"type": "state"})
-        self.target.own_tree(layout.STATE_DIR, SERVICE_OWNS)
+        files.make_parents(path)
+        files.create_dir(path, mode, SERVICE_OWNS)
+        files.touch(path, {"type": "state"})
+        self.target.own_tree(path, SERVICE_OWNS)
 
     def env_file(self) -> str | None:
         if not self.target.role.runs_app:
