@@ -63,6 +63,9 @@ PACKAGES = (
     "openssl",
     # The app hosts' opt-in firewall (deploy/install --role app --firewall).
     "nftables",
+    # The generated README brings the project to a server with git, and a wheelhouse with rsync.
+    "git",
+    "rsync",
 )
 # Timers that would run apt on an idle test server; nothing else is changed from Debian's defaults.
 MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer")
