@@ -249,6 +249,7 @@ def test_django_admin_css_comes_from_nginx(stacks, browser) -> None:
     assert headers["cache-control"] == NGINX_STATIC_CACHE and "expires" in headers  # nginx's static location
     assert "/static/admin/" not in stack.gunicorn_log()  # collected, and served without Django
     assert browser.csp_problems() == []
+    assert browser.errors() == []  # nothing the page asked for failed, favicon included
 
 
 @pytest.mark.parametrize("host", ["localhost", DOMAIN])
@@ -271,6 +272,8 @@ def test_django_superuser_logs_into_admin_over_https(stacks, browser, host: str)
     browser.open(base_url(stack, host) + "/admin/auth/user/add/")
     assert browser.driver.title == "Add user | Django site admin"
     assert browser.csp_problems() == []
+    # On every page of the way (login, index, user form): no failed request, no script error.
+    assert browser.errors() == []
 
 
 def test_django_login_post_without_the_csrf_cookie_is_refused(stacks, browser) -> None:
@@ -288,6 +291,8 @@ def test_django_login_post_without_the_csrf_cookie_is_refused(stacks, browser) -
     # The project's own failure page: styled by the site's stylesheet, within the site's policy.
     assert browser.script("return getComputedStyle(document.body).backgroundColor") == PAGE_BACKGROUND
     assert browser.csp_problems() == []
+    # The refusal itself is the one error the console reports.
+    assert [error for error in browser.errors() if "status of 403" not in error] == []
     assert re.search(r'"POST /admin/login/ HTTP/1.1" 403 ', stack.gunicorn_log())
     assert "Forbidden (CSRF cookie not set.): /admin/login/" in stack.gunicorn_log()
     # nginx writes its access log in batches, at least once a second (the browser speaks HTTP/2 to it).
