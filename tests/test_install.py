@@ -1260,3 +1260,19 @@ def test_a_deploy_keeps_the_newest_releases_and_the_venvs_they_use(bake, tools, 
     assert [entry["id"] for entry in log["releases"]] == made[-3:]
     wrong = install(project, root, "--keep", "-1")
     assert wrong.returncode == 2 and "--keep -1: a number of releases, 0 or more" in wrong.stderr
+
+
+def test_pruning_removes_only_what_deploy_install_made(bake, tools, tmp_path: Path) -> None:
+    """A note or a folder of someone else's beside the releases and venvs stays, and no deploy fails on it."""
+    project = bake()
+    root = tmp_path / "server"
+    installed(project, root, "--keep", "0")
+    theirs = [root / "srv/my_app/releases/notes.txt", root / "srv/my_app/venvs/keep-me/file"]
+    for path in theirs:
+        write(path, "someone's\n")
+    for number in range(2):
+        edit(project.path / "my_app/app.py", "def ", f"# release {number}\ndef ")
+        installed(project, root, "--keep", "0")
+    assert all(path.is_file() for path in theirs)
+    # --keep 0 still keeps the release that ran before: the way back of a rollback.
+    assert len([path for path in (root / "srv/my_app/releases").iterdir() if path.is_dir()]) == 2

@@ -188,8 +188,11 @@ def test_release_whose_health_check_fails_is_rolled_back_under_load(installed: I
     # Marked in the log: --releases says why, and a plain rollback passes it by.
     listed = releases(checkout)
     assert listed[running] == "current"
-    [bad] = [state for release, state in listed.items() if state.startswith("failed: ")]
+    [(bad_release, bad)] = [(release, state) for release, state in listed.items() if state.startswith("failed: ")]
     assert "activate: the new release's /healthz: status 500" in bad
+    # And in the journal, as an error of the deploy, with the release's id as a field.
+    said = host.run("journalctl", "-p", "err", "-t", "my_app-deploy", f"RELEASE={bad_release}", "-o", "cat").stdout
+    assert f"my_app: release {bad_release} failed at activate: " in said, said
 
 
 def current(host: Host) -> str:
@@ -245,6 +248,12 @@ def test_rollback_goes_back_in_seconds_without_any_package_source(
     listed = releases(checkout)
     assert listed[first] == "current"
     assert listed[second].startswith("rolled back from on ") and listed[third].startswith("rolled back from on ")
+    # Each deploy and rollback is in the journal: among the app's own lines, and by its fields.
+    among = host.run("journalctl", "-u", "my_app.service", "-o", "cat", "--no-pager").stdout
+    assert f"my_app: release {third} deployed (before: {second})" in among, among
+    assert f"my_app: release {first} rolled back to (before: {second})" in among, among
+    found = host.run("journalctl", f"RELEASE={second}", "DEPLOY_ACTION=rollback", "-o", "json").stdout
+    assert json.loads(found.splitlines()[-1])["PREVIOUS_RELEASE"] == third
     # The project as it was before this test is that release again: nothing to build, the link moves.
     checkout.edit(APP, f"{HOME_TEXT} {marker}", HOME_TEXT)
     output = checkout.installed()

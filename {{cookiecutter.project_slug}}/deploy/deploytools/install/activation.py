@@ -52,6 +52,7 @@ class Changes:
     release: str = layout.APP_DIR
     switch: str = ""
     canary: bool = True  # the new release answers /healthz on a socket of its own before the switch
+    restart: bool = False  # the running release's venv link was pointed elsewhere: its gunicorn must start anew
     # Socket units whose listening address changed (an app host's drop-in came or went).
     relisten: list[str] = field(default_factory=list)
     # An app host's firewall unit (--firewall) was written anew: its table is replaced.
@@ -243,7 +244,11 @@ class Activation:
         if result.returncode or findings:
             said = "\n".join(findings) or result.stdout + result.stderr
             raise InstallError("systemd-analyze verify rejects the units:\n" + indent(said))
-        env = {**read_env_file(Path(layout.ENV_FILE)), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {
+            **read_env_file(Path(layout.ENV_FILE)),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "SHARED_DIRECTORY": layout.SHARED_DIR,
+        }
         result = target.run(
             "setpriv",
             f"--reuid={layout.SERVICE_USER}",
@@ -355,22 +360,24 @@ class Activation:
         if self.enabled:
             self.done(target.run("systemctl", "enable", *self.enabled), "enabled", units=self.enabled)
             done.append(f"enable {' '.join(self.enabled)}")
-        self.started = [unit for unit in layout.ACTIVE_UNITS if not was_active[unit]]
-        if self.started:
-            self.done(target.run("systemctl", "start", *self.started), "started", units=self.started)
-            done.append(f"start {' '.join(self.started)}")
+        # The link moves before anything starts: a service that was not running starts from the
+        # new release, never from the one it replaces.
         switched = 0.0
         if changes.switch:
-            if changes.canary and any(was_active[service] for service in layout.APP_SERVICES):
+            if changes.canary:
                 done.append(self.canary())
             self.files.ensure_link(layout.APP_DIR, changes.switch)
             switched = time.monotonic()
             done.append(f"{layout.APP_DIR} -> {changes.switch}")
+        self.started = [unit for unit in layout.ACTIVE_UNITS if not was_active[unit]]
+        if self.started:
+            self.done(target.run("systemctl", "start", *self.started), "started", units=self.started)
+            done.append(f"start {' '.join(self.started)}")
         # Units that changed need a restart to apply, and so does a release on another venv (a
         # process keeps the interpreter it started with); new code alone, a graceful reload (HUP:
         # new workers start from the release the current link names now, the old ones finish their
         # requests). One service at a time, each healthy again before the next.
-        restart = changes.units or (changes.code and changes.venv)
+        restart = changes.units or changes.restart or (changes.code and changes.venv)
         self.refresh = "restart" if restart else "reload" if changes.code else ""
         if not self.refresh:
             return done

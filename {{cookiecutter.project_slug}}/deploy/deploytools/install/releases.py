@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,10 @@ LOG = f"{INSTALL_STATE_DIR}/releases.json"
 KEEP = 5
 # setup-venv's record of the requirements it installed: a venv without it is not finished.
 VENV_STAMP = ".requirements.sha256"
+# The names deploy/install gives releases and venvs (and a release being written): pruning
+# removes nothing else it finds in their folders.
+RELEASE_NAME = re.compile(r"\.?[0-9a-f]{12}(\.partial)?")
+VENV_NAME = re.compile(r"[0-9a-f]{16}")
 
 
 def release_id() -> str:
@@ -116,10 +121,14 @@ class Log:
         before = self.entries[: ids.index(current)] if current in ids else self.entries
         return next((entry for entry in reversed(before) if not entry.skipped), None)
 
-    def kept(self, current: str, keep: int = KEEP) -> list[Entry]:
-        """The releases pruning keeps: the running one and the `keep` newest before it."""
-        others = [entry for entry in self.entries if entry.id != current]
-        return [*others[max(len(others) - keep, 0) :], *(entry for entry in self.entries if entry.id == current)]
+    def kept(self, current: str, keep: int = KEEP, before: str | None = None) -> list[Entry]:
+        """The entries pruning keeps, in order: the current release, the `keep` newest others that did
+        not fail, the one that ran `before` it whatever its place (a rollback's way back), and the
+        `keep` newest failed ones (a record only: a failed release's folder went with its run)."""
+        good = [entry.id for entry in self.entries if not entry.failed and entry.id != current]
+        bad = [entry.id for entry in self.entries if entry.failed and entry.id != current]
+        chosen = {current, before, *good[max(len(good) - keep, 0) :], *bad[max(len(bad) - keep, 0) :]}
+        return [entry for entry in self.entries if entry.id in chosen]
 
 
 def running_release(disk_link: Path) -> str | None:

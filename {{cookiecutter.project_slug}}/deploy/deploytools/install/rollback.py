@@ -23,6 +23,7 @@ from .steps import Install, with_env
 
 class Rollback(Install):
     command = "rollback"
+    announced = ("rolled back to", "rollback")
 
     def steps(self) -> list[tuple[str, Callable[[], str | None]]]:
         nginx = self.target.role.runs_nginx
@@ -66,7 +67,7 @@ class Rollback(Install):
             raise InstallError(f"release {entry.id}: its venv {venv_dir(venv)} is gone or unfinished; deploy it again")
         checked = self.check_migrations(running, path)
         self.release, self.release_path, self.venv_key, self.source = entry.id, path, venv, disk
-        self.rolled_back_from = running
+        self.rolled_back_from = self.previous = running
         running_entry = log.find(running)
         changes = self.changes
         changes.release, changes.switch, changes.code = path, self.link_target(), True

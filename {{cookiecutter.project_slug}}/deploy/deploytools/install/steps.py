@@ -46,7 +46,19 @@ from .common import (
 from .ledger import MANIFEST
 from .platform import NGINX_READS, RHEL, fcontext_spec
 from .preflight import certificate_pending
-from .releases import LOG, VENV_STAMP, Entry, now_utc, release_dir, release_id, running_release, venv_dir, venv_key
+from .releases import (
+    LOG,
+    RELEASE_NAME,
+    VENV_NAME,
+    VENV_STAMP,
+    Entry,
+    now_utc,
+    release_dir,
+    release_id,
+    running_release,
+    venv_dir,
+    venv_key,
+)
 from .roles import FIREWALL_UNIT, Role
 from .run import Run
 
@@ -69,6 +81,9 @@ class Install(Run):
     release = ""  # release_id() of the project this run installs from
     venv_key = ""  # venv_key() of its requirements and this server's Python
     migrations: tuple[str, ...] = ()  # Django's migrations this run applied, as app.name
+    previous: str | None = None  # the release that ran before this run, if any
+    # What the journal says of the release once it runs, and the action's name in its fields.
+    announced = ("deployed", "deploy")
 
     def steps(self) -> list[tuple[str, Callable[[], str | None]]]:
         role = self.target.role
@@ -171,18 +186,20 @@ class Install(Run):
                 files.remove_file(path)
         if files.manifest.owns(LEGACY_VENV_DIR):
             files.remove_tree(LEGACY_VENV_DIR)
-        kept = log.kept(self.release, self.target.options.keep)
+        kept = log.kept(self.release, self.target.options.keep, self.previous)
         log.entries = kept
-        wanted = {entry.id for entry in kept}
-        releases = files.disk(layout.RELEASES_DIR)
-        for found in sorted(releases.iterdir()) if releases.is_dir() else []:
-            if found.name not in wanted and not found.is_symlink():
-                files.remove_tree(f"{layout.RELEASES_DIR}/{found.name}")
-        used = {entry.venv for entry in kept}
-        venvs = files.disk(layout.VENVS_DIR)
-        for found in sorted(venvs.iterdir()) if venvs.is_dir() else []:
-            if found.name not in used and not found.is_symlink():
-                files.remove_tree(f"{layout.VENVS_DIR}/{found.name}")
+        wanted = {entry.id for entry in kept} | {self.release}
+        used = {entry.venv for entry in kept if not entry.failed} | {self.venv_key}
+        for folder, names, keeping in (
+            (layout.RELEASES_DIR, RELEASE_NAME, wanted),
+            (layout.VENVS_DIR, VENV_NAME, used),
+        ):
+            disk = files.disk(folder)
+            for found in sorted(disk.iterdir()) if disk.is_dir() else []:
+                # Only what deploy/install names so: anything else there is someone's, and stays.
+                ours = names.fullmatch(found.name) and found.is_dir() and not found.is_symlink()
+                if ours and found.name not in keeping:
+                    files.remove_tree(f"{folder}/{found.name}")
         pruned = self.report.summary(self.target.done.since(since))
         return f"{self.release} recorded in {LOG} ({len(kept)} release(s) kept); {pruned}"
 
@@ -192,21 +209,43 @@ class Install(Run):
         if not (layout.PROJECT_DIR / ".git").exists() or shutil.which("git") is None:
             return ""
         said = self.target.query(
-            "git", "-c", "safe.directory=*", "-C", str(layout.PROJECT_DIR), "describe", "--always", "--dirty", "--tags",
+            # --no-optional-locks: root must not rewrite the index of a checkout it does not own.
+            "git", "--no-optional-locks", "-c", "safe.directory=*", "-C", str(layout.PROJECT_DIR),
+            "describe", "--always", "--dirty", "--tags",
             check=False,
         )  # fmt: skip
         return said.stdout.strip() if said is not None and not said.returncode else ""
+
+    def announce(self, what: str, action: str, priority: int = 5) -> None:
+        """The journal's line of this deploy: `journalctl -u <service>` shows it among the app's own
+        lines, `journalctl RELEASE=<id>` (or DEPLOY_ACTION=..., -t <slug>-deploy) finds it."""
+        before = self.previous or "none"
+        fields = [
+            ("MESSAGE", f"{layout.SLUG}: release {self.release} {what} (before: {before})"),
+            ("PRIORITY", str(priority)),
+            ("SYSLOG_IDENTIFIER", f"{layout.SLUG}-deploy"),
+            ("RELEASE", self.release),
+            ("PREVIOUS_RELEASE", before),
+            ("DEPLOY_ACTION", action),
+        ]
+        # journalctl -u matches OBJECT_SYSTEMD_UNIT= in entries from root: each service of the app.
+        fields += [("OBJECT_SYSTEMD_UNIT", unit) for unit in layout.APP_SERVICES if self.target.role.runs_app]
+        self.target.journal(fields)
 
     def log_failure(self, step: str, reason: str) -> None:
         """A release that failed on its way in is marked in the log: --rollback skips it, --releases
         says why. The running release is never marked by a run that only tried to change /etc."""
         if not self.release_path or not self.changes.code or self.target.no_run_reason:
             return
-        entry = self.log.find(self.release) or Entry(self.release, self.venv_key, now_utc(), self.describe())
-        entry.failed = f"{step}: {reason}"
-        self.log.deployed(entry)
-        with contextlib.suppress(OSError):
-            self.log.save(self.files.disk(LOG))
+        # Priority 3 (error): journalctl -p err lists the failed deploys.
+        self.announce(f"failed at {step}: {reason}; {self.previous or 'nothing'} still runs", "failed", 3)
+        # A release that served before stays what it was (a rollback may need it); a new one is
+        # recorded as failed.
+        if self.log.find(self.release) is None:
+            failed = Entry(self.release, self.venv_key, now_utc(), self.describe(), failed=f"{step}: {reason}")
+            self.log.deployed(failed)
+            with contextlib.suppress(OSError):
+                self.log.save(self.files.disk(LOG))
 
     def finish(self) -> None:
         target, report = self.target, self.report
@@ -217,6 +256,8 @@ class Install(Run):
         if target.writes and target.role.installs_code:
             self.files.ensure_file(LOG, self.log.content(), 0o600, ROOT, listed=False)
         files, commands = len(target.done.changes), len(target.done.commands)
+        if self.changes.code and self.release_path:
+            self.announce(*self.announced)
         record = self.end("deploy/install")
         if self.files.left:
             report.say(
@@ -255,7 +296,7 @@ class Install(Run):
     def dirs(self) -> str:
         files, role = self.files, self.target.role
         since = self.target.done.mark()
-        # nginx passes through the install folder to static/ and errors/; it cannot list app/.
+        # nginx passes through the install folder to static/ and errors/; it cannot enter releases/.
         files.ensure_dir(layout.INSTALL_DIR, 0o755, ROOT)
         if role.installs_code:
             # The service passes through to its release; every release and venv is the installer's
@@ -350,7 +391,7 @@ class Install(Run):
         self.venv_key = venv_key(requirements, target.python_version())
         self.release_path = release_dir(self.release)
         link_to = f"../../{layout.VENVS_DIR.rsplit('/', 1)[1]}/{self.venv_key}"
-        running = running_release(files.disk(layout.APP_DIR))
+        running = self.previous = running_release(files.disk(layout.APP_DIR))
         self.changes.code = running != self.release
         disk = files.disk(self.release_path)
         if disk.is_dir() and not disk.is_symlink():
@@ -359,6 +400,8 @@ class Install(Run):
                 # This server's Python changed since: the same files need a venv built for the new one.
                 self.target.repoint(disk / "venv", link_to)
                 said += f"; its venv link now names {self.venv_key} (another Python)"
+                # Its gunicorn keeps the interpreter it started with: it starts anew.
+                self.changes.restart = running == self.release
             result = f"{self.release} {said}"
         else:
             files.created_tree(self.release_path)
@@ -544,6 +587,8 @@ class Install(Run):
             entry = files.manifest.paths.get(path)
             if entry is None or not chosen(path) or entry["type"] in {"tree", "state"} or "conffile" in entry:
                 continue
+            if path == LEGACY_APP_DIR or path.startswith(LEGACY_APP_DIR + "/"):
+                continue  # the service runs from there until activation: finish removes it
             if entry["type"] == "dir":
                 files.remove_dir(path)
             else:

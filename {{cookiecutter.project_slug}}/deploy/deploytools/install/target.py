@@ -141,6 +141,15 @@ class Target:
         """Keep this run's commands for later (a staged tree's record); where, or None."""
         return None
 
+    def journal(self, fields: list[tuple[str, str]]) -> None:
+        """An entry in the system's journal, with fields of its own (`logger --journald`); a field
+        may come more than once. Only where the services run: a staged tree has no journal."""
+        if self.no_run_reason:
+            return
+        text = "".join(f"{name}={value.replace(chr(10), ' ')}\n" for name, value in fields)
+        # The deploy goes on without it: a record of the deploy is not the deploy.
+        subprocess.run(["logger", "--journald"], input=text, text=True, check=False, capture_output=True)
+
     def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
         """Write a release folder whole: into a hidden folder beside it, renamed into place once
         complete. What an interrupted run left half-written is removed first. The number of files."""
@@ -311,6 +320,8 @@ class Live(Target):
         service = (layout.SERVICE_USER, layout.SERVICE_USER)
         ids = self.ids(service)
         env = {**os.environ, **read_env_file(Path(layout.ENV_FILE)), "PYTHONDONTWRITEBYTECODE": "1"}
+        # As the unit gives them: where the app's data lives.
+        env["SHARED_DIRECTORY"] = layout.SHARED_DIR
         if layout.FRAMEWORK == "django":
             env["STATE_DIRECTORY"] = layout.STATE_DIR
         with tempfile.TemporaryDirectory(prefix=f"{layout.SLUG}-release-") as scratch:
@@ -507,6 +518,10 @@ class DryRun(Target):
 
     def health_of(self, upstream: str) -> int | None:
         return None
+
+    def journal(self, fields: list[tuple[str, str]]) -> None:
+        message = next((value for name, value in fields if name == "MESSAGE"), "")
+        self.report.action("log:", f"{message} (in the journal)")
 
     def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
         count = sum(1 for source in files.values() if not source.is_dir())

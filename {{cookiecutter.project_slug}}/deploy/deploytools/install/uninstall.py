@@ -139,7 +139,10 @@ class Uninstall(Run):
 
     def purge(self) -> str:
         target, files = self.target, self.files
-        kept = f"{layout.INSTALL_DIR} (app, venv, static, backups), {layout.ENV_FILE} and user {layout.SERVICE_USER}"
+        kept = (
+            f"{layout.INSTALL_DIR} (releases, venvs, shared, static, backups), {layout.ENV_FILE} and user"
+            f" {layout.SERVICE_USER}"
+        )
         if not target.options.purge:
             return f"kept {kept}; --purge removes them"
         since = self.target.done.mark()
