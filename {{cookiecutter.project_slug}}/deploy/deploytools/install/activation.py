@@ -589,6 +589,9 @@ class Activation:
             target.run("systemctl", "enable", "--now", *self.stopped, check=False)
         if self.nginx_reloaded:
             target.run("systemctl", "reload-or-restart", NGINX_SERVICE, check=False)
+        # Nothing runs from this run's release any more: its folder (and a venv it built) goes.
+        problems += self.files.remove_trees()
+        self.problems = problems
         restored = undone["replaced"] + undone["meta"] + undone["removed-dir"]
         created = undone["created"] + undone["created-tree"]
         result = f"{restored} restored from backup, {created} created by this run removed"

@@ -47,6 +47,9 @@ class Files:
         self.planned: set[str] = set()  # folders a dry run would have created
         self.backup_dir: str | None = None
         self.backups_created = False
+        # What restore() leaves to remove_trees(): trees this run made, folders it created.
+        self.trees: list[Undo] = []
+        self.created_dirs: list[Path] = []
         self.keep_backups = True
         self.purging = False
 
@@ -361,15 +364,21 @@ class Files:
         raise InstallError(f"cannot create a backup folder in {BACKUPS_DIR}")
 
     def restore(self) -> list[str]:
-        """Undo every file change of this run, newest first; the problems met (none: all undone)."""
+        """Undo every file change of this run, newest first, but the release and venv it made:
+        processes may still run from them until the services are back on the previous release
+        (remove_trees() then). The problems met (none: all undone)."""
         problems = []
         created = {undo.path for undo in self.undo_list if undo.kind == "created"}
+        self.trees = [undo for undo in self.undo_list if undo.kind == "created-tree"]
         for undo in reversed(self.undo_list):
+            if undo.kind == "created-tree":
+                continue
             try:
                 undo_one(undo)
             except OSError as error:
                 problems.append(f"{undo.path}: {error}")
         self.undo_list.clear()
+        self.created_dirs = sorted(created, reverse=True)
         if not problems and self.backup_dir is not None:
             # Everything is back in place: the copies are the files as they are now.
             shutil.rmtree(self.disk(self.backup_dir))
@@ -382,6 +391,21 @@ class Files:
                         break
                     folder.rmdir()
             self.backup_dir = None
+        return problems
+
+    def remove_trees(self) -> list[str]:
+        """The release and venv this run made, once nothing runs from them; then the folders this
+        run made that they alone kept (a first install's releases/ and install folder)."""
+        problems = []
+        for undo in reversed(self.trees):
+            try:
+                undo_one(undo)
+            except OSError as error:
+                problems.append(f"{undo.path}: {error}")
+        for folder in self.created_dirs:
+            if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+                folder.rmdir()
+        self.trees, self.created_dirs = [], []
         return problems
 
     def prune_backups(self) -> None:

@@ -208,13 +208,15 @@ class Install(Run):
         server has git (nothing else of the release needs it)."""
         if not (layout.PROJECT_DIR / ".git").exists() or shutil.which("git") is None:
             return ""
-        said = self.target.query(
-            # --no-optional-locks: root must not rewrite the index of a checkout it does not own.
-            "git", "--no-optional-locks", "-c", "safe.directory=*", "-C", str(layout.PROJECT_DIR),
-            "describe", "--always", "--dirty", "--tags",
-            check=False,
-        )  # fmt: skip
-        return said.stdout.strip() if said is not None and not said.returncode else ""
+        # Read-only: root must not rewrite the index of a checkout it does not own (describe --dirty
+        # would refresh it, whatever --no-optional-locks says; status with it does not).
+        git = ["git", "--no-optional-locks", "-c", "safe.directory=*", "-C", str(layout.PROJECT_DIR)]
+        said = self.target.query(*git, "describe", "--always", "--tags", check=False)
+        if said is None or said.returncode:
+            return ""
+        changed = self.target.query(*git, "status", "--porcelain", "--untracked-files=no", check=False)
+        dirty = changed is not None and not changed.returncode and changed.stdout.strip()
+        return said.stdout.strip() + ("-dirty" if dirty else "")
 
     def announce(self, what: str, action: str, priority: int = 5) -> None:
         """The journal's line of this deploy: `journalctl -u <service>` shows it among the app's own
