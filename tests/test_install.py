@@ -197,7 +197,12 @@ def test_staged_install_lays_out_the_server_as_the_platform_expects(bake, tools,
     # creates the user and hands the code to its group.
     assert {entry[-2] for entry in tree.values()} == {os.geteuid()}
     first = blocks(root)[0]
-    assert first[:3] == [USERADD, "chown -R my_app:my_app /srv/my_app/shared", f"chown -R root:my_app {here}"]
+    assert first[:4] == [
+        USERADD,
+        "chown -R root:my_app /srv/my_app/releases",
+        "chown -R my_app:my_app /srv/my_app/shared",
+        f"chown -R root:my_app {here}",
+    ]
     labels = [line for line in first if line.startswith(("semanage", "restorecon"))]
     if platform == "rhel-9":
         assert labels == [
@@ -219,6 +224,7 @@ def test_staged_install_records_commands_in_the_order_the_server_needs(staged) -
     assert venv.startswith("/srv/my_app/venvs/")
     order = [
         USERADD,
+        "chown -R root:my_app /srv/my_app/releases",
         "chown -R my_app:my_app /srv/my_app/shared",
         f"chown -R root:my_app {here}",
         f"env PYTHON=python3 {here}/deploy/setup-venv {venv}",

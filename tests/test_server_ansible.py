@@ -224,16 +224,22 @@ def test_app_hosts_listen_on_their_private_address_and_trust_only_the_load_balan
     assert bare.returncode == 1 and f"--role app --listen {app1.address}" in bare.stdout, bare.stdout + bare.stderr
 
 
-def test_rolling_update_under_load_fails_no_request(cluster: Cluster) -> None:
-    cluster.release("v2")
+def played_under_load(cluster: Cluster, playbook: str) -> None:
+    """`playbook` run while the paced load goes through the load balancer: it succeeds, and no
+    request fails meanwhile."""
     with load(cluster.lb.address, path="/release", seconds=300, max_requests=60000) as seen:
         time.sleep(0.5)
-        played = cluster.play("rolling.yml")
+        played = cluster.play(playbook)
         time.sleep(0.5)
-    print(f"rolling.yml, 2 app hosts, under load: {played.seconds:.1f}s; {seen}")
+    print(f"{playbook}, 2 app hosts and a whole server, under load: {played.seconds:.1f}s; {seen}")
     assert played.returncode == 0, played
     assert seen.failed == 0, seen
     assert seen.sent > 100, seen
+
+
+def test_rolling_update_under_load_fails_no_request(cluster: Cluster) -> None:
+    cluster.release("v2")
+    played_under_load(cluster, "rolling.yml")
     assert [cluster.on_host("app1"), cluster.on_host("app2")] == ["v2 app1", "v2 app2"]
     assert set(cluster.answers()) == {"v2 app1", "v2 app2"}
     assert cluster.hosts["one"].get("/release").text.strip() == "v2 one"
@@ -261,13 +267,7 @@ def test_failing_release_stops_at_its_first_host_which_stays_drained(cluster: Cl
 def test_rollback_goes_back_on_every_host_under_load(cluster: Cluster) -> None:
     """After the failed v3 (app1 drained, both app hosts on v2): back to v1 everywhere, the load
     balancer's site and static files included, with no request failing meanwhile."""
-    with load(cluster.lb.address, path="/release", seconds=300, max_requests=60000) as seen:
-        time.sleep(0.5)
-        played = cluster.play("rollback.yml")
-        time.sleep(0.5)
-    print(f"rollback.yml, 2 app hosts and a whole server, under load: {played.seconds:.1f}s; {seen}")
-    assert played.returncode == 0, played
-    assert seen.failed == 0, seen
+    played_under_load(cluster, "rollback.yml")
     assert [cluster.on_host("app1"), cluster.on_host("app2")] == ["v1 app1", "v1 app2"]
     # app1 is back in the upstream: the rollback puts its batch back like an update does.
     assert set(cluster.answers()) == {"v1 app1", "v1 app2"}

@@ -174,8 +174,10 @@ def test_an_app_host_that_goes_down_costs_no_request(fleet: Fleet, fault: str) -
     gap = seen.longest_gap(broke_at, mended_at)
     print(f"{fault}: {seen}; longest gap without an answer {gap:.2f}s; used again {comeback:.1f}s after mended")
     # A worker killed while writing an answer takes that answer with it (nginx has begun passing it
-    # on and cannot retry): at most the requests in flight, one per client.
-    assert seen.failed <= (4 if fault == "processes-killed" else 0), seen
+    # on and cannot retry), and a request already sent over a link that then goes silent waits for
+    # nginx's read timeout, longer than these clients wait: at most the requests in flight, one per
+    # client. Every other request is answered.
+    assert seen.failed <= (4 if fault in ("processes-killed", "host-silent") else 0), seen
     # The other app host answered all along: requests that met the broken one waited at most the
     # connect timeout before going on to it.
     assert gap < CONNECT_TIMEOUT + 1, f"{gap:.2f}s without an answer"

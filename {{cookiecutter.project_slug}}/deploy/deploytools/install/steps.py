@@ -303,8 +303,12 @@ class Install(Run):
         if role.installs_code:
             # The service passes through to its release; every release and venv is the installer's
             # alone (made by its commands, not file by file): purge removes them whole.
+            new = not files.disk(layout.RELEASES_DIR).is_dir()
             files.ensure_dir(layout.RELEASES_DIR, 0o750, self.code_owner)
             files.touch(layout.RELEASES_DIR, {"type": "tree"})
+            if new:
+                # A staged tree cannot give it the service's group: the record does.
+                self.target.own_tree(layout.RELEASES_DIR, self.code_owner)
             files.ensure_dir(layout.VENVS_DIR, 0o755, ROOT)
             files.touch(layout.VENVS_DIR, {"type": "tree"})
         if role.runs_nginx:
