@@ -15,6 +15,7 @@ from .. import checks, layout
 from ..envfile import read_env_file
 from ..probe import probe
 from .common import (
+    AS_SERVICE,
     NGINX_SERVICE,
     ROOT,
     InstallError,
@@ -250,10 +251,7 @@ class Activation:
             "SHARED_DIRECTORY": layout.SHARED_DIR,
         }
         result = target.run(
-            "setpriv",
-            f"--reuid={layout.SERVICE_USER}",
-            f"--regid={layout.SERVICE_USER}",
-            "--init-groups",
+            *AS_SERVICE,
             f"{self.changes.release}/venv/bin/gunicorn",
             "--check-config",
             "--chdir",
@@ -279,8 +277,7 @@ class Activation:
         the run; warnings (a site without HTTPS has the secure-cookie ones) are named."""
         release = self.changes.release
         result = self.target.run(
-            "setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups",
-            f"{release}/venv/bin/python", f"{release}/manage.py", "check", "--deploy",
+            *AS_SERVICE, f"{release}/venv/bin/python", f"{release}/manage.py", "check", "--deploy",
             env={**env, "STATE_DIRECTORY": layout.STATE_DIR}, check=False,
         )  # fmt: skip
         assert result is not None

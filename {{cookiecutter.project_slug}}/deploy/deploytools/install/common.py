@@ -33,6 +33,9 @@ KEEP_BACKUPS = 10
 LEFT_BEHIND = frozenset({"tests", "venv", layout.LOCAL_VENV.name})
 CACHES = frozenset({"__pycache__"})
 
+# A command run as the service's user and group, as its unit runs it (the installer runs as root).
+AS_SERVICE = ["setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups"]
+
 # Who owns what: root writes everything; the service's group may read its code, nothing more.
 Owner = tuple[str, str]
 ROOT: Owner = ("root", "root")

@@ -61,6 +61,16 @@ def venv_dir(key: str) -> str:
     return f"{layout.VENVS_DIR}/{key}"
 
 
+def current_target(release: str) -> str:
+    """What the current link holds for `release`: a path relative to the link's folder."""
+    return os.path.relpath(release_dir(release), os.path.dirname(layout.APP_DIR))
+
+
+def venv_target(key: str) -> str:
+    """What a release's venv link holds for venv `key`: a path relative to the release."""
+    return os.path.relpath(venv_dir(key), release_dir("release"))
+
+
 def now_utc() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import layout
-from .common import InstallError, indent
+from .common import AS_SERVICE, InstallError, indent
 from .releases import LOG, Log, now_utc, release_dir, running_release, venv_dir
 from .roles import Role
 from .steps import Install, with_env
@@ -74,7 +74,7 @@ class Rollback(Install):
         changes.venv = running_entry is None or running_entry.venv != venv
         # It served before: its health is checked once it runs, not on a socket of its own first.
         changes.canary = False
-        files.touch(layout.APP_DIR, {"type": "link", "target": os.readlink(files.disk(layout.APP_DIR))})
+        self.keep_current_link()
         note = f" (named; {entry.skipped})" if entry.skipped else ""
         when = f"deployed {entry.deployed}" + (f", {entry.describe}" if entry.describe else "")
         return f"{running} -> {entry.id} ({when}){note}{checked}"
@@ -118,9 +118,8 @@ class Rollback(Install):
         project's code does not run."""
         if self.target.no_run_reason:
             return None
-        as_service = ["setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups"]
         state = ["env", f"STATE_DIRECTORY={layout.STATE_DIR}", "PYTHONDONTWRITEBYTECODE=1"]
-        command = [*as_service, f"{release}/venv/bin/python", f"{release}/manage.py", "showmigrations", "--list"]
+        command = [*AS_SERVICE, f"{release}/venv/bin/python", f"{release}/manage.py", "showmigrations", "--list"]
         result = self.target.query(*with_env(release), *state, *command)
         if result is None:
             return None

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from .. import catchall, layout
 from ..envfile import read_env_file
 from .common import (
+    AS_SERVICE,
     CERTBOT_HOOK,
     CERTBOT_HOOK_SOURCE,
     ENV_DIR,
@@ -52,12 +53,14 @@ from .releases import (
     VENV_NAME,
     VENV_STAMP,
     Entry,
+    current_target,
     now_utc,
     release_dir,
     release_id,
     running_release,
     venv_dir,
     venv_key,
+    venv_target,
 )
 from .roles import FIREWALL_UNIT, Role
 from .run import Run
@@ -396,7 +399,7 @@ class Install(Run):
         requirements = (layout.PROJECT_DIR / "requirements.txt").read_bytes()
         self.venv_key = venv_key(requirements, target.python_version())
         self.release_path = release_dir(self.release)
-        link_to = f"../../{layout.VENVS_DIR.rsplit('/', 1)[1]}/{self.venv_key}"
+        link_to = venv_target(self.venv_key)
         running = self.previous = running_release(files.disk(layout.APP_DIR))
         self.changes.code = running != self.release
         disk = files.disk(self.release_path)
@@ -416,8 +419,7 @@ class Install(Run):
             result = f"{self.release}: {count} files {verb} into {self.release_path}"
         self.changes.release = self.release_path
         if running is not None:
-            # The link stays the installer's (listed) until activation moves it.
-            files.touch(layout.APP_DIR, {"type": "link", "target": os.readlink(files.disk(layout.APP_DIR))})
+            self.keep_current_link()
         if running is None:
             files.ensure_link(layout.APP_DIR, self.link_target())
             self.changes.code = True
@@ -429,8 +431,13 @@ class Install(Run):
         return result
 
     def link_target(self) -> str:
-        """What the current link holds for this run's release: a path relative to the link."""
-        return f"{layout.RELEASES_DIR.rsplit('/', 1)[1]}/{self.release}"
+        """What the current link holds for this run's release."""
+        return current_target(self.release)
+
+    def keep_current_link(self) -> None:
+        """The current link stays the installer's (listed) until activation moves it."""
+        disk = self.files.disk(layout.APP_DIR)
+        self.files.touch(layout.APP_DIR, {"type": "link", "target": os.readlink(disk)})
 
     def venv(self) -> str:
         """The release's venv: VENVS_DIR/<key>, built once by the release's deploy/setup-venv and
@@ -530,8 +537,7 @@ class Install(Run):
         if not self.changes.code:
             return "no code change: nothing to migrate"
         release = self.release_path
-        as_service = ["setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups"]
-        command = [*as_service, f"{release}/venv/bin/python", f"{release}/manage.py", "migrate", "--noinput"]
+        command = [*AS_SERVICE, f"{release}/venv/bin/python", f"{release}/manage.py", "migrate", "--noinput"]
         state = ["env", f"STATE_DIRECTORY={layout.STATE_DIR}", "PYTHONDONTWRITEBYTECODE=1"]
         result = self.target.run(*with_env(release), *state, *command)
         if result is None:

@@ -32,6 +32,7 @@ from ..nginx import find_nginx
 from ..probe import probe
 from ..rolling import wait_healthy
 from .common import (
+    AS_SERVICE,
     NGINX_SERVICE,
     ROOT,
     STAGED_RECORD,
@@ -331,7 +332,7 @@ class Live(Target):
             where = address or f"unix:{scratch}/release.sock"
             log = Path(scratch, "gunicorn.log")
             command = [
-                "setpriv", f"--reuid={service[0]}", f"--regid={service[1]}", "--init-groups",
+                *AS_SERVICE,
                 # Gone with this run, whatever stops it.
                 "--pdeathsig", "TERM",
                 f"{release}/venv/bin/gunicorn", "--config", f"{release}/{layout.GUNICORN_CONF.name}",
