@@ -26,6 +26,10 @@ SCREENSHOTS = TEMPLATE_DIR / "screenshots"
 def pytest_configure(config: pytest.Config) -> None:
     # pytest-cookies bakes the template from --template, which defaults to the working folder.
     config.option.template = str(TEMPLATE_DIR)
+    # pytest-cookies renders the context itself, before cookiecutter puts the template's folder on
+    # sys.path for its local extensions: a run of one test module must find them too.
+    if str(TEMPLATE_DIR) not in sys.path:
+        sys.path.append(str(TEMPLATE_DIR))
 
 
 @pytest.hookimpl(wrapper=True)

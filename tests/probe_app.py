@@ -3,6 +3,7 @@
 `wrap(app)` answers three paths itself and hands every other request to `app`:
   /probe/echo     the request's headers as gunicorn gave them (JSON)
   /probe/slow     sleeps ?seconds=N, after a line "probe-slow-start pid=P" on stderr (gunicorn's log)
+  /probe/status   answers with ?code=N (an app that fails: 500)
   /probe/page     a page that says how many times the app made it, with the headers asked for in the
                   query: ?cache-control=...&set-cookie=1&vary=...
 """
@@ -31,6 +32,11 @@ def wrap(app):
             print(f"probe-slow-start pid={os.getpid()}", file=sys.stderr, flush=True)
             time.sleep(float(query.get("seconds", "1")))
             body = {"slept": query.get("seconds", "1")}
+        elif path == "/probe/status":
+            code = int(query.get("code", "500"))
+            data = b"failed on purpose\n"
+            start_response(f"{code} Probe", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+            return [data]
         elif path == "/probe/page":
             body = {"made": f"{os.getpid()}-{next(MADE)}-{time.monotonic_ns()}"}
             if "cache-control" in query:

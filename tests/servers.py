@@ -722,6 +722,10 @@ def make_wheelhouse(project: Path, python: str, cache: Path) -> None:
     shutil.copytree(made, project / "wheels" / f"py{python}", dirs_exist_ok=True)
 
 
+# deploy/install's watch waits 30 s after each switch by default; tests that watch nothing skip it.
+NO_WATCH = ("--watch", "0")
+
+
 @dataclass
 class Checkout:
     """A baked project copied onto a server, installed from there with its own deploy/install."""
@@ -730,7 +734,11 @@ class Checkout:
     path: str
 
     def install(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return self.host.run("deploy/install", *args, cwd=self.path, check=False, timeout=timeout)
+        """deploy/install `args`; a deploy watches its answers only when a test asks (--watch)."""
+        watched = any(arg.startswith("--watch") for arg in args) or {"--uninstall", "--releases"} & set(args)
+        return self.host.run(
+            "deploy/install", *args, *([] if watched else NO_WATCH), cwd=self.path, check=False, timeout=timeout
+        )
 
     def installed(self, *args: str) -> str:
         """deploy/install's output; a failure with its output when it exits non-zero."""

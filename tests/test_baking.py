@@ -28,6 +28,7 @@ EXPECTED_FILES = [
     "deploy/install",
     "deploy/INSTALL.md",
     "deploy/rolling-restart",
+    "deploy/status",
     "deploy/nginx/my_app.conf",
     "deploy/nginx/snippets/security-headers.conf",
     "deploy/nginx/snippets/proxy.conf",
@@ -38,7 +39,14 @@ EXPECTED_FILES = [
     ".github/workflows/checks.yml",
     ".gitlab-ci.yml",
 ]
-EXECUTABLES = ["deploy/check", "deploy/run-local", "deploy/setup-venv", "deploy/install", "deploy/rolling-restart"]
+EXECUTABLES = [
+    "deploy/check",
+    "deploy/run-local",
+    "deploy/setup-venv",
+    "deploy/install",
+    "deploy/rolling-restart",
+    "deploy/status",
+]
 
 
 def generated_files(project: Path) -> list[Path]:

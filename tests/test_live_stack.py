@@ -16,8 +16,10 @@ import ssl
 import stat
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -624,6 +626,45 @@ def test_one_access_log_by_default_nginx_with_timings(probed: LiveStack) -> None
     line = next(line for line in log.read_text().splitlines() if "GET /healthz?log-check" in line)
     assert " rt=0." in line and " urt=0." in line
     assert "/healthz?log-check" not in probed.gunicorn_log()
+
+
+def status(project: Path, *args: str) -> str:
+    command = [sys.executable, "deploy/status", *args]
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def test_status_shows_what_the_site_answered_from_the_access_log(cookies_session, app_venv: Path) -> None:
+    """deploy/status on the log of a stack that served requests of known status and duration: the
+    counts and shares exact, the percentiles those of the durations within 10%."""
+    durations = [0.1] * 60 + [0.2] * 37 + [0.5] * 3
+    paths = [f"/probe/slow?seconds={seconds}" for seconds in durations]
+    paths += ["/probe/status?code=500"] * 10 + ["/probe/status?code=404"] * 20
+    with probed_stack(cookies_session, app_venv) as live:
+        log = Path(live.state["nginx_access_log"])
+        time.sleep(1.5)  # nginx writes its buffered lines at least once a second
+        log.write_bytes(b"")  # only this test's requests (nginx appends, so the file may be emptied)
+        # Fewer at once than gunicorn has workers: no request waits for one, so nginx's times are the app's.
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda path: live.get(path).status, paths))
+        assert statuses.count(200) == 100 and statuses.count(500) == 10 and statuses.count(404) == 20
+
+        def summary() -> dict:
+            return json.loads(status(live.project, "--json", "--log", str(log)))
+
+        live.wait_for(lambda: summary()["traffic"]["300"]["requests"] == len(paths), seconds=5, what="every line")
+        facts = summary()
+    five = facts["traffic"]["300"]
+    assert facts["traffic"]["900"]["requests"] == len(paths)
+    assert five["share_5xx"] == pytest.approx(100 * 10 / len(paths))
+    assert five["share_gateway"] == 0
+    # Nearest rank over 130 answers: the 65th is a 0.1 s one, the 124th 0.2 s, the 129th 0.5 s.
+    for key, expected in (("p50", 0.1), ("p95", 0.2), ("p99", 0.5)):
+        assert five[key] == pytest.approx(expected, rel=0.1), key
+        assert five[f"upstream_{key}"] == pytest.approx(expected, rel=0.1), key
+    [server] = facts["servers"]
+    assert facts["servers"][server]["requests"] == len(paths)
+    text = status(live.project, "--log", str(log))
+    assert "last 5 min" in text and f"{len(paths)}" in text and "7.7%" in text
 
 
 def test_emptying_the_cache_folder_empties_the_cache(cached: LiveStack) -> None:

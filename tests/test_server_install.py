@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from servers import RELEASES, Checkout, Host, copy_project, load, other_requirements
+from servers import NO_WATCH, RELEASES, Checkout, Host, copy_project, load, other_requirements
 
 DOMAIN = "example.com"
 HOME_TEXT = "Served by gunicorn behind nginx."
@@ -195,6 +195,75 @@ def test_release_whose_health_check_fails_is_rolled_back_under_load(installed: I
     assert f"my_app: release {bad_release} failed at activate: " in said, said
 
 
+# The app's routes, and the same with "/" failing: always, or for one request in five at random.
+ROUTES = 'ROUTES = {"/": home,'
+BROKEN_HOME = """def broken_home(environ: dict) -> tuple[str, str, bytes]:
+    return "500 Internal Server Error", "text/plain; charset=utf-8", b"broken\\n"
+
+
+ROUTES = {"/": broken_home,"""
+FLAKY_HOME = """def flaky_home(environ: dict) -> tuple[str, str, bytes]:
+    import random
+
+    if random.random() < 0.2:
+        return "500 Internal Server Error", "text/plain; charset=utf-8", b"broken\\n"
+    return home(environ)  # {marker}
+
+
+ROUTES = {{"/": flaky_home,"""
+
+
+def test_release_that_fails_its_users_is_rolled_back_by_the_watch(installed: Installed) -> None:
+    """/healthz answers, "/" fails for everyone: the watch sees it in the access log within seconds
+    of the switch and goes back at once, long before its window ends."""
+    host, checkout = installed.host, installed.checkout
+    running, before = current(host), page(host)
+    app = checkout.edit(APP, ROUTES, BROKEN_HOME)
+    try:
+        with load(host.address, seconds=120, max_requests=30000) as seen:
+            time.sleep(2)  # the running release's answers, for the watch to compare with
+            started = time.monotonic()
+            result = checkout.install("--watch", "60", timeout=240)
+            took = time.monotonic() - started
+            time.sleep(0.5)
+    finally:
+        checkout.put_back(APP, app)
+    output = result.stdout + result.stderr
+    print(f"{host.release}: a release failing on / was watched and rolled back in {took:.1f}s; under load: {seen}")
+    print(f"{host.release}: answers that failed before the rollback: {seen.statuses[500]}")
+    assert result.returncode == 1, output
+    said = re.search(r"^install: failed at watch: 5xx (\S+)% of (\d+) answer\(s\) in (\S+)s", output, re.MULTILINE)
+    assert said, output
+    assert float(said[1]) > 90 and float(said[3]) < 60, output
+    assert page(host) == before and current(host) == running
+    assert set(seen.statuses) <= {200, 500} and not seen.errors, seen
+    assert "failed: watch: " in releases(checkout)[next(iter(releases(checkout)))]
+
+
+def test_release_as_good_as_the_one_before_is_kept_by_the_watch(installed: Installed) -> None:
+    """One answer in five fails in the running release and in the new one alike: the new one stays."""
+    host, checkout = installed.host, installed.checkout
+    first, second = FLAKY_HOME.format(marker="first"), FLAKY_HOME.format(marker="second")
+    app = checkout.edit(APP, ROUTES, first)
+    try:
+        with load(host.address, seconds=150, max_requests=40000) as seen:
+            checkout.installed("--watch", "0")
+            flaky = current(host)
+            time.sleep(5)  # the flaky release's own answers: what the next one is compared with
+            checkout.put_back(APP, app.replace(ROUTES, second))
+            output = checkout.installed("--watch", "10")
+    finally:
+        checkout.put_back(APP, app)
+    print(f"{host.release}: a release as flaky as the one before, watched: {output.splitlines()[-3:]}; {seen}")
+    said = re.search(r"^watch: 5xx (\S+)% of (\d+) answer\(s\) in \S+s \(the previous release: (\S+)% of", output, re.M)
+    assert said, output
+    assert 10 < float(said[1]) < 30 and 10 < float(said[3]) < 30 and int(said[2]) >= 100, output
+    assert "within 5 points, kept" in output
+    assert current(host) not in (flaky, "") and seen.statuses[500] > 0
+    checkout.installed("--watch", "0")
+    assert HOME_TEXT in page(host)
+
+
 def current(host: Host) -> str:
     """The release the server's current link names."""
     return host.run("readlink", "/srv/my_app/current").stdout.strip().removeprefix("releases/")
@@ -273,7 +342,7 @@ def test_installer_killed_after_each_stage_leaves_one_whole_release_and_the_reru
     checkout.edit(APP, HOME_TEXT, f"{HOME_TEXT} {marker}")
     with load(host.address, seconds=120, max_requests=30000) as seen:
         process = subprocess.Popen(
-            host.command("deploy/install", cwd=checkout.path),
+            host.command("deploy/install", *NO_WATCH, cwd=checkout.path),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..traffic import THRESHOLD_POINTS
 from .releases import KEEP
 from .roles import Role
+
+WATCH_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -25,3 +28,7 @@ class Options:
     force: bool = False
     # --keep N: releases kept besides the running one (older ones go, with the venvs they alone use).
     keep: int = KEEP
+    # --watch SECONDS: after the switch, how long a whole server watches its answers (0: not at all),
+    # and how many percentage points of 5xx more than the previous release's send it back.
+    watch: float = WATCH_SECONDS
+    watch_threshold: float = THRESHOLD_POINTS

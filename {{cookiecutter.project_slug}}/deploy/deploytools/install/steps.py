@@ -2,7 +2,7 @@
 
 Steps, one line of output each: recover (only after an interrupted run), preflight, user, dirs,
 env, release, venv, static, errors, systemd, nginx, selinux (RHEL), validate, migrate (Django),
-activate, https (Let's Encrypt's first certificate), health, cache, finish.
+activate, https (Let's Encrypt's first certificate), health, watch (a whole server), cache, finish.
 The release is a folder of its own (releases.py), written once; what runs moves to it in the
 activate step, when the current link is switched, and back when a later step fails.
 Every step is the same whatever the target (target.py): a live run, a staged tree or a dry run.
@@ -20,10 +20,11 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from .. import catchall, layout
+from .. import catchall, layout, traffic
 from ..envfile import read_env_file
 from .common import (
     AS_SERVICE,
@@ -69,6 +70,9 @@ SERVICE_OWNS = (layout.SERVICE_USER, layout.SERVICE_USER)
 
 # Django's settings need a secret key, and collectstatic never uses it: on a load balancer, which
 # has no env file (the secret key stays on the app hosts), collectstatic gets this one.
+# The answers the watch takes for the previous release's: those of the minutes before a run.
+WATCH_BASELINE_SECONDS = 900
+
 COLLECTSTATIC_ONLY_KEY = "collectstatic-only: this host serves no Django request"
 
 
@@ -85,6 +89,8 @@ class Install(Run):
     venv_key = ""  # venv_key() of its requirements and this server's Python
     migrations: tuple[str, ...] = ()  # Django's migrations this run applied, as app.name
     previous: str | None = None  # the release that ran before this run, if any
+    started = 0.0  # when this run began (Unix time): the watch compares with the answers before it
+    running_since = 0.0  # when the running release was switched to (deploy or rollback)
     # What the journal says of the release once it runs, and the action's name in its fields.
     announced = ("deployed", "deploy")
 
@@ -107,6 +113,7 @@ class Install(Run):
             ("activate", self.activation.activate, True),
             ("https", self.activation.certificate, nginx),
             ("health", self.activation.health, True),
+            ("watch", self.watch, nginx and app),
             ("cache", self.empty_cache, nginx),
             ("finish", self.tidy, code),
         ]
@@ -148,12 +155,34 @@ class Install(Run):
         self.target.run("find", layout.CACHE_DIR, "-mindepth", "1", "-delete", check=False)
         return f"emptied {layout.CACHE_DIR} (a new release)"
 
+    def watch(self) -> str:
+        """The site's real answers after the switch, for --watch seconds: when their share of 5xx is
+        more than --watch-threshold points above the previous release's (its answers in the 15
+        minutes before this run, or since it was switched to if that is later), the run fails here
+        and goes back to the previous release. A page that answers /healthz but fails its users is
+        caught so."""
+        options, target = self.target.options, self.target
+        if target.no_run_reason:
+            return f"skipped ({target.no_run_reason})"
+        if not options.watch:
+            return "off (--watch 0)"
+        if not self.changes.switch or not target.installed_before:
+            return "nothing to compare with (no release ran before this one)" if self.changes.switch else "same release"
+        log, baseline_since = Path(layout.ACCESS_LOG), max(self.started - WATCH_BASELINE_SECONDS, self.running_since)
+        verdict = traffic.watch(log, baseline_since, time.time(), options.watch, options.watch_threshold)
+        if verdict.worse:
+            raise InstallError(verdict.describe())
+        return verdict.describe()
+
     def run(self) -> int:
         target, report = self.target, self.report
         if not self.begin(installing=True):
             return 1
         self.acme_first = self.activation.acme_first = certificate_pending(target)
         try:
+            self.started = time.time()
+            with contextlib.suppress(OSError):  # the current link is made anew at each switch
+                self.running_since = os.lstat(self.files.disk(layout.APP_DIR)).st_mtime
             # Reads every file the app is copied from: a link there stops the run here.
             self.release = release_id()
             for name, step in self.steps():
