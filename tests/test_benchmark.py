@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -200,3 +201,20 @@ def test_redraw_rebuilds_the_table_from_the_json_alone(smoke, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "results.md").read_text() == (out / "results.md").read_text()
     assert (tmp_path / "ratios.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_status_log_timing_counts_the_last_fifteen_minutes_of_a_large_log(tmp_path: Path) -> None:
+    """bench/status-log, small: deploy/status must count every line of the window, none before it."""
+    command = [
+        sys.executable,
+        str(TEMPLATE_DIR / "bench" / "status-log"),
+        "--size",
+        "20",
+        "--rate",
+        "20",
+        "--runs",
+        "1",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^deploy/status on a \d+ MB log, 18000 lines in its last 15 minutes", done.stdout), done.stdout

@@ -46,6 +46,14 @@ def broken_health(environ: dict) -> tuple[str, str, bytes]:
 
 ROUTES["/healthz"] = broken_health
 """
+FAILING_RELEASE_PAGE = """
+
+def failing_release(environ: dict) -> tuple[str, str, bytes]:
+    return "500 Internal Server Error", "text/plain; charset=utf-8", b"broken\\n"
+
+
+ROUTES["/release"] = failing_release
+"""
 # Where the playbooks keep the release archives on each host, and a load balancer its releases
 # (group_vars/all.yml); where deploy/install keeps the release an app host or a server runs.
 RELEASES_DIR = "/var/lib/my_app-releases"
@@ -55,6 +63,8 @@ LB_SITE = "/etc/nginx/sites-available/my_app.conf"
 RECAP = re.compile(r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)", re.MULTILINE)  # fmt: skip
 PLAYBOOK_SECONDS = 600
+# The watch after each batch (group_vars: 30 s), shortened where a test does not look at it.
+WATCH_SECONDS = 2
 
 
 @dataclass
@@ -109,7 +119,10 @@ class Cluster:
         self.inventory.write_text(json.dumps(inventory, indent=2))
 
     def play(self, playbook: str, *args: str) -> Played:
-        """ansible-playbook run from deploy/ansible, as the generated README says."""
+        """ansible-playbook run from deploy/ansible, as the generated README says; each batch's
+        answers watched for WATCH_SECONDS unless `args` say otherwise."""
+        if not any(arg.startswith("watch_seconds=") for arg in args):
+            args = (*args, "-e", f"watch_seconds={WATCH_SECONDS}")
         tools = str(Path(self.ansible_playbook).parent)
         env = {
             **os.environ,
@@ -246,6 +259,27 @@ def test_rolling_update_under_load_fails_no_request(cluster: Cluster) -> None:
     # Each host keeps one copy of each release, deploy/install's; Ansible keeps the archives.
     unpacked = cluster.hosts["app1"].run("find", RELEASES_DIR, "-mindepth", "1", "-maxdepth", "1", "-type", "d")
     assert unpacked.stdout == "", unpacked.stdout
+
+
+def test_release_failing_its_users_is_rolled_back_by_the_watch_and_stops_the_play(cluster: Cluster) -> None:
+    """/healthz answers but /release fails for everyone on v3: the load balancer's watch sees
+    app1's 5xx, app1 goes back to v2 and into rotation, and app2 is never touched."""
+    cluster.release("v3", FAILING_RELEASE_PAGE)
+    with load(cluster.lb.address, path="/release", seconds=300, max_requests=60000) as seen:
+        time.sleep(1)
+        played = cluster.play("rolling.yml", "-e", "watch_seconds=30")
+        time.sleep(0.5)
+    print(f"rolling.yml with a release failing its users, under load: {played.seconds:.1f}s; {seen}")
+    print(f"answers that failed before the watch sent app1 back: {seen.statuses[500]}")
+    assert played.returncode != 0, played
+    assert played.recap["app1"]["failed"] == 1, played
+    assert "answered worse than the one before and was rolled back" in played.output, played
+    assert "app2" not in played.recap or played.recap["app2"]["changed"] == 0, played
+    assert set(seen.statuses) <= {200, 500} and not seen.errors, seen
+    assert [cluster.on_host("app1"), cluster.on_host("app2")] == ["v2 app1", "v2 app2"]
+    assert set(cluster.answers()) == {"v2 app1", "v2 app2"}
+    listed = cluster.hosts["app1"].run(INSTALLER, "--releases", cwd="/").stdout
+    assert "rolled back from on " in listed, listed
 
 
 def test_failing_release_stops_at_its_first_host_which_stays_drained(cluster: Cluster) -> None:
