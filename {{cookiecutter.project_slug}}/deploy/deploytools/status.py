@@ -101,14 +101,16 @@ def milliseconds(value: object) -> str:
 
 
 def traffic_rows(rows: dict[str, dict], label: str) -> list[str]:
-    columns = f"{'req/s':>8} {'count':>7} {'5xx':>6} {'502/504':>7}"
-    lines = [f"  {label:<22} {columns}   request p50/p95/p99   gunicorn p50/p95/p99"]
+    columns = f"{'req/s':>8} {'count':>7} {'4xx':>6} {'5xx':>6} {'502/504':>7}"
+    width = max([len(label), *map(len, rows)])
+    lines = [f"  {label:<{width}} {columns}   request p50/p95/p99   gunicorn p50/p95/p99"]
     for name, row in rows.items():
         times = "/".join(milliseconds(row[key]) for key in ("p50", "p95", "p99"))
         upstream = "/".join(milliseconds(row[key]) for key in ("upstream_p50", "upstream_p95", "upstream_p99"))
+        share_4xx = 100 * row["classes"].get("4xx", 0) / row["requests"] if row["requests"] else 0.0
         lines.append(
-            f"  {name:<22} {row['per_second']:>8.1f} {row['requests']:>7} {row['share_5xx']:>5.1f}%"
-            f" {row['share_gateway']:>6.1f}%   {times:<21} {upstream}"
+            f"  {name:<{width}} {row['per_second']:>8.1f} {row['requests']:>7} {share_4xx:>5.1f}%"
+            f" {row['share_5xx']:>5.1f}% {row['share_gateway']:>6.1f}%   {times:<21} {upstream}"
         )
     return lines
 
