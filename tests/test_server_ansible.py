@@ -261,6 +261,19 @@ def test_rolling_update_under_load_fails_no_request(cluster: Cluster) -> None:
     assert unpacked.stdout == "", unpacked.stdout
 
 
+def test_status_shows_every_host_and_each_app_host_on_the_load_balancer(cluster: Cluster) -> None:
+    """status.yml after the rolling update's load: deploy/status of every host, the load balancer's
+    traffic per app host, the app hosts' release."""
+    played = cluster.play("status.yml")
+    print(f"status.yml: {played.seconds:.1f}s")
+    assert played.returncode == 0, played
+    assert all(counts["changed"] == 0 for counts in played.recap.values()), played
+    for name in ("app1", "app2"):
+        assert re.search(rf"{re.escape(cluster.hosts[name].address)}:8081 +\d+\.\d +\d+ ", played.output), played
+    assert played.output.count("traffic: this host runs no nginx") == 2, played
+    assert played.output.count("my_app.service: active (running)") == 3, played
+
+
 def test_release_failing_its_users_is_rolled_back_by_the_watch_and_stops_the_play(cluster: Cluster) -> None:
     """/healthz answers but /release fails for everyone on v3: the load balancer's watch sees
     app1's 5xx, app1 goes back to v2 and into rotation, and app2 is never touched."""
