@@ -58,6 +58,8 @@ class Changes:
     relisten: list[str] = field(default_factory=list)
     # An app host's firewall unit (--firewall) was written anew: its table is replaced.
     firewall: bool = False
+    # An exporter's unit or mtail's program was written anew (metrics on): they restart.
+    metrics: bool = False
 
 
 def health_address() -> tuple[str, str | None]:
@@ -291,7 +293,7 @@ class Activation:
     def activate(self) -> str:
         target, changes, role = self.target, self.changes, self.target.role
         done = []
-        if changes.units:
+        if changes.units or changes.metrics:
             self.done(target.run("systemctl", "daemon-reload"), "daemon-reload")
             self.daemon_reloaded = True
             done.append("daemon-reload")
@@ -309,6 +311,8 @@ class Activation:
             # The site of an earlier role went: nginx stops serving it.
             self.reload_nginx()
             done.append("reload nginx (without the site)")
+        if role.runs_nginx and layout.METRICS_UNITS:
+            done += self.activate_metrics()
         if not done:
             if not role.runs_app:
                 return "nothing to do (nginx up to date)"
@@ -316,6 +320,27 @@ class Activation:
                 return "nothing to do (units enabled and running)"
             return "nothing to do (units enabled and running, nginx up to date)"
         return f"{'; '.join(done)} ({target.outcome()})"
+
+    def activate_metrics(self) -> list[str]:
+        """The exporters, once nginx serves the site: enabled and started, or restarted when their
+        unit or mtail's program changed (mtail then counts from the end of the logs again)."""
+        target, units = self.target, layout.METRICS_UNITS
+        done = []
+        enable = [unit for unit in units if not target.unit_is("enabled", unit)]
+        if enable:
+            self.done(target.run("systemctl", "enable", *enable), "enabled", units=enable)
+            self.enabled += enable
+            done.append(f"enable {' '.join(enable)}")
+        start = [unit for unit in units if not target.unit_is("active", unit)]
+        if start:
+            self.done(target.run("systemctl", "start", *start), "started", units=start)
+            self.started += start
+            done.append(f"start {' '.join(start)}")
+        restart = [unit for unit in units if unit not in start] if self.changes.metrics else []
+        if restart:
+            target.run("systemctl", "restart", *restart)
+            done.append(f"restart {' '.join(restart)} (unit or program changed)")
+        return done
 
     def reload_nginx(self, how: str = "reload") -> None:
         """`systemctl <how> nginx`, returning once the new configuration alone takes connections.

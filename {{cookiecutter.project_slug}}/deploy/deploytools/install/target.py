@@ -151,6 +151,14 @@ class Target:
         # The deploy goes on without it: a record of the deploy is not the deploy.
         subprocess.run(["logger", "--journald"], input=text, text=True, check=False, capture_output=True)
 
+    def append_log(self, path: str, line: str) -> None:
+        """One line at the end of a log of the installer's (metrics: the deploys mtail counts); the
+        file exists (the nginx step made it). Only where the services run, like the journal."""
+        if self.no_run_reason:
+            return
+        with contextlib.suppress(OSError), open(self.disk(path), "a") as log:
+            log.write(line + "\n")
+
     def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
         """Write a release folder whole: into a hidden folder beside it, renamed into place once
         complete. What an interrupted run left half-written is removed first. The number of files."""
@@ -523,6 +531,9 @@ class DryRun(Target):
     def journal(self, fields: list[tuple[str, str]]) -> None:
         message = next((value for name, value in fields if name == "MESSAGE"), "")
         self.report.action("log:", f"{message} (in the journal)")
+
+    def append_log(self, path: str, line: str) -> None:
+        self.report.action("log:", f"{line} (appended to {path})")
 
     def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
         count = sum(1 for source in files.values() if not source.is_dir())
