@@ -35,6 +35,8 @@ HEALTH_SECONDS = 60
 NGINX_RELOAD_SECONDS = 10
 # How long the new workers may answer /healthz with an error before the release counts as failed.
 SETTLE_SECONDS = 10
+# How long a started exporter may take to answer its first scrape (metrics on).
+EXPORTER_SECONDS = 15
 # What nginx answers while the gunicorn behind it does not (yet): refused (502) or silent (504).
 GATEWAY_ERRORS = (502, 504)
 
@@ -340,7 +342,24 @@ class Activation:
         if restart:
             target.run("systemctl", "restart", *restart)
             done.append(f"restart {' '.join(restart)} (unit or program changed)")
+        if (start or restart) and not target.no_run_reason:
+            self.wait_for_exporters()
+            done.append(f"/metrics answers on {' and '.join(layout.METRICS_TARGETS)}")
         return done
+
+    def wait_for_exporters(self) -> None:
+        """Each exporter answers /metrics. mtail opens its logs before it listens: once it answers,
+        it counts every line written after, the deploy's own marker among them."""
+        deadline = time.monotonic() + EXPORTER_SECONDS
+        for address in layout.METRICS_TARGETS:
+            while (answer := probe(address, "localhost", "/metrics")) is None or answer.status != 200:
+                if time.monotonic() > deadline:
+                    said = f"status {answer.status}" if answer else "no answer"
+                    units = " ".join(layout.METRICS_UNITS)
+                    raise InstallError(
+                        f"http://{address}/metrics: {said} within {EXPORTER_SECONDS}s (journalctl -u {units})"
+                    )
+                time.sleep(0.1)
 
     def reload_nginx(self, how: str = "reload") -> None:
         """`systemctl <how> nginx`, returning once the new configuration alone takes connections.
