@@ -79,7 +79,6 @@ MASKED_UNITS = (
     "apt-daily-upgrade.timer",
     "prometheus.service",
     "prometheus-nginx-exporter.service",
-    "prometheus-node-exporter.service",
 )
 ROOTS_DIR = Path(os.environ.get("WSGI_DEPLOY_ROOTS", "/var/cache/cookiecutter-wsgi-deploy-roots"))
 HOSTS_DIR = Path(os.environ.get("WSGI_DEPLOY_HOSTS", "/var/tmp/cookiecutter-wsgi-deploy-hosts"))

@@ -86,7 +86,11 @@ class Target:
         # (os.path: a tree this user cannot read counts as empty; preflight says why it is refused.)
         # A load balancer has no app folder (unless Django's): its manifest tells.
         self.installed_before = os.path.isdir(self.disk(layout.APP_DIR)) or bool(self.manifest.paths)
-        self.units_before = {n for n in UNIT_FILES if os.path.exists(self.disk(f"{layout.SYSTEMD_UNIT_DIR}/{n}"))}
+        self.units_before = {
+            name
+            for name in [*UNIT_FILES, *layout.METRICS_UNITS]
+            if os.path.exists(self.disk(f"{layout.SYSTEMD_UNIT_DIR}/{name}"))
+        }
 
     def disk(self, path: str) -> Path:
         """Where a server path is on this machine's disk (under the staged tree with --root)."""
