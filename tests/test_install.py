@@ -1324,3 +1324,29 @@ def test_metrics_turned_off_stop_the_exporters_and_remove_their_files(bake, tool
     assert "stop and disable my_app-nginx-exporter.service my_app-mtail.service" in steps(output)["systemd"], output
     gone = ["etc/systemd/system/my_app-mtail.service", "etc/my_app-mtail", "etc/nginx/snippets/my_app/release.conf"]
     assert [path for path in gone if (root / path).exists()] == []
+
+
+def test_metrics_programs_missing_from_the_server_are_refused_with_their_packages(bake, tmp_path: Path) -> None:
+    project = bake(metrics="prometheus")
+    root = tmp_path / "lb"
+    (root / "usr/bin").mkdir(parents=True)  # a system image, without the exporters
+    said = refused(project, root, *LB)
+    assert "/usr/bin/mtail is missing, and my_app-mtail.service runs it: apt-get install mtail" in said
+    assert "/usr/bin/prometheus-nginx-exporter is missing, and my_app-nginx-exporter.service runs it" in said
+
+
+def test_metrics_exporters_run_on_the_load_balancer_not_on_the_app_host(bake, tools, tmp_path: Path) -> None:
+    """nginx and its access log are on the load balancer: the exporters go there; an app host gets
+    none, and a purge takes them and the log of deploys away."""
+    project = bake(metrics="prometheus")
+    lb, app = tmp_path / "lb", tmp_path / "app"
+    balancer = installed(project, lb, *LB)
+    assert "start my_app-nginx-exporter.service my_app-mtail.service" in steps(balancer)["activate"], balancer
+    assert (lb / "etc/systemd/system/my_app-mtail.service").exists()
+    installed(project, app, *APP)
+    assert not (app / "etc/systemd/system/my_app-mtail.service").exists()
+    assert not (app / "etc/my_app-mtail").exists()
+    write(lb / "var/log/my_app-deploys.log", "2026-12-07T00:00:00Z action=deploy release=abc previous=none\n")
+    installed(project, lb, "--uninstall", "--purge")
+    left = ["etc/systemd/system/my_app-mtail.service", "etc/my_app-mtail", "var/log/my_app-deploys.log"]
+    assert [path for path in left if (lb / path).exists()] == []

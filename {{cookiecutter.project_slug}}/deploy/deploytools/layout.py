@@ -109,8 +109,8 @@ METRICS_UNITS: list[str] = {{ metrics.units | tojson }}
 # Where each answers, as a Prometheus scrape target: the nginx exporter's, then mtail's.
 METRICS_TARGETS: list[str] = [{{ metrics.nginx_exporter_address | tojson }}, {{ (metrics.mtail_address ~ ":" ~ metrics.mtail_port) | tojson }}]
 STUB_STATUS_URL = {{ ("http://" ~ metrics.status_address ~ metrics.status_path) | tojson }}
-# The programs the units run, from Debian's prometheus-nginx-exporter and mtail packages.
-METRICS_PACKAGES = "prometheus-nginx-exporter mtail"
+# The programs the units run, from Debian's prometheus-nginx-exporter and mtail packages (deploy/check
+# verifies the units with stubs of them where they are not installed).
 METRICS_PROGRAMS: list[str] = ["/usr/bin/prometheus-nginx-exporter", "/usr/bin/mtail"]
 MTAIL_SOURCE = DEPLOY_DIR / "mtail" / "{{ derived.service }}.mtail"
 MTAIL_DIR = {{ metrics.mtail_dir | tojson }}
@@ -124,7 +124,6 @@ METRICS = False
 METRICS_UNITS: list[str] = []
 METRICS_TARGETS: list[str] = []
 STUB_STATUS_URL: str | None = None
-METRICS_PACKAGES = ""
 METRICS_PROGRAMS: list[str] = []
 MTAIL_SOURCE: Path | None = None
 MTAIL_DIR: str | None = None

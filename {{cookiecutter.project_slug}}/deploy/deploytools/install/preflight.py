@@ -169,11 +169,6 @@ def live(target: Target, *, installing: bool) -> str:
     # An uninstall needs no nginx: the app can go after nginx went.
     if nginx is None and role.runs_nginx and installing:
         problems.append(f"nginx is not installed: {layout.PACKAGE_INSTALL} nginx")
-    # Metrics on: the exporters' programs come from the distribution's packages, as nginx does.
-    missing = [program for program in layout.METRICS_PROGRAMS if not os.access(program, os.X_OK)]
-    if installing and role.runs_nginx and missing:
-        packages = f"{layout.PACKAGE_INSTALL} {layout.METRICS_PACKAGES}"
-        problems.append(f"metrics: {' and '.join(missing)} not found: {packages}")
     if installing and role.name == "app" and role.listen and (problem := listen_problem(role.listen)):
         problems.append(problem)
     if installing and role.installs_code and importlib.util.find_spec("ensurepip") is None:
