@@ -156,12 +156,18 @@ class Target:
         subprocess.run(["logger", "--journald"], input=text, text=True, check=False, capture_output=True)
 
     def append_log(self, path: str, line: str) -> None:
-        """One line at the end of a log of the installer's (metrics: the deploys mtail counts); the
-        file exists (the nginx step made it). Only where the services run, like the journal."""
+        """One line at the end of a log of the installer's (metrics: the deploys mtail counts), if
+        the file is there (the nginx step made it, with its owner and mode; a failed first run
+        removed it again). Only where the services run, like the journal; a deploy goes on
+        without it."""
         if self.no_run_reason:
             return
-        with contextlib.suppress(OSError), open(self.disk(path), "a") as log:
-            log.write(line + "\n")
+        with contextlib.suppress(OSError):
+            log = os.open(self.disk(path), os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+            try:
+                os.write(log, (line + "\n").encode())
+            finally:
+                os.close(log)
 
     def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
         """Write a release folder whole: into a hidden folder beside it, renamed into place once
