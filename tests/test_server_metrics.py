@@ -49,6 +49,9 @@ def start_prometheus(host: Host) -> None:
     while host.run("curl", "-sf", f"http://{PROMETHEUS}/-/ready", check=False).returncode:
         assert time.monotonic() < deadline, host.journal("-1min", "test-prometheus.service")
         time.sleep(0.2)
+    # Prometheus hands new targets to its scrapers every 5 s: both scraped once before any test.
+    both = {"nginx": 1.0, "app": 1.0}
+    assert wait_for(host, "up", "job", both) == both, host.journal("-1min", "test-prometheus.service")
 
 
 def query(host: Host, promql: str) -> list[dict]:
@@ -118,10 +121,11 @@ def test_prometheus_counts_the_requests_sent_by_status_and_release(checkout: Che
     assert set(by_label(host, "sum by (release) (my_app_http_requests_total)", "release")) == {release}
     latency = query(host, f'my_app_http_request_duration_seconds_count{{release="{release}"}}')
     assert latency and float(latency[0]["value"][1]) >= sum(sent.values())
-    # nginx's own counters, through stub_status and its exporter.
-    assert by_label(host, 'up{job="nginx"}', "job") == {"nginx": 1.0}
-    assert by_label(host, "nginx_up", "job") == {"nginx": 1.0}
-    assert by_label(host, "nginx_http_requests_total", "job")["nginx"] >= sum(sent.values())
+    # nginx's own counters, through stub_status and its exporter (scraped on a schedule of its own).
+    assert wait_for(host, "nginx_up", "job", {"nginx": 1.0}) == {"nginx": 1.0}
+    total = sum(sent.values())
+    requests = wait_until(host, "nginx_http_requests_total", "job", lambda seen: seen.get("nginx", 0) >= total)
+    assert requests.get("nginx", 0) >= total, requests
 
 
 def test_a_deploy_and_a_rollback_move_the_release_label_and_leave_markers(checkout: Checkout) -> None:
