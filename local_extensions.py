@@ -139,15 +139,19 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 class Metrics:
     """Prometheus exporters of a project (metrics=prometheus): names, addresses and files."""
 
-    # nginx's stub_status, in a server of its own on loopback, for the exporter alone.
-    status_address: str
-    status_path: str
-    # prometheus-nginx-exporter and mtail, each a hardened unit of the project.
-    nginx_exporter_unit: str
-    nginx_exporter_address: str
-    mtail_unit: str
-    mtail_address: str
+    # Where the three listen: stub_status, then each exporter. Loopback; a drop-in of an exporter's
+    # unit may move it to a private address (the generated README says how).
+    address: str
+    status_port: int
+    nginx_exporter_port: int
     mtail_port: int
+    status_path: str
+    # prometheus-nginx-exporter and mtail, each a hardened unit of the project running the program
+    # of Debian's package of the same name.
+    nginx_exporter_command: str
+    mtail_command: str
+    nginx_exporter_unit: str
+    mtail_unit: str
     # mtail's program folder on the server (mtail loads every *.mtail in it), and the program.
     mtail_dir: str
     mtail_program: str
@@ -162,21 +166,48 @@ class Metrics:
     latency_buckets: tuple[float, ...] = LATENCY_BUCKETS
 
     @property
+    def status_address(self) -> str:
+        return f"{self.address}:{self.status_port}"
+
+    @property
+    def nginx_exporter_address(self) -> str:
+        return f"{self.address}:{self.nginx_exporter_port}"
+
+    @property
+    def mtail_target(self) -> str:
+        return f"{self.address}:{self.mtail_port}"
+
+    @property
+    def targets(self) -> list[str]:
+        """What a Prometheus scrapes: the nginx exporter, then mtail."""
+        return [self.nginx_exporter_address, self.mtail_target]
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.status_port, self.nginx_exporter_port, self.mtail_port]
+
+    @property
     def units(self) -> list[str]:
         return [self.nginx_exporter_unit, self.mtail_unit]
+
+    @property
+    def commands(self) -> list[str]:
+        return [self.nginx_exporter_command, self.mtail_command]
 
 
 def metrics(answers: Mapping[str, object], slug: str, snippets_dir: str) -> Metrics | None:
     if answers.get("metrics", "off") != "prometheus":
         return None
     return Metrics(
-        status_address=f"127.0.0.1:{METRICS_PORT}",
-        status_path="/stub_status",
-        nginx_exporter_unit=f"{slug}-nginx-exporter.service",
-        nginx_exporter_address=f"127.0.0.1:{METRICS_PORT + 1}",
-        mtail_unit=f"{slug}-mtail.service",
-        mtail_address="127.0.0.1",
+        address="127.0.0.1",
+        status_port=METRICS_PORT,
+        nginx_exporter_port=METRICS_PORT + 1,
         mtail_port=METRICS_PORT + 2,
+        status_path="/stub_status",
+        nginx_exporter_command="/usr/bin/prometheus-nginx-exporter",
+        mtail_command="/usr/bin/mtail",
+        nginx_exporter_unit=f"{slug}-nginx-exporter.service",
+        mtail_unit=f"{slug}-mtail.service",
         mtail_dir=f"/etc/{slug}-mtail",
         mtail_program=f"/etc/{slug}-mtail/{slug}.mtail",
         release_snippet=f"{snippets_dir}/release.conf",

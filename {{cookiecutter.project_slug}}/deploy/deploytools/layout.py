@@ -101,17 +101,15 @@ NGINX_SITE_LINK: str | None = None
 NGINX_SNIPPETS_DIR = {{ derived.nginx_snippets_dir | tojson }}
 
 # Prometheus metrics (the metrics answer): nginx's stub_status and its exporter, and mtail reading
-# the access log, each a unit of its own on loopback where nginx runs. None: metrics off.
+# the access log, each a unit of its own on loopback where nginx runs. Empty lists and None: metrics off.
 {% if derived.metrics %}
 {% set metrics = derived.metrics %}
-METRICS = True
 METRICS_UNITS: list[str] = {{ metrics.units | tojson }}
 # Where each answers, as a Prometheus scrape target: the nginx exporter's, then mtail's.
-METRICS_TARGETS: list[str] = [{{ metrics.nginx_exporter_address | tojson }}, {{ (metrics.mtail_address ~ ":" ~ metrics.mtail_port) | tojson }}]
-STUB_STATUS_URL = {{ ("http://" ~ metrics.status_address ~ metrics.status_path) | tojson }}
+METRICS_TARGETS: list[str] = {{ metrics.targets | tojson }}
 # The programs the units run, from Debian's prometheus-nginx-exporter and mtail packages (deploy/check
 # verifies the units with stubs of them where they are not installed).
-METRICS_PROGRAMS: list[str] = ["/usr/bin/prometheus-nginx-exporter", "/usr/bin/mtail"]
+METRICS_PROGRAMS: list[str] = {{ metrics.commands | tojson }}
 MTAIL_SOURCE = DEPLOY_DIR / "mtail" / "{{ derived.service }}.mtail"
 MTAIL_DIR = {{ metrics.mtail_dir | tojson }}
 MTAIL_PROGRAM = {{ metrics.mtail_program | tojson }}
@@ -120,10 +118,8 @@ MTAIL_PROGRAM = {{ metrics.mtail_program | tojson }}
 RELEASE_SNIPPET = {{ metrics.release_snippet | tojson }}
 DEPLOYS_LOG = {{ metrics.deploys_log | tojson }}
 {% else %}
-METRICS = False
 METRICS_UNITS: list[str] = []
 METRICS_TARGETS: list[str] = []
-STUB_STATUS_URL: str | None = None
 METRICS_PROGRAMS: list[str] = []
 MTAIL_SOURCE: Path | None = None
 MTAIL_DIR: str | None = None
