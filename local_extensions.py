@@ -126,6 +126,97 @@ PLATFORMS: dict[str, Platform] = {
     )
 }
 DEFAULT_PLATFORM = "debian-13"
+# Where the metrics of a project (the metrics answer) are served on its server: nginx's stub_status,
+# then its exporter, then mtail, on consecutive loopback ports. Not the Debian packages' own ports
+# (9113, 3903): their units start when the package is installed, and would hold them.
+METRICS_PORT = 9145
+# Seconds a histogram bucket of request times ends at (mtail's latency histogram): from a static
+# file's few milliseconds to gunicorn's timeout.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Prometheus exporters of a project (metrics=prometheus): names, addresses and files."""
+
+    # Where the three listen: stub_status, then each exporter. Loopback; a drop-in of an exporter's
+    # unit may move it to a private address (the generated README says how).
+    address: str
+    status_port: int
+    nginx_exporter_port: int
+    mtail_port: int
+    status_path: str
+    # prometheus-nginx-exporter and mtail, each a hardened unit of the project running the program
+    # of Debian's package of the same name.
+    nginx_exporter_command: str
+    mtail_command: str
+    nginx_exporter_unit: str
+    mtail_unit: str
+    # mtail's program folder on the server (mtail loads every *.mtail in it), and the program.
+    mtail_dir: str
+    mtail_program: str
+    # The release that serves, for nginx: a snippet deploy/install rewrites at every switch, that
+    # maps the variable below to the release's id (the access log's release= field).
+    release_snippet: str
+    release_variable: str
+    # One line per deploy and rollback, written by deploy/install, read by mtail (deploy markers).
+    deploys_log: str
+    # Every metric mtail makes starts with this (the service's name).
+    prefix: str
+    latency_buckets: tuple[float, ...] = LATENCY_BUCKETS
+
+    @property
+    def status_address(self) -> str:
+        return f"{self.address}:{self.status_port}"
+
+    @property
+    def nginx_exporter_address(self) -> str:
+        return f"{self.address}:{self.nginx_exporter_port}"
+
+    @property
+    def mtail_target(self) -> str:
+        return f"{self.address}:{self.mtail_port}"
+
+    @property
+    def targets(self) -> list[str]:
+        """What a Prometheus scrapes: the nginx exporter, then mtail."""
+        return [self.nginx_exporter_address, self.mtail_target]
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.status_port, self.nginx_exporter_port, self.mtail_port]
+
+    @property
+    def units(self) -> list[str]:
+        return [self.nginx_exporter_unit, self.mtail_unit]
+
+    @property
+    def commands(self) -> list[str]:
+        return [self.nginx_exporter_command, self.mtail_command]
+
+
+def metrics(answers: Mapping[str, object], slug: str, snippets_dir: str) -> Metrics | None:
+    if answers.get("metrics", "off") != "prometheus":
+        return None
+    return Metrics(
+        address="127.0.0.1",
+        status_port=METRICS_PORT,
+        nginx_exporter_port=METRICS_PORT + 1,
+        mtail_port=METRICS_PORT + 2,
+        status_path="/stub_status",
+        nginx_exporter_command="/usr/bin/prometheus-nginx-exporter",
+        mtail_command="/usr/bin/mtail",
+        nginx_exporter_unit=f"{slug}-nginx-exporter.service",
+        mtail_unit=f"{slug}-mtail.service",
+        mtail_dir=f"/etc/{slug}-mtail",
+        mtail_program=f"/etc/{slug}-mtail/{slug}.mtail",
+        release_snippet=f"{snippets_dir}/release.conf",
+        release_variable=f"${slug}_release",
+        deploys_log=f"/var/log/{slug}-deploys.log",
+        prefix=slug,
+    )
+
+
 # remote_app_servers when there are none: "none" is the default (a prompt shows an empty default
 # as "()"); an empty answer, as replay files from before hold it, means the same.
 NO_APP_SERVERS = frozenset({"none", ""})
@@ -181,6 +272,8 @@ class Derived:
     nginx_site_path: str
     nginx_site_link: str | None
     nginx_snippets_dir: str
+    # The Prometheus exporters (None: metrics off, the default).
+    metrics: Metrics | None
     gunicorn_version: str = GUNICORN_VERSION
     timeout: int = TIMEOUT
     graceful_timeout: int = GRACEFUL_TIMEOUT
@@ -267,6 +360,7 @@ def derive(answers: Mapping[str, object]) -> Derived:
         nginx_site_path=f"{platform.site_dir}/{slug}.conf",
         nginx_site_link=f"{platform.site_link_dir}/{slug}.conf" if platform.site_link_dir else None,
         nginx_snippets_dir=f"/etc/nginx/snippets/{slug}",
+        metrics=metrics(answers, slug, f"/etc/nginx/snippets/{slug}"),
     )
 
 

@@ -237,6 +237,7 @@ ANSWER_RULES: dict[str, Rule] = {
     "remote_app_servers": app_servers,
     "client_max_body_size": nginx_size,
     "cache": one_of("off", "on"),
+    "metrics": one_of("off", "prometheus"),
     "tls_mode": one_of("none", "letsencrypt", "existing"),
     "tls_email": email,
     "tls_certificate": absolute_path,

@@ -63,6 +63,10 @@ def unused_files() -> list[Path]:
         unused.append(Path("deploy/certbot-deploy-hook"))
     if ANSWERS["tls_mode"] == "none":
         unused.append(Path("deploy/nginx/snippets/tls.conf"))
+    if DERIVED.metrics is None:
+        unused.append(Path("deploy/mtail"))
+        unused.append(Path("deploy/nginx/snippets/release.conf"))
+        unused += [Path("deploy/systemd") / f"{DERIVED.service}-{name}.service" for name in ("nginx-exporter", "mtail")]
     return unused
 
 

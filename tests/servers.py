@@ -66,9 +66,20 @@ PACKAGES = (
     # The generated README brings the project to a server with git, and a wheelhouse with rsync.
     "git",
     "rsync",
+    # metrics=prometheus: the exporters' programs, and a Prometheus the test scrapes them with.
+    "prometheus-nginx-exporter",
+    "mtail",
+    "prometheus",
 )
-# Timers that would run apt on an idle test server; nothing else is changed from Debian's defaults.
-MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer")
+# Timers that would run apt on an idle test server, and the units Debian's Prometheus packages start
+# on installation (every address, ports of their own, an exporter scraping port 8080 for nothing):
+# the project runs its own exporter units, and the metrics test its own Prometheus.
+MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "prometheus.service",
+    "prometheus-nginx-exporter.service",
+)
 ROOTS_DIR = Path(os.environ.get("WSGI_DEPLOY_ROOTS", "/var/cache/cookiecutter-wsgi-deploy-roots"))
 HOSTS_DIR = Path(os.environ.get("WSGI_DEPLOY_HOSTS", "/var/tmp/cookiecutter-wsgi-deploy-hosts"))
 LOCK = Path("/run/lock/cookiecutter-wsgi-deploy-lab.lock")

@@ -356,3 +356,31 @@ def test_readme_brings_the_project_to_the_server_with_git_not_scp(bake) -> None:
     assert "Not `scp -r` of this folder" in section
     # The one file git leaves out that the server needs: the secret key made at bake time.
     assert "scp my_app.env server:my_app/" in section
+
+
+METRICS_FILES = [
+    "deploy/mtail/my_app.mtail",
+    "deploy/nginx/snippets/release.conf",
+    "deploy/systemd/my_app-nginx-exporter.service",
+    "deploy/systemd/my_app-mtail.service",
+]
+
+
+def test_metrics_are_off_by_default_and_leave_no_exporter_behind(baked: Baked) -> None:
+    assert baked.answers.get("metrics", "off") == "off"
+    assert [name for name in METRICS_FILES if (baked.path / name).exists()] == []
+    site = (baked.path / "deploy/nginx/my_app.conf").read_text()
+    assert "stub_status" not in site and "release" not in site
+
+
+def test_prometheus_metrics_bring_the_exporters_and_a_release_field_at_the_end_of_the_log(bake) -> None:
+    project = bake(metrics="prometheus")
+    assert [name for name in METRICS_FILES if not (project.path / name).is_file()] == []
+    site = (project.path / "deploy/nginx/my_app.conf").read_text()
+    # Appended after every field the log had: a reader of key=value fields sees one more.
+    assert "ts=$msec release=$my_app_release';" in site
+    assert "include snippets/my_app/release.conf;" in site
+    assert "listen 127.0.0.1:9145;" in site and "stub_status;" in site
+    mtail = (project.path / "deploy/mtail/my_app.mtail").read_text()
+    assert "counter my_app_http_requests_total by status, release" in mtail
+    assert "--address ${MTAIL_ADDRESS}" in (project.path / "deploy/systemd/my_app-mtail.service").read_text()

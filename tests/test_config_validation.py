@@ -215,3 +215,13 @@ def test_the_ci_commands_pass_on_a_fresh_bake(project: Baked) -> None:
     for command in github:
         result = project.run(*command.split(), env={**os.environ, "PYTHON": sys.executable})
         assert result.returncode == 0, f"{command}:\n{result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize("unit", ["my_app.service", "my_app-nginx-exporter.service", "my_app-mtail.service"])
+def test_with_metrics_check_passes_and_each_exporter_exposure_is_at_most_2(bake, tools, unit: str) -> None:
+    project = bake(metrics="prometheus")
+    result = check(project, "--strict")
+    assert result.returncode == 0, result.stdout
+    assert "my_app-mtail.service, my_app-nginx-exporter.service" in result.stdout
+    exposure = float(re.search(rf"{re.escape(unit)} exposure (\d+\.\d+)", result.stdout).group(1))
+    assert exposure <= 2.0

@@ -62,6 +62,7 @@ REFUSED = [
     ("app_port", "8081abc", "not a port number from 1024 to 65535"),
     ("app_port", " 8081", "not a port number from 1024 to 65535"),
     ("bind", "udp", "not one of unix, tcp"),
+    ("metrics", "statsd", "not one of off, prometheus"),
     ("client_max_body_size", "0", "not an nginx size"),
     ("client_max_body_size", "10mb", "not an nginx size"),
     ("client_max_body_size", "1m; allow all", "not an nginx size"),
@@ -83,6 +84,7 @@ ACCEPTED = [
     ("app_port", "1024"),
     ("app_port", "65535"),
     ("bind", "tcp"),
+    ("metrics", "prometheus"),
     ("client_max_body_size", "512k"),
 ]
 

@@ -1282,3 +1282,71 @@ def test_pruning_removes_only_what_deploy_install_made(bake, tools, tmp_path: Pa
     assert all(path.is_file() for path in theirs)
     # --keep 0 still keeps the release that ran before: the way back of a rollback.
     assert len([path for path in (root / "srv/my_app/releases").iterdir() if path.is_dir()]) == 2
+
+
+def test_metrics_install_the_exporters_and_name_the_serving_release_to_nginx(bake, tools, tmp_path: Path) -> None:
+    """metrics=prometheus: the exporters' units, mtail's program and the log of deploys it reads;
+    nginx's release snippet names the release that serves, after a deploy and after a rollback;
+    metrics off again takes the exporters away."""
+    project = bake(metrics="prometheus")
+    root = tmp_path / "server"
+    first = installed(project, root)
+    assert "enable my_app-nginx-exporter.service my_app-mtail.service" in steps(first)["activate"]
+    for unit in ("my_app-nginx-exporter.service", "my_app-mtail.service"):
+        assert (root / "etc/systemd/system" / unit).read_bytes() == (
+            project.path / "deploy/systemd" / unit
+        ).read_bytes()
+    program = root / "etc/my_app-mtail/my_app.mtail"
+    assert program.read_bytes() == (project.path / "deploy/mtail/my_app.mtail").read_bytes()
+    assert (root / "var/log/my_app-deploys.log").read_text() == ""  # a staged tree gets no marker
+    snippet = root / "etc/nginx/snippets/my_app/release.conf"
+    first_id = release(root).name
+    assert f'default "{first_id}";' in snippet.read_text()
+    app = project.path / "my_app/app.py"
+    app.write_text(app.read_text() + "\n# release 2\n")
+    second = installed(project, root)
+    assert release(root).name != first_id and f'default "{release(root).name}";' in snippet.read_text()
+    assert "my_app-mtail.service" not in steps(second)["activate"], second  # running, unchanged
+    rolled_back = installed(project, root, "--rollback")
+    assert (
+        steps(rolled_back)["label"]
+        == f"/etc/nginx/snippets/my_app/release.conf names {first_id} (nginx reloads with it)"
+    )
+    assert "reload nginx" in steps(rolled_back)["activate"]
+    assert f'default "{first_id}";' in snippet.read_text()
+
+
+def test_metrics_turned_off_stop_the_exporters_and_remove_their_files(bake, tools, tmp_path: Path) -> None:
+    project = bake(metrics="prometheus")
+    root = tmp_path / "server"
+    installed(project, root)
+    output = installed(bake(), root)
+    assert "stop and disable my_app-nginx-exporter.service my_app-mtail.service" in steps(output)["systemd"], output
+    gone = ["etc/systemd/system/my_app-mtail.service", "etc/my_app-mtail", "etc/nginx/snippets/my_app/release.conf"]
+    assert [path for path in gone if (root / path).exists()] == []
+
+
+def test_metrics_programs_missing_from_the_server_are_refused_with_their_packages(bake, tmp_path: Path) -> None:
+    project = bake(metrics="prometheus")
+    root = tmp_path / "lb"
+    (root / "usr/bin").mkdir(parents=True)  # a system image, without the exporters
+    said = refused(project, root, *LB)
+    assert "/usr/bin/mtail is missing, and my_app-mtail.service runs it: apt-get install mtail" in said
+    assert "/usr/bin/prometheus-nginx-exporter is missing, and my_app-nginx-exporter.service runs it" in said
+
+
+def test_metrics_exporters_run_on_the_load_balancer_not_on_the_app_host(bake, tools, tmp_path: Path) -> None:
+    """nginx and its access log are on the load balancer: the exporters go there; an app host gets
+    none, and a purge takes them and the log of deploys away."""
+    project = bake(metrics="prometheus")
+    lb, app = tmp_path / "lb", tmp_path / "app"
+    balancer = installed(project, lb, *LB)
+    assert "start my_app-nginx-exporter.service my_app-mtail.service" in steps(balancer)["activate"], balancer
+    assert (lb / "etc/systemd/system/my_app-mtail.service").exists()
+    installed(project, app, *APP)
+    assert not (app / "etc/systemd/system/my_app-mtail.service").exists()
+    assert not (app / "etc/my_app-mtail").exists()
+    write(lb / "var/log/my_app-deploys.log", "2026-12-07T00:00:00Z action=deploy release=abc previous=none\n")
+    installed(project, lb, "--uninstall", "--purge")
+    left = ["etc/systemd/system/my_app-mtail.service", "etc/my_app-mtail", "var/log/my_app-deploys.log"]
+    assert [path for path in left if (lb / path).exists()] == []

@@ -49,8 +49,14 @@ def gixy_findings(conf: Path) -> list[dict]:
 
 @pytest.mark.parametrize(
     "answers",
-    [{}, {"tls_mode": "existing"}, {"cache": "on"}, {"tls_mode": "letsencrypt", "instances": "2", "cache": "on"}],
-    ids=["default", "tls", "cache", "letsencrypt-instances-cache"],
+    [
+        {},
+        {"tls_mode": "existing"},
+        {"cache": "on"},
+        {"tls_mode": "letsencrypt", "instances": "2", "cache": "on"},
+        {"metrics": "prometheus"},
+    ],
+    ids=["default", "tls", "cache", "letsencrypt-instances-cache", "metrics"],
 )
 def test_gixy_finds_nothing_in_the_site(bake, tmp_path: Path, answers: dict[str, str]) -> None:
     findings = gixy_findings(main_conf(bake(**answers).path, tmp_path))

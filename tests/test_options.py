@@ -24,6 +24,7 @@ OPTIONS = {
     "platform": ["debian-13", "debian-12", "ubuntu-24.04", "rhel-9"],
     "remote_app_servers": ["none", "10.0.0.5:8000"],
     "cache": ["off", "on"],
+    "metrics": ["off", "prometheus"],
 }
 
 

@@ -212,8 +212,9 @@ def unit_tree(root: Path, drop_ins: dict[str, str] | None = None) -> Path:
         for program in EXEC_LINE.findall((units / name).read_text()):
             inside = root / program.lstrip("/")
             inside.parent.mkdir(parents=True, exist_ok=True)
-            if program.startswith(layout.VENV_DIR + "/"):
-                # The venv exists only once installed: a stub stands in for its programs.
+            if program.startswith(layout.VENV_DIR + "/") or program in layout.METRICS_PROGRAMS:
+                # The venv exists only once installed, the exporters only on the server (packages
+                # deploy/install asks for): a stub stands in for their programs.
                 inside.write_text("#!/bin/sh\n")
                 inside.chmod(0o755)
             elif Path(program).exists():
@@ -243,15 +244,21 @@ def check_systemd(analyze: str, units: Path, chosen: list[str] | None = None) ->
 
 
 def check_sandbox(analyze: str, units: Path) -> Result:
-    unit = units / layout.SERVICE_UNIT
-    result = run([analyze, "security", "--offline=true", str(unit)])
-    found = EXPOSURE.search(result.stdout)
-    if not found:
-        return Result("FAIL", "sandbox", "systemd-analyze security gave no exposure level", result.stderr.strip())
-    exposure = float(found.group(1))
-    summary = f"{layout.SERVICE_UNIT} exposure {exposure} (at most {EXPOSURE_LIMIT})"
-    if exposure > EXPOSURE_LIMIT:
-        return Result("FAIL", "sandbox", summary, result.stdout.strip())
+    """systemd-analyze security of the app's service and of each exporter (metrics on)."""
+    scores, failed = [], []
+    for name in [layout.SERVICE_UNIT, *layout.METRICS_UNITS]:
+        result = run([analyze, "security", "--offline=true", str(units / name)])
+        found = EXPOSURE.search(result.stdout)
+        if not found:
+            said = f"systemd-analyze security gave no exposure level for {name}"
+            return Result("FAIL", "sandbox", said, result.stderr.strip())
+        exposure = float(found.group(1))
+        scores.append(f"{name} exposure {exposure}")
+        if exposure > EXPOSURE_LIMIT:
+            failed.append(result.stdout.strip())
+    summary = f"{', '.join(scores)} (at most {EXPOSURE_LIMIT})"
+    if failed:
+        return Result("FAIL", "sandbox", summary, "\n".join(failed))
     return Result("ok", "sandbox", summary)
 
 

@@ -100,6 +100,34 @@ NGINX_SITE_LINK: str | None = None
 {% endif %}
 NGINX_SNIPPETS_DIR = {{ derived.nginx_snippets_dir | tojson }}
 
+# Prometheus metrics (the metrics answer): nginx's stub_status and its exporter, and mtail reading
+# the access log, each a unit of its own on loopback where nginx runs. Empty lists and None: metrics off.
+{% if derived.metrics %}
+{% set metrics = derived.metrics %}
+METRICS_UNITS: list[str] = {{ metrics.units | tojson }}
+# Where each answers, as a Prometheus scrape target: the nginx exporter's, then mtail's.
+METRICS_TARGETS: list[str] = {{ metrics.targets | tojson }}
+# The programs the units run, from Debian's prometheus-nginx-exporter and mtail packages (deploy/check
+# verifies the units with stubs of them where they are not installed).
+METRICS_PROGRAMS: list[str] = {{ metrics.commands | tojson }}
+MTAIL_SOURCE = DEPLOY_DIR / "mtail" / "{{ derived.service }}.mtail"
+MTAIL_DIR = {{ metrics.mtail_dir | tojson }}
+MTAIL_PROGRAM = {{ metrics.mtail_program | tojson }}
+# The snippet that names the serving release to nginx (rewritten at every switch), and the log of
+# deploys and rollbacks mtail reads.
+RELEASE_SNIPPET = {{ metrics.release_snippet | tojson }}
+DEPLOYS_LOG = {{ metrics.deploys_log | tojson }}
+{% else %}
+METRICS_UNITS: list[str] = []
+METRICS_TARGETS: list[str] = []
+METRICS_PROGRAMS: list[str] = []
+MTAIL_SOURCE: Path | None = None
+MTAIL_DIR: str | None = None
+MTAIL_PROGRAM: str | None = None
+RELEASE_SNIPPET: str | None = None
+DEPLOYS_LOG: str | None = None
+{% endif %}
+
 # systemd. With several instances the units are templates ({{ derived.service }}@.service).
 INSTANCES: list[str] = {{ derived.instance_names | tojson }}
 UNIT_STEM = {{ derived.unit_stem | tojson }}

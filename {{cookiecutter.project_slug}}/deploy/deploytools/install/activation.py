@@ -35,6 +35,8 @@ HEALTH_SECONDS = 60
 NGINX_RELOAD_SECONDS = 10
 # How long the new workers may answer /healthz with an error before the release counts as failed.
 SETTLE_SECONDS = 10
+# How long a started exporter may take to answer its first scrape (metrics on).
+EXPORTER_SECONDS = 15
 # What nginx answers while the gunicorn behind it does not (yet): refused (502) or silent (504).
 GATEWAY_ERRORS = (502, 504)
 
@@ -58,6 +60,8 @@ class Changes:
     relisten: list[str] = field(default_factory=list)
     # An app host's firewall unit (--firewall) was written anew: its table is replaced.
     firewall: bool = False
+    # An exporter's unit or mtail's program was written anew (metrics on): they restart.
+    metrics: bool = False
 
 
 def health_address() -> tuple[str, str | None]:
@@ -291,7 +295,7 @@ class Activation:
     def activate(self) -> str:
         target, changes, role = self.target, self.changes, self.target.role
         done = []
-        if changes.units:
+        if changes.units or changes.metrics:
             self.done(target.run("systemctl", "daemon-reload"), "daemon-reload")
             self.daemon_reloaded = True
             done.append("daemon-reload")
@@ -309,6 +313,8 @@ class Activation:
             # The site of an earlier role went: nginx stops serving it.
             self.reload_nginx()
             done.append("reload nginx (without the site)")
+        if role.runs_nginx and layout.METRICS_UNITS:
+            done += self.activate_metrics()
         if not done:
             if not role.runs_app:
                 return "nothing to do (nginx up to date)"
@@ -316,6 +322,44 @@ class Activation:
                 return "nothing to do (units enabled and running)"
             return "nothing to do (units enabled and running, nginx up to date)"
         return f"{'; '.join(done)} ({target.outcome()})"
+
+    def activate_metrics(self) -> list[str]:
+        """The exporters, once nginx serves the site: enabled and started, or restarted when their
+        unit or mtail's program changed (mtail then counts from the end of the logs again)."""
+        target, units = self.target, layout.METRICS_UNITS
+        done = []
+        enable = [unit for unit in units if not target.unit_is("enabled", unit)]
+        if enable:
+            self.done(target.run("systemctl", "enable", *enable), "enabled", units=enable)
+            self.enabled += enable
+            done.append(f"enable {' '.join(enable)}")
+        start = [unit for unit in units if not target.unit_is("active", unit)]
+        if start:
+            self.done(target.run("systemctl", "start", *start), "started", units=start)
+            self.started += start
+            done.append(f"start {' '.join(start)}")
+        restart = [unit for unit in units if unit not in start] if self.changes.metrics else []
+        if restart:
+            target.run("systemctl", "restart", *restart)
+            done.append(f"restart {' '.join(restart)} (unit or program changed)")
+        if (start or restart) and not target.no_run_reason:
+            self.wait_for_exporters()
+            done.append(f"/metrics answers on {' and '.join(layout.METRICS_TARGETS)}")
+        return done
+
+    def wait_for_exporters(self) -> None:
+        """Each exporter answers /metrics. mtail opens its logs before it listens: once it answers,
+        it counts every line written after, the deploy's own marker among them."""
+        deadline = time.monotonic() + EXPORTER_SECONDS
+        for address in layout.METRICS_TARGETS:
+            while (answer := probe(address, "localhost", "/metrics")) is None or answer.status != 200:
+                if time.monotonic() > deadline:
+                    said = f"status {answer.status}" if answer else "no answer"
+                    units = " ".join(layout.METRICS_UNITS)
+                    raise InstallError(
+                        f"http://{address}/metrics: {said} within {EXPORTER_SECONDS}s (journalctl -u {units})"
+                    )
+                time.sleep(0.1)
 
     def reload_nginx(self, how: str = "reload") -> None:
         """`systemctl <how> nginx`, returning once the new configuration alone takes connections.

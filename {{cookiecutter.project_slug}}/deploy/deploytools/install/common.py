@@ -19,8 +19,11 @@ LEGACY_VENV_DIR = f"{layout.INSTALL_DIR}/{layout.SLUG}_venv"
 # the target still has to run.
 INSTALL_STATE_DIR = layout.INSTALL_STATE_DIR
 STAGED_RECORD = f"{INSTALL_STATE_DIR}/commands.log"
-# Every unit file of the project (services, sockets, and timers or others if it gains some).
-UNIT_FILES = sorted(path.name for path in layout.SYSTEMD_DIR.iterdir() if path.is_file())
+# Every unit file of the app (services, sockets, and timers or others if it gains some). The
+# exporters' units (metrics on) are apart: they run where nginx runs, on a load balancer too.
+UNIT_FILES = sorted(
+    path.name for path in layout.SYSTEMD_DIR.iterdir() if path.is_file() and path.name not in layout.METRICS_UNITS
+)
 NGINX_SERVICE = "nginx.service"
 # certbot runs every hook in this folder after a renewal; ours reloads nginx.
 CERTBOT_HOOK_SOURCE = layout.DEPLOY_DIR / "certbot-deploy-hook"

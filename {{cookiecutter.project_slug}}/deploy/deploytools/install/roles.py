@@ -170,10 +170,12 @@ class Role:
         return list(layout.UPSTREAM_SERVERS)
 
     def active_units(self) -> list[str]:
-        """The units this role keeps running: the app's, and its firewall's."""
+        """The units this role keeps running: the app's, its firewall's, and where nginx runs the
+        exporters (metrics on)."""
+        exporters = layout.METRICS_UNITS if self.runs_nginx else []
         if not self.runs_app:
-            return []
-        return [*layout.ACTIVE_UNITS, *([FIREWALL_UNIT] if self.firewall else [])]
+            return list(exporters)
+        return [*layout.ACTIVE_UNITS, *([FIREWALL_UNIT] if self.firewall else []), *exporters]
 
     @property
     def all_drained(self) -> bool:

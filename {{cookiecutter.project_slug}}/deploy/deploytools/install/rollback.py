@@ -2,9 +2,10 @@
 
 A rollback builds nothing and copies nothing: the release and its venv are on the server as the
 deploy that made them left them. Its steps: release (choose it), static and errors (the release's
-own, as nginx serves them), activate (move the current link, reload or restart the app one
-service at a time), health, cache, finish (the release rolled back from is marked: a second
-rollback goes one further back). Files in /etc stay as the last deploy placed them.
+own, as nginx serves them), label (metrics on: the release nginx's access log names), activate
+(move the current link, reload or restart the app one service at a time), health, cache, finish
+(the release rolled back from is marked: a second rollback goes one further back). Files in /etc
+stay as the last deploy placed them, but for that release snippet.
 """
 
 from __future__ import annotations
@@ -31,12 +32,23 @@ class Rollback(Install):
             ("release", self.choose, True),
             ("static", self.static, nginx),
             ("errors", self.errors, nginx),
+            ("label", self.relabel, nginx),
             ("activate", self.activation.activate, True),
             ("health", self.activation.health, True),
             ("cache", self.empty_cache, nginx),
             ("finish", self.left_behind, True),
         ]
         return [(name, step) for name, step, wanted in chosen if wanted]
+
+    def relabel(self) -> str | None:
+        """Metrics on: nginx's release snippet names the release rolled back to, from the moment
+        nginx reloads in the activate step (the request metrics' release label)."""
+        if layout.RELEASE_SNIPPET is None:
+            return None
+        if not self.write_release_snippet():
+            return f"{layout.RELEASE_SNIPPET} names {self.release} already"
+        self.changes.site = True
+        return f"{layout.RELEASE_SNIPPET} names {self.release} (nginx reloads with it)"
 
     def choose_role(self) -> Role:
         """Whatever this machine is: a rollback changes no role."""

@@ -67,6 +67,8 @@ from .roles import FIREWALL_UNIT, Role
 from .run import Run
 
 SERVICE_OWNS = (layout.SERVICE_USER, layout.SERVICE_USER)
+# Logs for the adm group, as Debian keeps nginx's: mtail reads the log of deploys through it.
+LOGS_READ = ("root", "adm")
 
 # Django's settings need a secret key, and collectstatic never uses it: on a load balancer, which
 # has no env file (the secret key stays on the app hosts), collectstatic gets this one.
@@ -265,6 +267,11 @@ class Install(Run):
         # journalctl -u matches OBJECT_SYSTEMD_UNIT= in entries from root: each service of the app.
         fields += [("OBJECT_SYSTEMD_UNIT", unit) for unit in layout.APP_SERVICES if self.target.role.runs_app]
         self.target.journal(fields)
+        if layout.DEPLOYS_LOG and self.target.role.runs_nginx:
+            # mtail's deploy markers: <app>_deploys_total and <app>_last_deploy_timestamp_seconds.
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            line = f"{when} action={action} release={self.release} previous={before}"
+            self.target.append_log(layout.DEPLOYS_LOG, line)
 
     def log_failure(self, step: str, reason: str) -> None:
         """A release that failed on its way in is marked in the log: --rollback skips it, --releases
@@ -595,6 +602,11 @@ class Install(Run):
             # An app host's listening addresses and trusted proxies (roles.py).
             for path, text in role.drop_ins().items():
                 self.files.ensure_file(path, text.encode(), 0o644, ROOT)
+        exporters = [f"{layout.SYSTEMD_UNIT_DIR}/{name}" for name in layout.METRICS_UNITS]
+        if role.runs_nginx:
+            for path in exporters:
+                content = (layout.SYSTEMD_DIR / PurePosixPath(path).name).read_bytes()
+                self.files.ensure_file(path, content, 0o644, ROOT)
         # What the installed version ran and this one has no more (a socket after bind=tcp, the
         # single service after instances=3, every unit on a load balancer): stopped and disabled
         # before its file goes.
@@ -607,7 +619,9 @@ class Install(Run):
             stopped = f"; stop and disable {' '.join(stale)} ({why}) {self.target.outcome()}"
         self.prune(lambda path: path.startswith(layout.SYSTEMD_UNIT_DIR + "/"))
         changed = [path for _, path in self.target.done.since(since)]
-        self.changes.units = bool(changed)
+        # The app restarts for its own units; the exporters restart for theirs (activation.py).
+        self.changes.units = any(path not in exporters for path in changed)
+        self.changes.metrics |= any(path in exporters for path in changed)
         self.changes.firewall = f"{layout.SYSTEMD_UNIT_DIR}/{FIREWALL_UNIT}" in changed
         # A socket whose drop-in came or went listens elsewhere now: it must bind anew.
         self.changes.relisten = [
@@ -647,9 +661,16 @@ class Install(Run):
         first = layout.NGINX_ACME_SITE if self.acme_first and not self.target.defers else None
         content = first.read_bytes() if first else role.site()
         files.ensure_file(layout.NGINX_SITE_PATH, content, 0o644, ROOT)
-        files.mirror(
-            layout.NGINX_SNIPPETS_DIR, tree(layout.NGINX_SNIPPETS), dir_mode=0o755, file_mode=0o644, owner=ROOT
-        )
+        snippets = tree(layout.NGINX_SNIPPETS)
+        written: set[str] = set()
+        if layout.RELEASE_SNIPPET:
+            # The project's release snippet names no release: the one written here names this run's.
+            name = PurePosixPath(layout.RELEASE_SNIPPET).name
+            snippets.pop(name, None)
+            self.write_release_snippet()
+            written.add(name)
+        files.mirror(layout.NGINX_SNIPPETS_DIR, snippets, dir_mode=0o755, file_mode=0o644, owner=ROOT, keep=written)
+        self.metrics_files()
         if layout.NGINX_SITE_LINK:
             link_dir = str(PurePosixPath(layout.NGINX_SITE_LINK).parent)
             files.ensure_link(layout.NGINX_SITE_LINK, os.path.relpath(layout.NGINX_SITE_PATH, link_dir))
@@ -663,6 +684,27 @@ class Install(Run):
             drained = f", {len(role.drain)} drained" if role.drain else ""
             result += f" (upstream: {len(role.app_hosts)} app host(s){drained})"
         return result + (f" (challenge site until the certificate exists: {first.name})" if first else "")
+
+    # Metrics (metrics=prometheus) ------------------------------------------------------------------
+    def write_release_snippet(self) -> bool:
+        """nginx's release snippet naming this run's release (the project's copy, with its id in
+        place of "none"); whether the file changed."""
+        assert layout.RELEASE_SNIPPET is not None
+        since = self.target.done.mark()
+        source = (layout.NGINX_SNIPPETS / PurePosixPath(layout.RELEASE_SNIPPET).name).read_text()
+        text = re.sub(r'default "[^"]*";', f'default "{self.release}";', source)
+        self.files.ensure_file(layout.RELEASE_SNIPPET, text.encode(), 0o644, ROOT)
+        return self.target.done.mark() > since
+
+    def metrics_files(self) -> None:
+        """mtail's program (a change restarts mtail), and the log of deploys it reads: created
+        empty, then each deploy and rollback appends its line (announce)."""
+        if layout.MTAIL_PROGRAM is None or layout.MTAIL_SOURCE is None or layout.DEPLOYS_LOG is None:
+            return
+        since = self.target.done.mark()
+        self.files.ensure_file(layout.MTAIL_PROGRAM, layout.MTAIL_SOURCE.read_bytes(), 0o644, ROOT)
+        self.changes.metrics |= self.target.done.mark() > since
+        self.files.ensure_file(layout.DEPLOYS_LOG, b"", 0o640, LOGS_READ, create_only=True)
 
     def no_site(self) -> str | None:
         """An app host serves no site: what an earlier role placed goes (the site, its snippets, the

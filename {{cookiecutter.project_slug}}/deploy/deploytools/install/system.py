@@ -46,7 +46,12 @@ PRIVILEGED = frozenset(
 NOLOGIN_SHELLS = frozenset({"/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false"})
 DISTRIBUTION_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
 EXEC_LINE = re.compile(r"^Exec\w+=[-@:+!]*(/\S+)", re.MULTILINE)
-PROGRAM_PACKAGES = {"kill": "procps"}
+PROGRAM_PACKAGES = {
+    "kill": "procps",
+    # The exporters' (metrics on), where nginx runs.
+    "prometheus-nginx-exporter": "prometheus-nginx-exporter",
+    "mtail": "mtail",
+}
 
 
 def system_location(path: str) -> bool:
@@ -79,6 +84,8 @@ def owned_paths(role: Role) -> list[str]:
             paths.append(layout.NGINX_SITE_LINK)
         if layout.TLS_MODE == "letsencrypt":
             paths.append(CERTBOT_HOOK)
+    if role.runs_nginx and layout.MTAIL_DIR:
+        paths += [f"{layout.SYSTEMD_UNIT_DIR}/{u}" for u in layout.METRICS_UNITS] + [layout.MTAIL_DIR]
     if role.runs_app:
         paths += [f"{layout.SYSTEMD_UNIT_DIR}/{u}" for u in UNIT_FILES]
         paths += list(role.drop_ins())
@@ -111,7 +118,7 @@ def problems(target: Target, manifest: Manifest, *, adopt: bool) -> list[str]:
             f"install folder {layout.INSTALL_DIR} exists, is not empty and was not made by this installer{adopt_hint}"
         )
     role = target.role
-    for name in UNIT_FILES if role.runs_app else []:
+    for name in role_units(role):
         for folder in DISTRIBUTION_UNIT_DIRS:
             if target.disk(f"{folder}/{name}").exists():
                 found.append(
@@ -125,7 +132,7 @@ def problems(target: Target, manifest: Manifest, *, adopt: bool) -> list[str]:
                 found.append(f"{path} exists and was not made by this installer{adopt_hint}")
     if role.runs_app:
         found += account_problems(target, manifest, adopt=adopt)
-        found += missing_programs(target)
+    found += missing_programs(target)
     return found
 
 
@@ -162,13 +169,18 @@ def account_problems(target: Target, manifest: Manifest, *, adopt: bool) -> list
     return []
 
 
+def role_units(role: Role) -> list[str]:
+    """The unit files this role places: the app's where it runs, the exporters' where nginx runs."""
+    return [*(UNIT_FILES if role.runs_app else []), *(layout.METRICS_UNITS if role.runs_nginx else [])]
+
+
 def missing_programs(target: Target) -> list[str]:
     """Programs the units start (outside the venv) that the server lacks; a staged tree is checked
     when it holds a system (usr/bin)."""
     if not target.disk("/usr/bin").is_dir():
         return []
     found = []
-    for name in UNIT_FILES:
+    for name in role_units(target.role):
         for program in EXEC_LINE.findall((layout.SYSTEMD_DIR / name).read_text()):
             if program.startswith(layout.VENV_DIR + "/") or program == VENV_PYTHON:
                 continue

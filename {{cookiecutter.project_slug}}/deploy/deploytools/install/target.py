@@ -86,7 +86,11 @@ class Target:
         # (os.path: a tree this user cannot read counts as empty; preflight says why it is refused.)
         # A load balancer has no app folder (unless Django's): its manifest tells.
         self.installed_before = os.path.isdir(self.disk(layout.APP_DIR)) or bool(self.manifest.paths)
-        self.units_before = {n for n in UNIT_FILES if os.path.exists(self.disk(f"{layout.SYSTEMD_UNIT_DIR}/{n}"))}
+        self.units_before = {
+            name
+            for name in [*UNIT_FILES, *layout.METRICS_UNITS]
+            if os.path.exists(self.disk(f"{layout.SYSTEMD_UNIT_DIR}/{name}"))
+        }
 
     def disk(self, path: str) -> Path:
         """Where a server path is on this machine's disk (under the staged tree with --root)."""
@@ -150,6 +154,20 @@ class Target:
         text = "".join(f"{name}={value.replace(chr(10), ' ')}\n" for name, value in fields)
         # The deploy goes on without it: a record of the deploy is not the deploy.
         subprocess.run(["logger", "--journald"], input=text, text=True, check=False, capture_output=True)
+
+    def append_log(self, path: str, line: str) -> None:
+        """One line at the end of a log of the installer's (metrics: the deploys mtail counts), if
+        the file is there (the nginx step made it, with its owner and mode; a failed first run
+        removed it again). Only where the services run, like the journal; a deploy goes on
+        without it."""
+        if self.no_run_reason:
+            return
+        with contextlib.suppress(OSError):
+            log = os.open(self.disk(path), os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+            try:
+                os.write(log, (line + "\n").encode())
+            finally:
+                os.close(log)
 
     def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
         """Write a release folder whole: into a hidden folder beside it, renamed into place once
@@ -523,6 +541,9 @@ class DryRun(Target):
     def journal(self, fields: list[tuple[str, str]]) -> None:
         message = next((value for name, value in fields if name == "MESSAGE"), "")
         self.report.action("log:", f"{message} (in the journal)")
+
+    def append_log(self, path: str, line: str) -> None:
+        self.report.action("log:", f"{line} (appended to {path})")
 
     def write_release(self, path: str, files: dict[str, Path], venv_link: str, owner: Owner) -> int:
         count = sum(1 for source in files.values() if not source.is_dir())

@@ -169,6 +169,13 @@ class Uninstall(Run):
         made_by_nginx += [
             str(PurePosixPath(layout.ACCESS_LOG).parent / found.name) for found in log.parent.glob(log.name + "*")
         ]
+        # The log of deploys mtail reads (metrics on), with its rotated copies, if any.
+        if layout.DEPLOYS_LOG:
+            deploys = files.disk(layout.DEPLOYS_LOG)
+            made_by_nginx += [
+                str(PurePosixPath(layout.DEPLOYS_LOG).parent / found.name)
+                for found in deploys.parent.glob(deploys.name + "*")
+            ]
         for path in made_by_nginx:
             if files.disk(path).is_dir():
                 files.remove_tree(path)
