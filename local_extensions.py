@@ -235,6 +235,9 @@ class Derived:
     shared_dir: str  # what outlives releases: the app's uploads and media, writable by the service
     static_root: str
     errors_root: str
+    # While this file exists, nginx answers every request but the health check with 503 and the
+    # maintenance page (deploy/maintenance on|off); nginx can see it, the service cannot write it.
+    maintenance_flag: str
     acme_root: str
     state_dir: str
     # deploy/install's own records on the server: manifest, journal, backups.
@@ -334,6 +337,7 @@ def derive(answers: Mapping[str, object]) -> Derived:
         shared_dir=f"{install_dir}/shared",
         static_root=f"{install_dir}/static",
         errors_root=f"{install_dir}/errors",
+        maintenance_flag=f"{install_dir}/maintenance",
         acme_root=f"{install_dir}/acme",
         state_dir=f"/var/lib/{slug}",
         install_state_dir=f"/var/lib/{slug}-install",

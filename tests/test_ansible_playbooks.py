@@ -47,7 +47,7 @@ def test_playbooks_pass_ansible_lint_production_profile(baked: Baked) -> None:
     assert "Profile 'production' was required, and it passed" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("playbook", ["site.yml", "rolling.yml", "rollback.yml", "status.yml"])
+@pytest.mark.parametrize("playbook", ["site.yml", "rolling.yml", "rollback.yml", "status.yml", "maintenance.yml"])
 def test_playbooks_pass_syntax_check_with_the_example_inventory(baked: Baked, playbook: str) -> None:
     result = run_ansible(baked.path, "ansible-playbook", "--syntax-check", "-i", "inventory.example.yml", playbook)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -29,10 +29,12 @@ EXPECTED_FILES = [
     "deploy/INSTALL.md",
     "deploy/rolling-restart",
     "deploy/status",
+    "deploy/maintenance",
     "deploy/nginx/my_app.conf",
     "deploy/nginx/snippets/security-headers.conf",
     "deploy/nginx/snippets/proxy.conf",
     "deploy/nginx/errors/50x.html",
+    "deploy/nginx/errors/maintenance.html",
     "deploy/systemd/my_app.service",
     "deploy/systemd/my_app.socket",
     "tests/test_app.py",
@@ -46,6 +48,7 @@ EXECUTABLES = [
     "deploy/install",
     "deploy/rolling-restart",
     "deploy/status",
+    "deploy/maintenance",
 ]
 
 

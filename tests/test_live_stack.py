@@ -628,6 +628,23 @@ def test_one_access_log_by_default_nginx_with_timings(probed: LiveStack) -> None
     assert "/healthz?log-check" not in probed.gunicorn_log()
 
 
+def test_maintenance_flag_puts_the_page_up_and_keeps_the_health_check(probed: LiveStack) -> None:
+    """The flag deploy/maintenance writes (its local path here): 503, the project's page and
+    Retry-After for every page, static files too; /healthz still reaches the app; gone, all is back."""
+    flag = Path(probed.state["prefix"]) / "maintenance"
+    flag.write_text('{"since": "now", "reason": "test"}\n')
+    try:
+        page, style, health = probed.get("/"), probed.get("/static/style.css"), probed.get("/healthz")
+    finally:
+        flag.unlink()
+    assert page.status == 503 and style.status == 503
+    assert "is down for maintenance" in page.text
+    assert page.headers["retry-after"] == "120" and page.headers["cache-control"] == "no-store"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert health.status == 200 and health.body == b"ok\n"
+    assert probed.get("/").status == 200
+
+
 def status(project: Path, *args: str) -> str:
     command = [sys.executable, "deploy/status", *args]
     return subprocess.run(command, cwd=project, capture_output=True, text=True, check=True, timeout=30).stdout

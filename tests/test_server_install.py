@@ -299,6 +299,32 @@ def test_status_counts_what_the_site_answered_under_load(installed: Installed) -
     assert f"release: {current(host)}" in text and "my_app.service: active (running)" in text, text
 
 
+def test_maintenance_under_load_answers_503_with_the_page_and_fails_nothing_else(installed: Installed) -> None:
+    """deploy/maintenance on, then off, under the paced load: every answer is a 200 or, while it
+    is on, the maintenance page's 503; /healthz answers meanwhile, deploy/status says so."""
+    host = installed.host
+    command = "/srv/my_app/current/deploy/maintenance"
+    with load(host.address, seconds=60, max_requests=20000) as seen:
+        time.sleep(1)
+        on = host.run(command, "on", "--reason", "a test", cwd="/")
+        time.sleep(2)
+        during, health = host.get("/"), host.get("/healthz")
+        said = host.run("/srv/my_app/current/deploy/status", cwd="/").stdout
+        off = host.run(command, "off", cwd="/")
+        time.sleep(1)
+    print(f"{host.release}: maintenance on for 2 s, then off, under load: {seen}")
+    assert "nginx answers status 503" in on.stdout, on.stdout
+    assert during.status == 503 and "is down for maintenance" in during.text
+    assert during.headers["retry-after"] == "120"
+    assert health.status == 200
+    assert set(seen.statuses) == {200, 503} and not seen.errors, seen
+    assert seen.statuses[503] > 100, seen
+    assert re.search(r"^maintenance: ON since .*: a test", said, re.MULTILINE), said
+    assert "nginx answers status 200" in off.stdout, off.stdout
+    assert host.run(command, cwd="/").stdout.strip() == "maintenance: off"
+    assert page(host)
+
+
 def current(host: Host) -> str:
     """The release the server's current link names."""
     return host.run("readlink", "/srv/my_app/current").stdout.strip().removeprefix("releases/")

@@ -33,6 +33,8 @@ APP_DIR = {{ derived.app_dir | tojson }}
 VENV_DIR = {{ derived.venv_dir | tojson }}
 STATIC_ROOT = {{ derived.static_root | tojson }}
 ERRORS_ROOT = {{ derived.errors_root | tojson }}
+# deploy/maintenance on: while this file exists, nginx answers 503 with the maintenance page.
+MAINTENANCE_FLAG = {{ derived.maintenance_flag | tojson }}
 # The app's TCP ports, one per instance: gunicorn's with bind=tcp, and on an app host of its own
 # (deploy/install --role app) whatever bind says, since another machine reaches it over TCP only.
 APP_PORTS: list[int] = {{ derived.app_ports | tojson }}

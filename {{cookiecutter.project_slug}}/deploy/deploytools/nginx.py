@@ -135,6 +135,7 @@ def localize(site: str, prefix: Path, ports: LocalPorts, nginx_version: tuple[in
     swaps = {
         layout.STATIC_ROOT + "/": f"{prefix / 'static'}/",
         layout.ERRORS_ROOT + ";": f"{prefix / 'errors'};",
+        f"-f {layout.MAINTENANCE_FLAG})": f"-f {prefix / 'maintenance'})",
         layout.ACME_ROOT + ";": f"{prefix / 'acme'};",
         f"ssl_certificate {layout.TLS_CERTIFICATE};": f"ssl_certificate {certificate};",
         f"ssl_certificate_key {layout.TLS_CERTIFICATE_KEY};": f"ssl_certificate_key {key};",

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import layout, traffic
+from . import layout, maintenance, traffic
 from .install.ledger import MANIFEST, Manifest
 from .install.releases import LOG, Log, running_release
 from .install.roles import DESCRIBED, Role
@@ -81,6 +81,7 @@ def gather(log_path: Path, now: float) -> dict[str, object]:
             for e in reversed(releases.entries[-DEPLOYS_SHOWN:])
         ],
         "access_log": str(log_path) if role.runs_nginx else None,
+        "maintenance": maintenance.state() if role.runs_nginx else None,
     }
     if role.runs_nginx:
         hits = traffic.read_since(log_path, now - max(WINDOWS), now)
@@ -120,6 +121,9 @@ def render(facts: dict) -> str:
     described = f" ({facts['release_describe']})" if facts.get("release_describe") else ""
     since = f" since {facts['release_since']}" if facts.get("release_since") else ""
     lines = [f"{facts['project']}: {DESCRIBED[facts['role']]}", f"release: {release}{described}{since}"]
+    if facts.get("maintenance"):
+        why = f": {facts['maintenance']['reason']}" if facts["maintenance"].get("reason") else ""
+        lines.append(f"maintenance: ON since {facts['maintenance'].get('since') or '?'}{why} (deploy/maintenance off)")
     lines.append("units:")
     for unit in facts["units"]:
         if "error" in unit:

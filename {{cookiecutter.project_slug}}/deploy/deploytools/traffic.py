@@ -236,16 +236,19 @@ def watch(
     servers: Sequence[str] = (),
     poll: float = 0.5,
 ) -> Verdict:
-    """Watch the answers logged from `start` for `seconds` (of `servers` only, when given) and
-    compare their share of 5xx with that of the answers from `baseline_since` to `start` (every
-    server's: the previous release served them all). Ends at once when the new answers are worse."""
-    baseline = read_since(log, baseline_since, start)
+    """Watch the app servers' answers logged from `start` for `seconds` (of `servers` only, when
+    given) and compare their share of 5xx with that of the answers from `baseline_since` to `start`
+    (every server's: the previous release served them all). Ends at once when the new answers are
+    worse."""
+    # Only what an app server answered: nginx's own answers (static files, the maintenance page)
+    # say nothing of a release.
+    baseline = [hit for hit in read_since(log, baseline_since, start) if hit.server]
     before = summarize(baseline, start - baseline_since)
     chosen = set(servers)
     while True:
         now = time.time()
         elapsed = min(now - start, seconds)
-        hits = [hit for hit in read_since(log, start) if not chosen or hit.server in chosen]
+        hits = [hit for hit in read_since(log, start) if hit.server and (not chosen or hit.server in chosen)]
         after = summarize(hits, max(elapsed, 0.001))
         chance = by_chance(before, after)
         worse = after.requests >= FEWEST and after.share_5xx - before.share_5xx > threshold + chance

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from .. import catchall, layout, traffic
+from .. import catchall, layout, maintenance, traffic
 from ..envfile import read_env_file
 from .common import (
     AS_SERVICE,
@@ -299,6 +299,8 @@ class Install(Run):
         files, commands = len(target.done.changes), len(target.done.commands)
         if self.changes.code and self.release_path:
             self.announce(*self.announced)
+        if target.role.runs_nginx and maintenance.state(self.files.disk(layout.MAINTENANCE_FLAG)) is not None:
+            report.say("install: maintenance is on: nginx answers 503 for the site until deploy/maintenance off")
         record = self.end("deploy/install")
         if self.files.left:
             report.say(

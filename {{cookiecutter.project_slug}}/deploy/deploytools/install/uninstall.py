@@ -83,6 +83,8 @@ class Uninstall(Run):
             else:
                 files.remove_file(path)
         files.remove_dir(layout.NGINX_SNIPPETS_DIR)
+        # Maintenance belongs to the site: a later install must not start behind the maintenance page.
+        files.remove_file(layout.MAINTENANCE_FLAG, listed_only=False)
         # The renewal hook only reloads nginx; the certificate itself stays with certbot.
         files.remove_file(CERTBOT_HOOK)
         self.leave_catch_all()
