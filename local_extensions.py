@@ -240,6 +240,8 @@ class Derived:
     maintenance_flag: str
     acme_root: str
     state_dir: str
+    # deploy/backup's snapshots of the app's data (the state folder's databases, shared/): root's alone.
+    backup_dir: str
     # deploy/install's own records on the server: manifest, journal, backups.
     install_state_dir: str
     runtime_dir: str
@@ -340,6 +342,7 @@ def derive(answers: Mapping[str, object]) -> Derived:
         maintenance_flag=f"{install_dir}/maintenance",
         acme_root=f"{install_dir}/acme",
         state_dir=f"/var/lib/{slug}",
+        backup_dir=f"/var/backups/{slug}",
         install_state_dir=f"/var/lib/{slug}-install",
         runtime_dir=f"/run/{slug}",
         env_file=f"/etc/{slug}/{slug}.env",

@@ -229,10 +229,10 @@ def test_staged_install_records_commands_in_the_order_the_server_needs(staged) -
         f"chown -R root:my_app {here}",
         f"env PYTHON=python3 {here}/deploy/setup-venv {venv}",
         "nginx -t",
-        "systemd-analyze verify --man=no my_app.socket my_app.service",
+        "systemd-analyze verify --man=no my_app.socket my_app.service my_app-backup.timer my_app-backup.service",
         "systemctl daemon-reload",
-        "systemctl enable my_app.socket my_app.service",
-        "systemctl start my_app.socket my_app.service",
+        "systemctl enable my_app.socket my_app.service my_app-backup.timer",
+        "systemctl start my_app.socket my_app.service my_app-backup.timer",
         "systemctl enable nginx.service",
         "systemctl reload-or-restart nginx.service",
     ]

@@ -4,12 +4,15 @@ first superuser is made the way the generated README says (here without a termin
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from helpers import secret_key
-from servers import RELEASES, Checkout, copy_project
+from servers import RELEASES, Checkout, copy_project, http_get
 
 ADMIN_CSS = "/static/admin/css/base.css"
 
@@ -147,3 +150,153 @@ def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_ke
     assert css.status == 200 and "max-age" in css.headers.get("cache-control", "")
     found = host.run("grep", "-rlF", "--", secret, "/etc", "/srv", "/var", "/tmp", "/run", check=False)
     assert found.returncode == 1 and not found.stdout, found.stdout + found.stderr
+
+
+# The notes app again, with a page that writes a row per request and answers with its id.
+NOTES_VIEWS = {
+    "notes/views.py": (
+        "from django.http import HttpResponse\n\n"
+        "from .models import Note\n\n\n"
+        "def add(request):\n"
+        '    return HttpResponse(str(Note.objects.create(text="written under load").id))\n'
+    ),
+}
+NOTES_ROUTE = '    path("notes/add", __import__("notes.views").views.add),\n'
+# A release whose second migration adds a column and whose third fails: the database is left
+# half-migrated (each migration is a transaction of its own on SQLite).
+BROKEN_MIGRATIONS = {
+    "notes/migrations/0002_note_title.py": (
+        "from django.db import migrations, models\n\n\n"
+        "class Migration(migrations.Migration):\n"
+        '    dependencies = [("notes", "0001_initial")]\n'
+        '    operations = [migrations.AddField("note", "title", models.CharField(max_length=50, default=""))]\n'
+    ),
+    "notes/migrations/0003_broken.py": (
+        "from django.db import migrations\n\n\n"
+        "def fail(apps, schema_editor):\n"
+        '    raise RuntimeError("this migration fails on purpose")\n\n\n'
+        "class Migration(migrations.Migration):\n"
+        '    dependencies = [("notes", "0002_note_title")]\n'
+        "    operations = [migrations.RunPython(fail)]\n"
+    ),
+}
+
+
+def sql(host, query: str) -> list:
+    """One query's rows from the live database, read as the service's account (its file)."""
+    database = "file:/var/lib/my_app/db.sqlite3?mode=ro"
+    rows = f"sqlite3.connect({database!r}, uri=True).execute({query!r}).fetchall()"
+    program = f"import json, sqlite3; print(json.dumps({rows}))"
+    said = host.run("setpriv", "--reuid=my_app", "--regid=my_app", "--init-groups", "python3", "-c", program)
+    return json.loads(said.stdout)
+
+
+def writer(host, results: list[tuple[float, int]], stop: threading.Event) -> None:
+    """Rows written through the site until `stop`: (when the answer came, the row's id) each."""
+    while not stop.is_set():
+        try:
+            answer = http_get(host.address, "/notes/add", timeout=10)
+        except OSError:
+            continue
+        if answer.status == 200:
+            results.append((time.monotonic(), int(answer.text)))
+
+
+def add_notes(checkout: Checkout, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        checkout.host.run("mkdir", "-p", f"{checkout.path}/{name.rsplit('/', 1)[0]}")
+        checkout.host.write(f"{checkout.path}/{name}", text)
+
+
+def test_backup_while_rows_are_written_restores_every_row_committed_before_it(checkout: Checkout) -> None:
+    host = checkout.host
+    apps = '"django.contrib.staticfiles",'
+    settings = checkout.edit("my_app/settings.py", apps, f'{apps}\n    "notes",')
+    urls = checkout.edit("my_app/urls.py", "urlpatterns = [\n", "urlpatterns = [\n" + NOTES_ROUTE)
+    add_notes(checkout, {**NOTES_APP, **NOTES_VIEWS})
+    try:
+        output = checkout.installed()
+        # Before the notes migration, deploy/install kept the data as it was.
+        taken = re.search(r"^migrate: manage\.py migrate: applied notes\.0001_initial; the data before them: (\S+)$",
+                          output, re.MULTILINE)  # fmt: skip
+        assert taken and host.exists(f"{taken[1]}/snapshot.json"), output
+        assert host.run("systemctl", "is-enabled", "my_app-backup.timer").stdout.strip() == "enabled"
+
+        results: list[tuple[float, int]] = []
+        stop = threading.Event()
+        threads = [threading.Thread(target=writer, args=(host, results, stop)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(3)
+            started = time.monotonic()
+            made = host.run("/srv/my_app/current/deploy/backup", "--json", cwd="/")
+            time.sleep(2)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=15)
+        snapshot = json.loads(made.stdout)
+        before = {row for at, row in results if at < started}
+        print(
+            f"{host.release}: backup under {len(results)} writes: {snapshot['seconds']}s; {len(before)} rows before it"
+        )
+        assert snapshot["files"]["state/db.sqlite3"]["integrity"] == "ok" and len(before) > 50
+
+        restored = host.run("/srv/my_app/current/deploy/restore", snapshot["name"], cwd="/", check=False)
+        print(f"{host.release}: {restored.stdout.strip().splitlines()[-1]}")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert "maintenance: on" in restored.stdout and "maintenance: off" in restored.stdout
+        rows = {row for (row,) in sql(host, "select id from notes_note")}
+        assert before <= rows, sorted(before - rows)[:10]
+        assert sql(host, "pragma integrity_check") == [["ok"]]
+        # What was there is a snapshot too: every row written, the last ones included.
+        kept = re.search(r"^kept: what was there, as (\S+)$", restored.stdout, re.MULTILINE)
+        assert kept, restored.stdout
+        assert host.get("/notes/add").status == 200 and host.get("/healthz").status == 200
+
+        # The daily unit, started as its timer starts it, takes a snapshot of its own.
+        host.run("systemctl", "start", "my_app-backup.service")
+        listed = host.run("/srv/my_app/current/deploy/backup", "--list", cwd="/").stdout
+        assert re.search(r"/var/backups/my_app/\d{8}T\d{6}Z-timer: state/db\.sqlite3, shared\.tar;", listed), listed
+    finally:
+        checkout.put_back("my_app/settings.py", settings)
+        checkout.put_back("my_app/urls.py", urls)
+        host.run("rm", "-r", f"{checkout.path}/notes")
+
+
+def test_migration_that_fails_halfway_is_undone_by_the_snapshot_taken_before_it(checkout: Checkout) -> None:
+    """notes.0002 applies, notes.0003 fails: deploy/install goes back to the running release and
+    names the snapshot taken before the migrations; deploy/restore of it puts the database back
+    as it was (without 0002), and the running release serves it."""
+    host = checkout.host
+    apps = '"django.contrib.staticfiles",'
+    settings = checkout.edit("my_app/settings.py", apps, f'{apps}\n    "notes",')
+    urls = checkout.edit("my_app/urls.py", "urlpatterns = [\n", "urlpatterns = [\n" + NOTES_ROUTE)
+    add_notes(checkout, {**NOTES_APP, **NOTES_VIEWS})
+    try:
+        checkout.installed()
+        running = current(host)
+        assert host.get("/notes/add").status == 200
+        rows = sql(host, "select count(*) from notes_note")
+        add_notes(checkout, BROKEN_MIGRATIONS)
+        failed = checkout.install()
+        said = failed.stdout + failed.stderr
+        assert failed.returncode == 1, said
+        restore = re.search(
+            r"the database as it was before this run's migrations: sudo (\S+/deploy/restore) (\S+)", said
+        )
+        assert restore, said
+        assert current(host) == running
+        applied = sql(host, "select name from django_migrations where app = 'notes'")
+        assert ["0002_note_title"] in applied, applied  # half-migrated: 0002 in, 0003 not
+
+        restored = host.run(restore[1], restore[2], cwd="/", check=False)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert sql(host, "select name from django_migrations where app = 'notes'") == [["0001_initial"]]
+        assert sql(host, "select count(*) from notes_note") == rows
+        assert host.get("/notes/add").status == 200 and current(host) == running
+    finally:
+        checkout.put_back("my_app/settings.py", settings)
+        checkout.put_back("my_app/urls.py", urls)
+        host.run("rm", "-r", f"{checkout.path}/notes")

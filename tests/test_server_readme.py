@@ -68,8 +68,8 @@ def test_the_readme_brings_a_fresh_bake_to_a_server_and_deploys_a_change(lab, co
         make_wheelhouse(project, RELEASES["bookworm"], wheel_cache)
         where = "/root"
         for command, side in commands:
-            if command.startswith("sudo deploy/install --") or "deploy/maintenance" in command:
-                continue  # --releases, --rollback and the maintenance page: shown for later
+            if command.startswith("sudo deploy/install --") or re.search(r"deploy/(maintenance|restore)", command):
+                continue  # --releases, --rollback, the maintenance page and a restore: shown for later
             if side == "here":
                 here(command)
                 continue

@@ -101,7 +101,9 @@ def test_in_place_install_moves_to_releases_under_load_without_a_failed_request(
     old = in_place_project(tmp_path, wheel_cache)
     new = server_project("bookworm")
     with lab.booted("releases-upgrade", release="bookworm") as (host,):
-        copy_project(host, old, "/root/old").installed()
+        # Its deploy/install predates --watch: run as it was, without the suite's --watch 0.
+        before = host.run("deploy/install", cwd=copy_project(host, old, "/root/old").path, check=False, timeout=300)
+        assert before.returncode == 0, before.stdout + before.stderr
         assert host.exists("/srv/my_app/app/wsgi.py") and host.exists("/srv/my_app/my_app_venv/bin/gunicorn")
         checkout = copy_project(host, new.path, "/root/my_app")
         with load(host.address, seconds=120, max_requests=30000) as seen:

@@ -212,9 +212,10 @@ def unit_tree(root: Path, drop_ins: dict[str, str] | None = None) -> Path:
         for program in EXEC_LINE.findall((units / name).read_text()):
             inside = root / program.lstrip("/")
             inside.parent.mkdir(parents=True, exist_ok=True)
-            if program.startswith(layout.VENV_DIR + "/") or program in layout.METRICS_PROGRAMS:
-                # The venv exists only once installed, the exporters only on the server (packages
-                # deploy/install asks for): a stub stands in for their programs.
+            if program.startswith(layout.APP_DIR + "/") or program in layout.METRICS_PROGRAMS:
+                # The release (its venv, its deploy/ scripts) exists only once installed, the
+                # exporters only on the server (packages deploy/install asks for): a stub stands in
+                # for their programs.
                 inside.write_text("#!/bin/sh\n")
                 inside.chmod(0o755)
             elif Path(program).exists():

@@ -67,6 +67,10 @@ SYSTEMD_UNIT_DIR = "/etc/systemd/system"
 RUNTIME_DIR = {{ derived.runtime_dir | tojson }}
 # The service's own data (systemd's StateDirectory=, $STATE_DIRECTORY): Django's SQLite database.
 STATE_DIR = {{ derived.state_dir | tojson }}
+# deploy/backup's snapshots of the app's data (STATE_DIR's SQLite databases and SHARED_DIR), and how
+# many deploy/backup keeps of each kind (taken by hand, by the timer, before a migration).
+BACKUP_DIR = {{ derived.backup_dir | tojson }}
+BACKUPS_KEPT = 7
 # nginx's access log of this site; the shared cache's folder (None: no cache), emptied on redeploy.
 ACCESS_LOG = {{ derived.access_log | tojson }}
 CACHE_DIR: str | None = {{ derived.cache_dir | tojson if derived.cache_dir else "None" }}
@@ -144,8 +148,10 @@ SOCKET_UNITS = [name.replace(".service", ".socket") for name in APP_SERVICES]
 {% else %}
 SOCKET_UNITS: list[str] = []
 {% endif %}
+# The daily snapshot of the app's data (deploy/backup --kind timer), on every machine the app runs on.
+BACKUP_TIMER = "{{ derived.service }}-backup.timer"
 # The units systemctl enables and starts, sockets first; code updates reload APP_SERVICES one by one.
-ACTIVE_UNITS = SOCKET_UNITS + APP_SERVICES
+ACTIVE_UNITS = SOCKET_UNITS + APP_SERVICES + [BACKUP_TIMER]
 
 # In this project.
 NGINX_SITE = DEPLOY_DIR / "nginx" / "{{ derived.service }}.conf"
@@ -173,6 +179,6 @@ STATIC_SOURCE: Path | None = PROJECT_DIR / SLUG / "static"
 # Settings made at bake time (Django's secret key), installed once as ENV_FILE.
 ENV_SOURCE = PROJECT_DIR / "{{ cookiecutter.project_slug }}.env"
 SYSTEMD_DIR = DEPLOY_DIR / "systemd"
-UNITS = sorted(p.name for p in SYSTEMD_DIR.iterdir() if p.suffix in {".service", ".socket"})
+UNITS = sorted(p.name for p in SYSTEMD_DIR.iterdir() if p.suffix in {".service", ".socket", ".timer"})
 GUNICORN_CONF = PROJECT_DIR / "gunicorn.conf.py"
 LOCAL_VENV = PROJECT_DIR / "{{ cookiecutter.project_slug }}_venv"

@@ -84,6 +84,7 @@ class Entry:
     failed: str = ""  # why it was never switched to, or was switched away from: its check failed
     rolled_back: str = ""  # when --rollback left it (a plain rollback goes further back, not to it)
     migrations: list[str] = field(default_factory=list)  # Django's, applied by its deploy: app.name
+    backup: str = ""  # the snapshot of the data taken before those migrations (deploy/restore NAME)
 
     @property
     def skipped(self) -> str:

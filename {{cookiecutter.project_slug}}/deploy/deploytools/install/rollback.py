@@ -117,10 +117,21 @@ class Rollback(Install):
             commands.append(f"sudo {layout.APP_DIR}/deploy/manage migrate {app} {kept[-1] if kept else 'zero'}")
         names = ", ".join(f"{app}.{name}" for app, name in unknown)
         release = path.rsplit("/", 1)[1]
+        # The snapshots taken before the releases since the target applied their migrations.
+        ids = [entry.id for entry in self.log.entries]
+        since = self.log.entries[ids.index(release) + 1 :] if release in ids else []
+        snapshots = [entry.backup for entry in since if entry.backup and entry.migrations]
+        data = (
+            f"\nor put back the data as it was before those migrations (what was written since is kept as a"
+            f" snapshot of its own), then roll back:\n    sudo {layout.APP_DIR}/deploy/restore {snapshots[0]}"
+            if snapshots
+            else ""
+        )
         raise InstallError(
             f"the database has {len(unknown)} migration(s) that release {release} does not know: {names}."
             " Unapply them with the running release's code (it knows how), then roll back again:\n"
             + indent("\n".join(commands))
+            + data
             + "\nor give --force to roll back anyway (the old code then runs on the newer schema)"
         )
 

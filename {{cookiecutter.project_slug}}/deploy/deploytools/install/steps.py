@@ -15,6 +15,7 @@ another role left: a load balancer holds no secrets.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -90,6 +91,7 @@ class Install(Run):
     release = ""  # release_id() of the project this run installs from
     venv_key = ""  # venv_key() of its requirements and this server's Python
     migrations: tuple[str, ...] = ()  # Django's migrations this run applied, as app.name
+    backup = ""  # the snapshot deploy/backup took before them (its name in BACKUP_DIR), if any
     previous: str | None = None  # the release that ran before this run, if any
     started = 0.0  # when this run began (Unix time): the watch compares with the answers before it
     running_since = 0.0  # when the running release was switched to (deploy or rollback)
@@ -211,6 +213,7 @@ class Install(Run):
         entry = log.find(self.release) or Entry(self.release, self.venv_key, now_utc(), self.describe())
         entry.venv, entry.failed, entry.rolled_back = self.venv_key, "", ""
         entry.migrations = [*entry.migrations, *(name for name in self.migrations if name not in entry.migrations)]
+        entry.backup = self.backup or entry.backup
         log.deployed(entry)
         legacy = [p for p in files.manifest.paths if p == LEGACY_APP_DIR or p.startswith(LEGACY_APP_DIR + "/")]
         for path in sorted(legacy, reverse=True):
@@ -575,15 +578,31 @@ class Install(Run):
         if not self.changes.code:
             return "no code change: nothing to migrate"
         release = self.release_path
-        command = [*AS_SERVICE, f"{release}/venv/bin/python", f"{release}/manage.py", "migrate", "--noinput"]
+        manage = [*AS_SERVICE, f"{release}/venv/bin/python", f"{release}/manage.py"]
         state = ["env", f"STATE_DIRECTORY={layout.STATE_DIR}", "PYTHONDONTWRITEBYTECODE=1"]
-        result = self.target.run(*with_env(release), *state, *command)
+        # migrate --check: status 1 when migrations are unapplied; only then is a snapshot taken.
+        pending = self.target.query(*with_env(release), *state, *manage, "migrate", "--check", check=False)
+        snapshot = ""
+        if pending is not None and pending.returncode:
+            # The data as it was, kept with this release (releases.json): deploy/restore puts it back
+            # should a migration fail halfway, or a rollback need the database from before it.
+            taken = self.target.run(f"{release}/deploy/backup", "--before", self.release, "--json")
+            snapshot = json.loads(taken.stdout)["name"] if taken is not None else ""
+            self.backup = snapshot
+        try:
+            result = self.target.run(*with_env(release), *state, *manage, "migrate", "--noinput")
+        except InstallError as error:
+            if not snapshot:
+                raise
+            restore = f"sudo {layout.APP_DIR}/deploy/restore {snapshot}"
+            raise InstallError(f"{error}\nthe database as it was before this run's migrations: {restore}") from None
         if result is None:
             return f"manage.py migrate {self.target.outcome()}"
         # "  Applying notes.0002_note_title... OK": recorded with the release (releases.json).
         self.migrations = tuple(re.findall(r"^\s*Applying (\S+?)\.\.\.", result.stdout, re.MULTILINE))
         if self.migrations:
-            return f"manage.py migrate: applied {', '.join(self.migrations)}"
+            kept = f"; the data before them: {layout.BACKUP_DIR}/{snapshot}" if snapshot else ""
+            return f"manage.py migrate: applied {', '.join(self.migrations)}{kept}"
         said = [line.strip() for line in result.stdout.splitlines() if line.strip()]
         return f"manage.py migrate: {said[-1] if said else 'done'}"
 

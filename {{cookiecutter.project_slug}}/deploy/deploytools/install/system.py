@@ -182,7 +182,8 @@ def missing_programs(target: Target) -> list[str]:
     found = []
     for name in role_units(target.role):
         for program in EXEC_LINE.findall((layout.SYSTEMD_DIR / name).read_text()):
-            if program.startswith(layout.VENV_DIR + "/") or program == VENV_PYTHON:
+            # The release's own programs (its venv, deploy/backup) come with the release.
+            if program.startswith(layout.APP_DIR + "/") or program == VENV_PYTHON:
                 continue
             if not target.disk(program).exists():
                 package = PROGRAM_PACKAGES.get(PurePosixPath(program).name, "")

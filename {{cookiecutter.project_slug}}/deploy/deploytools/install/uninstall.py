@@ -197,6 +197,10 @@ class Uninstall(Run):
             target.run("userdel", name)
         elif target.user_exists(name):
             files.left.append(f"user {name} (not created by deploy/install)")
+        # deploy/backup's snapshots: the users' data, never removed by a purge.
+        backups = files.disk(layout.BACKUP_DIR)
+        if backups.is_dir() and any(backups.iterdir()):
+            files.left.append(f"{layout.BACKUP_DIR} (snapshots of the app's data; rm -r it yourself once not needed)")
         files.remove_file(LOG, listed_only=False)
         files.remove_file(MANIFEST, listed_only=False)
         if self.target.done.mark() == since and not self.target.done.commands:

@@ -1,0 +1,174 @@
+"""deploy/backup and deploy/restore: snapshots of the app's data, and putting one back.
+
+The app's data: every SQLite database in the service's state folder (STATE_DIR: Django's
+db.sqlite3), copied through SQLite's online backup API by the service's own account (a copy of a
+live database taken with cp can be torn mid-write; the API copies one consistent state, and
+writers go on meanwhile), and the shared folder (uploads, media) as a tar file. A snapshot is a
+folder of BACKUP_DIR, written under a hidden name and renamed into place whole:
+
+    <UTC time>-<kind>/snapshot.json   when, which release ran, each file with its size and SHA-256
+    <UTC time>-<kind>/state/<name>    each database, checked with PRAGMA integrity_check
+    <UTC time>-<kind>/shared.tar      the shared folder
+
+Kinds: manual (deploy/backup), timer (the daily unit), before-<release> (deploy/install, before the
+migrations of that release), before-restore (deploy/restore, of what it replaces). BACKUP_DIR is
+root's alone (0700): it holds the users' data. The newest BACKUPS_KEPT of each kind stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import layout
+
+SNAPSHOT_FILE = "snapshot.json"
+SHARED_TAR = "shared.tar"
+# A command run as the service's user and group (the databases are its files).
+AS_SERVICE = ["setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups"]
+SQLITE_COPY = Path(__file__).with_name("sqlitecopy.py")
+SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+class BackupError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        return self.name.split("-", 1)[1]
+
+    def record(self) -> dict:
+        return json.loads((self.path / SNAPSHOT_FILE).read_text())
+
+
+def run(*command: str) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=3600)
+    if done.returncode:
+        raise BackupError(f"{' '.join(command)} failed: {(done.stderr or done.stdout).strip()}")
+    return done.stdout
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def databases(folder: Path = Path(layout.STATE_DIR)) -> list[Path]:
+    """The SQLite databases of the state folder (by their header, not their name)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.is_symlink():
+            with path.open("rb") as head:
+                if head.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC:
+                    found.append(path)
+    return found
+
+
+def copy_database(source: Path, target: Path) -> str:
+    """`source` copied to `target` by the service's account through SQLite's backup API; what
+    PRAGMA integrity_check says of the copy ("ok")."""
+    said = run(*AS_SERVICE, sys.executable, str(SQLITE_COPY), str(source), str(target))
+    return json.loads(said)["integrity"]
+
+
+def running_release() -> str:
+    link = Path(layout.APP_DIR)
+    return Path(os.readlink(link)).name if link.is_symlink() else ""
+
+
+def snapshots(kind: str | None = None) -> list[Snapshot]:
+    """The snapshots on this machine, oldest first (of `kind` only, when given)."""
+    folder = Path(layout.BACKUP_DIR)
+    if not folder.is_dir():
+        return []
+    found = [Snapshot(p) for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    return [s for s in found if (s.path / SNAPSHOT_FILE).is_file() and (kind is None or s.kind == kind)]
+
+
+def take(kind: str) -> Snapshot:
+    """A snapshot of the app's data now; the oldest of its kind beyond BACKUPS_KEPT go."""
+    started = time.time()
+    folder = Path(layout.BACKUP_DIR)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started)) + f"-{kind}"
+    partial = folder / f".{name}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    state = partial / "state"
+    state.mkdir(parents=True, mode=0o700)
+    # The service's account writes the copies: it owns the folder until they are made.
+    shutil.chown(state, layout.SERVICE_USER, layout.SERVICE_USER)
+    files: dict[str, dict] = {}
+    try:
+        for database in databases():
+            copy = state / database.name
+            integrity = copy_database(database, copy)
+            if integrity != "ok":
+                raise BackupError(f"the copy of {database} fails PRAGMA integrity_check: {integrity}")
+            files[f"state/{database.name}"] = {"source": str(database), "integrity": integrity}
+        for path in [state, *state.iterdir()]:
+            shutil.chown(path, "root", "root")
+        shared = Path(layout.SHARED_DIR)
+        if shared.is_dir():
+            with tarfile.open(partial / SHARED_TAR, "w") as archive:
+                archive.add(shared, arcname="shared")
+            files[SHARED_TAR] = {"source": str(shared)}
+        for relative, record in files.items():
+            path = partial / relative
+            path.chmod(0o600)
+            record |= {"bytes": path.stat().st_size, "sha256": sha256(path)}
+        record = {
+            "project": layout.SLUG,
+            "kind": kind,
+            "taken": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+            "seconds": round(time.time() - started, 3),
+            "release": running_release(),
+            "files": files,
+        }
+        (partial / SNAPSHOT_FILE).write_text(json.dumps(record, indent=1) + "\n")
+        (partial / SNAPSHOT_FILE).chmod(0o600)
+        os.replace(partial, folder / name)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    for old in snapshots(kind)[: -layout.BACKUPS_KEPT]:
+        shutil.rmtree(old.path)
+    return Snapshot(folder / name)
+
+
+def describe(snapshot: Snapshot) -> str:
+    record = snapshot.record()
+    total = sum(entry["bytes"] for entry in record["files"].values())
+    names = ", ".join(record["files"]) or "nothing (no database, no shared folder)"
+    return f"{snapshot.path}: {names}; {total / 1024 / 1024:.1f} MB in {record['seconds']:.1f}s"
+
+
+def verify(snapshot: Snapshot) -> None:
+    """Every file of the snapshot is as it was written (size and SHA-256)."""
+    for relative, entry in snapshot.record()["files"].items():
+        path = snapshot.path / relative
+        if not path.is_file() or sha256(path) != entry["sha256"]:
+            raise BackupError(f"{path} is missing or changed since the snapshot was taken: not restored")
