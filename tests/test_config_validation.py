@@ -49,7 +49,10 @@ def test_default_project_passes_every_check_with_real_tools(baked: Baked, tools)
     assert result.returncode == 0, result.stdout
     assert statuses(result.stdout) == dict.fromkeys(CHECK_LINES, "ok")
     assert "nginx -t accepts deploy/nginx/my_app.conf" in result.stdout
-    assert "systemd-analyze verify accepts my_app.service, my_app.socket" in result.stdout
+    assert (
+        "systemd-analyze verify accepts my_app-backup.service, my_app-backup.timer, my_app.service, my_app.socket"
+        in result.stdout
+    )
 
 
 def test_service_exposure_is_at_most_2(baked: Baked, tools) -> None:

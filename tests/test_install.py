@@ -394,7 +394,7 @@ def test_uninstall_keeps_app_and_secrets_until_purge(baked: Baked, tools, tmp_pa
     assert blocks(root)[-1] == [
         "nginx -t",
         "systemctl reload nginx.service",
-        "systemctl disable --now my_app.service my_app.socket",
+        "systemctl disable --now my_app-backup.timer my_app.service my_app.socket",
         "systemctl daemon-reload",
     ]
     assert last_line(output).startswith("uninstall: done:")
@@ -421,7 +421,7 @@ def test_tcp_instances_on_rhel_allow_nginx_to_connect_and_reload_one_at_a_time(b
     installed(project, root)
     first = blocks(root)[0]
     assert "setsebool -P httpd_can_network_connect 1" in first
-    assert "systemctl enable my_app@8081.service my_app@8082.service" in first
+    assert "systemctl enable my_app@8081.service my_app@8082.service my_app-backup.timer" in first
     assert (root / "etc/systemd/system/my_app@.service").is_file()
 
     edit(project.path / "my_app/app.py", "def ", "# release 2\ndef ")
@@ -701,7 +701,9 @@ def test_redeploy_stops_and_removes_units_the_new_version_no_longer_has(bake, to
     assert (root / "etc/systemd/system/my_app@.service").is_file()
     commands = blocks(root)[-1]
     assert "systemctl disable --now my_app.service" in commands
-    assert "systemctl enable my_app@8081.service my_app@8082.service my_app@8083.service" in commands
+    assert (
+        "systemctl enable my_app@8081.service my_app@8082.service my_app@8083.service my_app-backup.timer" in commands
+    )
 
 
 def test_links_in_the_staged_tree_are_never_followed(baked: Baked, tools, tmp_path: Path) -> None:
@@ -1184,7 +1186,7 @@ def test_converting_between_roles_removes_what_the_new_role_has_not(baked: Baked
 
     to_lb = installed(baked, root, *LB)
     assert not (root / UNITS / "my_app.service").exists() and not (root / "srv/my_app/app").exists()
-    assert "systemctl disable --now my_app.socket my_app.service" in blocks(root)[-1]
+    assert "systemctl disable --now my_app.socket my_app.service my_app-backup.timer" in blocks(root)[-1]
     # The app's settings and secrets go with it; a copy stays among the backups, root's alone.
     assert not (root / "etc/my_app").exists(), to_lb
     assert steps(to_lb)["env"].startswith("2 removed (the app does not run here"), to_lb
