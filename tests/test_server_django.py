@@ -136,22 +136,6 @@ def test_rollback_past_a_migration_is_refused_with_the_command_that_unapplies_it
     assert "running" in checkout.installed() and current(host) == before
 
 
-def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_key(checkout: Checkout) -> None:
-    """The same checkout as a load balancer on a machine new to the project (after a purge): the
-    admin's files are collected and served; the secret key is in no file of the machine outside the
-    checkout it came from, logs included."""
-    host = checkout.host
-    secret = secret_key(host.read(f"{checkout.path}/my_app.env"))
-    checkout.installed("--uninstall", "--purge")
-    # 127.0.0.1 stands for an app host; drained, so the health check has none to ask.
-    output = checkout.installed("--role", "lb", "--app-host", "127.0.0.1", "--drain", "127.0.0.1")
-    assert "collectstatic" in output and not host.exists("/etc/my_app"), output
-    css = host.get(ADMIN_CSS)
-    assert css.status == 200 and "max-age" in css.headers.get("cache-control", "")
-    found = host.run("grep", "-rlF", "--", secret, "/etc", "/srv", "/var", "/tmp", "/run", check=False)
-    assert found.returncode == 1 and not found.stdout, found.stdout + found.stderr
-
-
 # The notes app again, with a page that writes a row per request and answers with its id.
 NOTES_VIEWS = {
     "notes/views.py": (
@@ -300,3 +284,19 @@ def test_migration_that_fails_halfway_is_undone_by_the_snapshot_taken_before_it(
         checkout.put_back("my_app/settings.py", settings)
         checkout.put_back("my_app/urls.py", urls)
         host.run("rm", "-r", f"{checkout.path}/notes")
+
+
+def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_key(checkout: Checkout) -> None:
+    """The same checkout as a load balancer on a machine new to the project (after a purge): the
+    admin's files are collected and served; the secret key is in no file of the machine outside the
+    checkout it came from, logs included."""
+    host = checkout.host
+    secret = secret_key(host.read(f"{checkout.path}/my_app.env"))
+    checkout.installed("--uninstall", "--purge")
+    # 127.0.0.1 stands for an app host; drained, so the health check has none to ask.
+    output = checkout.installed("--role", "lb", "--app-host", "127.0.0.1", "--drain", "127.0.0.1")
+    assert "collectstatic" in output and not host.exists("/etc/my_app"), output
+    css = host.get(ADMIN_CSS)
+    assert css.status == 200 and "max-age" in css.headers.get("cache-control", "")
+    found = host.run("grep", "-rlF", "--", secret, "/etc", "/srv", "/var", "/tmp", "/run", check=False)
+    assert found.returncode == 1 and not found.stdout, found.stdout + found.stderr

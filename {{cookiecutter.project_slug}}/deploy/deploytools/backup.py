@@ -119,18 +119,21 @@ def take(kind: str) -> Snapshot:
         shutil.rmtree(partial)
     state = partial / "state"
     state.mkdir(parents=True, mode=0o700)
-    # The service's account writes the copies: it owns the folder until they are made.
-    shutil.chown(state, layout.SERVICE_USER, layout.SERVICE_USER)
     files: dict[str, dict] = {}
     try:
         for database in databases():
-            copy = state / database.name
-            integrity = copy_database(database, copy)
-            if integrity != "ok":
-                raise BackupError(f"the copy of {database} fails PRAGMA integrity_check: {integrity}")
+            # The service's account writes the copy beside the database (the backup folder is
+            # root's alone), then it moves here and becomes root's.
+            scratch = database.with_name(f".{database.name}.{name}")
+            try:
+                integrity = copy_database(database, scratch)
+                if integrity != "ok":
+                    raise BackupError(f"the copy of {database} fails PRAGMA integrity_check: {integrity}")
+                shutil.move(scratch, state / database.name)
+            finally:
+                scratch.unlink(missing_ok=True)
+            shutil.chown(state / database.name, "root", "root")
             files[f"state/{database.name}"] = {"source": str(database), "integrity": integrity}
-        for path in [state, *state.iterdir()]:
-            shutil.chown(path, "root", "root")
         shared = Path(layout.SHARED_DIR)
         if shared.is_dir():
             with tarfile.open(partial / SHARED_TAR, "w") as archive:

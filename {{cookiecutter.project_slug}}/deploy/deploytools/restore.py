@@ -56,8 +56,11 @@ def put_database(snapshot: Snapshot, relative: str, entry: dict) -> str:
     shutil.copyfile(snapshot.path / relative, staged)
     shutil.chown(staged, layout.SERVICE_USER, layout.SERVICE_USER)
     staged.chmod(0o600)
-    integrity = backup.copy_database(staged, staged.with_name(staged.name + ".check"))
-    Path(str(staged) + ".check").unlink()
+    check = staged.with_name(staged.name + ".check")
+    try:
+        integrity = backup.copy_database(staged, check)
+    finally:
+        check.unlink(missing_ok=True)
     if integrity != "ok":
         staged.unlink()
         raise BackupError(f"{relative} of {snapshot.name} fails PRAGMA integrity_check: {integrity}")
@@ -75,7 +78,12 @@ def put_shared(snapshot: Snapshot) -> str:
         shutil.rmtree(staged)
     staged.mkdir(mode=0o700)
     with tarfile.open(snapshot.path / backup.SHARED_TAR) as archive:
-        archive.extractall(staged, filter="tar")
+        for member in archive.getmembers():
+            parts = Path(member.name).parts
+            if not parts or parts[0] != "shared" or ".." in parts or member.isdev() or member.islnk():
+                raise BackupError(f"{backup.SHARED_TAR} of {snapshot.name} holds {member.name!r}: not restored")
+        # tarfile's own checks too where this Python has them (3.11.4 and later).
+        archive.extractall(staged, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
     unpacked = staged / "shared"
     replaced = live.with_name(f".{live.name}.replaced")
     if live.exists():
