@@ -274,6 +274,23 @@ def test_status_shows_every_host_and_each_app_host_on_the_load_balancer(cluster:
     assert played.output.count("my_app.service: active (running)") == 3, played
 
 
+def test_maintenance_page_on_every_load_balancer_and_off_again_under_load(cluster: Cluster) -> None:
+    with load(cluster.lb.address, path="/release", seconds=120, max_requests=30000) as seen:
+        time.sleep(0.5)
+        on = cluster.play("maintenance.yml", "-e", "maintenance=on")
+        during = cluster.lb.get("/release")
+        off = cluster.play("maintenance.yml", "-e", "maintenance=off")
+        time.sleep(0.5)
+    print(f"maintenance.yml on, then off, under load: {on.seconds:.1f}s and {off.seconds:.1f}s; {seen}")
+    assert on.returncode == 0 and off.returncode == 0, f"{on}\n{off}"
+    assert during.status == 503 and "is down for maintenance" in during.text
+    assert during.headers["retry-after"] == "120"
+    assert set(seen.statuses) == {200, 503} and not seen.errors, seen
+    assert cluster.hosts["one"].get("/release").status == 200 and cluster.lb.get("/release").status == 200
+    refused = cluster.play("maintenance.yml")
+    assert refused.returncode != 0 and "-e maintenance=on or -e maintenance=off" in refused.output, refused
+
+
 def test_release_failing_its_users_is_rolled_back_by_the_watch_and_stops_the_play(cluster: Cluster) -> None:
     """/healthz answers but /release fails for everyone on v3: the load balancer's watch sees
     app1's 5xx, app1 goes back to v2 and into rotation, and app2 is never touched."""
