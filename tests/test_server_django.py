@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from helpers import secret_key
@@ -192,13 +193,24 @@ def add_notes(checkout: Checkout, files: dict[str, str]) -> None:
         checkout.host.write(f"{checkout.path}/{name}", text)
 
 
-def test_backup_while_rows_are_written_restores_every_row_committed_before_it(checkout: Checkout) -> None:
-    host = checkout.host
+@contextmanager
+def notes_page(checkout: Checkout) -> Iterator[None]:
+    """For the block: the notes app in the checkout, with its page that writes (/notes/add)."""
     apps = '"django.contrib.staticfiles",'
     settings = checkout.edit("my_app/settings.py", apps, f'{apps}\n    "notes",')
     urls = checkout.edit("my_app/urls.py", "urlpatterns = [\n", "urlpatterns = [\n" + NOTES_ROUTE)
     add_notes(checkout, {**NOTES_APP, **NOTES_VIEWS})
     try:
+        yield
+    finally:
+        checkout.put_back("my_app/settings.py", settings)
+        checkout.put_back("my_app/urls.py", urls)
+        checkout.host.run("rm", "-r", f"{checkout.path}/notes")
+
+
+def test_backup_while_rows_are_written_restores_every_row_committed_before_it(checkout: Checkout) -> None:
+    host = checkout.host
+    with notes_page(checkout):
         output = checkout.installed()
         # Before the notes migration, deploy/install kept the data as it was.
         taken = re.search(r"^migrate: manage\.py migrate: applied notes\.0001_initial; the data before them: (\S+)$",
@@ -243,10 +255,6 @@ def test_backup_while_rows_are_written_restores_every_row_committed_before_it(ch
         host.run("systemctl", "start", "my_app-backup.service")
         listed = host.run("/srv/my_app/current/deploy/backup", "--list", cwd="/").stdout
         assert re.search(r"/var/backups/my_app/\d{8}T\d{6}Z-timer: state/db\.sqlite3, shared\.tar;", listed), listed
-    finally:
-        checkout.put_back("my_app/settings.py", settings)
-        checkout.put_back("my_app/urls.py", urls)
-        host.run("rm", "-r", f"{checkout.path}/notes")
 
 
 def test_migration_that_fails_halfway_is_undone_by_the_snapshot_taken_before_it(checkout: Checkout) -> None:
@@ -254,11 +262,7 @@ def test_migration_that_fails_halfway_is_undone_by_the_snapshot_taken_before_it(
     names the snapshot taken before the migrations; deploy/restore of it puts the database back
     as it was (without 0002), and the running release serves it."""
     host = checkout.host
-    apps = '"django.contrib.staticfiles",'
-    settings = checkout.edit("my_app/settings.py", apps, f'{apps}\n    "notes",')
-    urls = checkout.edit("my_app/urls.py", "urlpatterns = [\n", "urlpatterns = [\n" + NOTES_ROUTE)
-    add_notes(checkout, {**NOTES_APP, **NOTES_VIEWS})
-    try:
+    with notes_page(checkout):
         checkout.installed()
         running = current(host)
         assert host.get("/notes/add").status == 200
@@ -280,10 +284,6 @@ def test_migration_that_fails_halfway_is_undone_by_the_snapshot_taken_before_it(
         assert sql(host, "select name from django_migrations where app = 'notes'") == [["0001_initial"]]
         assert sql(host, "select count(*) from notes_note") == rows
         assert host.get("/notes/add").status == 200 and current(host) == running
-    finally:
-        checkout.put_back("my_app/settings.py", settings)
-        checkout.put_back("my_app/urls.py", urls)
-        host.run("rm", "-r", f"{checkout.path}/notes")
 
 
 def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_key(checkout: Checkout) -> None:

@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout
+from .install.common import AS_SERVICE
 
 SNAPSHOT_FILE = "snapshot.json"
 SHARED_TAR = "shared.tar"
-# A command run as the service's user and group (the databases are its files).
-AS_SERVICE = ["setpriv", f"--reuid={layout.SERVICE_USER}", f"--regid={layout.SERVICE_USER}", "--init-groups"]
 SQLITE_COPY = Path(__file__).with_name("sqlitecopy.py")
 SQLITE_MAGIC = b"SQLite format 3\0"
 
