@@ -242,6 +242,10 @@ class Derived:
     state_dir: str
     # deploy/backup's snapshots of the app's data (the state folder's databases, shared/): root's alone.
     backup_dir: str
+    # The backup answer: local, restic (local, then a copy to a restic repository) or off; the
+    # timer that takes the daily snapshot (None: off).
+    backup: str
+    backup_timer: str | None
     # deploy/install's own records on the server: manifest, journal, backups.
     install_state_dir: str
     runtime_dir: str
@@ -343,6 +347,8 @@ def derive(answers: Mapping[str, object]) -> Derived:
         acme_root=f"{install_dir}/acme",
         state_dir=f"/var/lib/{slug}",
         backup_dir=f"/var/backups/{slug}",
+        backup=str(answers.get("backup", "local")),
+        backup_timer=None if answers.get("backup", "local") == "off" else f"{slug}-backup.timer",
         install_state_dir=f"/var/lib/{slug}-install",
         runtime_dir=f"/run/{slug}",
         env_file=f"/etc/{slug}/{slug}.env",

@@ -238,6 +238,7 @@ ANSWER_RULES: dict[str, Rule] = {
     "client_max_body_size": nginx_size,
     "cache": one_of("off", "on"),
     "metrics": one_of("off", "prometheus"),
+    "backup": one_of("local", "restic", "off"),
     "tls_mode": one_of("none", "letsencrypt", "existing"),
     "tls_email": email,
     "tls_certificate": absolute_path,

@@ -63,6 +63,8 @@ def unused_files() -> list[Path]:
         unused.append(Path("deploy/certbot-deploy-hook"))
     if ANSWERS["tls_mode"] == "none":
         unused.append(Path("deploy/nginx/snippets/tls.conf"))
+    if DERIVED.backup_timer is None:
+        unused += [Path("deploy/systemd") / f"{DERIVED.service}-backup.{kind}" for kind in ("service", "timer")]
     if DERIVED.metrics is None:
         unused.append(Path("deploy/mtail"))
         unused.append(Path("deploy/nginx/snippets/release.conf"))
@@ -91,6 +93,13 @@ def write_env_file() -> None:
             f"# Made at bake time; deploy/install copies it once to {DERIVED.env_file} (mode 0600). Never commit it.\n"
             f"DJANGO_SECRET_KEY={secrets.token_urlsafe(50)}\n"
         )
+        if ANSWERS.get("backup") == "restic":
+            slug = ANSWERS["project_slug"]
+            env.write(
+                "# The restic repository of the snapshots (sftp:, s3:, rest:...) and the file with its password.\n"
+                f"# RESTIC_REPOSITORY=sftp:backup@backup.example.com:/srv/restic/{slug}\n"
+                f"# RESTIC_PASSWORD_FILE=/etc/{slug}/restic.password\n"
+            )
 
 
 def user_answers() -> dict[str, object]:

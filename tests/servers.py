@@ -70,6 +70,8 @@ PACKAGES = (
     "prometheus-nginx-exporter",
     "mtail",
     "prometheus",
+    # backup=restic: snapshots sent to a repository on another host, over sftp.
+    "restic",
 )
 # Timers that would run apt on an idle test server, and the units Debian's Prometheus packages start
 # on installation (every address, ports of their own, an exporter scraping port 8080 for nothing):

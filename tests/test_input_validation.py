@@ -63,6 +63,7 @@ REFUSED = [
     ("app_port", " 8081", "not a port number from 1024 to 65535"),
     ("bind", "udp", "not one of unix, tcp"),
     ("metrics", "statsd", "not one of off, prometheus"),
+    ("backup", "borg", "not one of local, restic, off"),
     ("client_max_body_size", "0", "not an nginx size"),
     ("client_max_body_size", "10mb", "not an nginx size"),
     ("client_max_body_size", "1m; allow all", "not an nginx size"),
@@ -85,6 +86,8 @@ ACCEPTED = [
     ("app_port", "65535"),
     ("bind", "tcp"),
     ("metrics", "prometheus"),
+    ("backup", "restic"),
+    ("backup", "off"),
     ("client_max_body_size", "512k"),
 ]
 

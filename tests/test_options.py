@@ -25,6 +25,7 @@ OPTIONS = {
     "remote_app_servers": ["none", "10.0.0.5:8000"],
     "cache": ["off", "on"],
     "metrics": ["off", "prometheus"],
+    "backup": ["local", "restic", "off"],
 }
 
 

@@ -144,9 +144,15 @@ NOTES_VIEWS = {
         "from .models import Note\n\n\n"
         "def add(request):\n"
         '    return HttpResponse(str(Note.objects.create(text="written under load").id))\n'
+        "\n\n"
+        "def count(request):\n"
+        "    return HttpResponse(str(Note.objects.count()))\n"
     ),
 }
-NOTES_ROUTE = '    path("notes/add", __import__("notes.views").views.add),\n'
+NOTES_ROUTE = (
+    '    path("notes/add", __import__("notes.views").views.add),\n'
+    '    path("notes/count", __import__("notes.views").views.count),\n'
+)
 # A release whose second migration adds a column and whose third fails: the database is left
 # half-migrated (each migration is a transaction of its own on SQLite).
 BROKEN_MIGRATIONS = {

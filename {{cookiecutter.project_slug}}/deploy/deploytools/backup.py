@@ -13,6 +13,12 @@ folder of BACKUP_DIR, written under a hidden name and renamed into place whole:
 Kinds: manual (deploy/backup), timer (the daily unit), before-<release> (deploy/install, before the
 migrations of that release), before-restore (deploy/restore, of what it replaces). BACKUP_DIR is
 root's alone (0700): it holds the users' data. The newest BACKUPS_KEPT of each kind stay.
+
+With backup=restic, each snapshot taken by hand or by the timer also goes to the restic
+repository the env file names (RESTIC_REPOSITORY, RESTIC_PASSWORD_FILE, and whatever else restic
+reads from its environment: AWS_* for S3, ...): encrypted, deduplicated, off this machine. The
+timer's runs then apply the repository's retention (restic forget --prune). Without
+RESTIC_REPOSITORY, snapshots stay on this machine, and deploy/backup says so.
 """
 
 from __future__ import annotations
@@ -29,12 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout
+from .envfile import read_env_file
 from .install.common import AS_SERVICE
 
 SNAPSHOT_FILE = "snapshot.json"
 SHARED_TAR = "shared.tar"
 SQLITE_COPY = Path(__file__).with_name("sqlitecopy.py")
 SQLITE_MAGIC = b"SQLite format 3\0"
+# restic's own cache (index and metadata of the repository), kept between runs.
+RESTIC_CACHE_DIR = f"/var/cache/{layout.SLUG}-restic"
+# What the repository keeps of this project's snapshots once the timer's run sent its own.
+RESTIC_KEEP = ["--keep-daily", "7", "--keep-weekly", "5", "--keep-monthly", "12"]
 
 
 class BackupError(Exception):
@@ -174,3 +185,61 @@ def verify(snapshot: Snapshot) -> None:
         path = snapshot.path / relative
         if not path.is_file() or sha256(path) != entry["sha256"]:
             raise BackupError(f"{path} is missing or changed since the snapshot was taken: not restored")
+
+
+def restic_environment() -> dict[str, str] | None:
+    """restic's settings from the env file, with the environment they run in; None: none there."""
+    if layout.BACKUP != "restic":
+        return None
+    path = Path(layout.ENV_FILE)
+    settings = read_env_file(path) if path.is_file() else {}
+    if not (settings.get("RESTIC_REPOSITORY") or settings.get("RESTIC_REPOSITORY_FILE")):
+        return None
+    return {**os.environ, "RESTIC_CACHE_DIR": RESTIC_CACHE_DIR, **settings}
+
+
+def restic(environment: dict[str, str], *arguments: str) -> str:
+    done = subprocess.run(["restic", *arguments], capture_output=True, text=True, env=environment, timeout=6 * 3600)
+    if done.returncode:
+        raise BackupError(f"restic {arguments[0]} failed (status {done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def send(snapshot: Snapshot) -> str:
+    """The snapshot into the restic repository; what to say of it."""
+    environment = restic_environment()
+    if environment is None:
+        if layout.BACKUP == "restic":
+            return f"not sent off this machine: RESTIC_REPOSITORY is not set in {layout.ENV_FILE}"
+        return ""
+    tags = ["--tag", layout.SLUG, "--tag", snapshot.kind.split("-", 1)[0]]
+    said = restic(environment, "backup", "--json", *tags, str(snapshot.path))
+    summary = next((json.loads(line) for line in said.splitlines() if '"summary"' in line), {})
+    repository = environment.get("RESTIC_REPOSITORY", "the restic repository")
+    sent = f"sent to {repository} as restic snapshot {summary.get('snapshot_id', '?')[:8]}"
+    if snapshot.kind == "timer":
+        restic(environment, "forget", "--prune", "--tag", layout.SLUG, *RESTIC_KEEP)
+        sent += " (repository pruned)"
+    return sent
+
+
+def fetch(restic_id: str) -> Snapshot:
+    """A snapshot from the restic repository, put among this machine's snapshots (by its name)."""
+    environment = restic_environment()
+    if environment is None:
+        raise BackupError(f"no restic repository: set RESTIC_REPOSITORY and RESTIC_PASSWORD_FILE in {layout.ENV_FILE}")
+    folder = Path(layout.BACKUP_DIR)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    scratch = folder / f".restic-{time.time_ns()}"
+    try:
+        restic(environment, "restore", restic_id, "--tag", layout.SLUG, "--target", str(scratch))
+        found = [path.parent for path in scratch.rglob(SNAPSHOT_FILE)]
+        if len(found) != 1:
+            raise BackupError(f"restic snapshot {restic_id} holds {len(found)} snapshots of deploy/backup, not one")
+        target = folder / found[0].name
+        if target.exists():
+            return Snapshot(target)
+        os.replace(found[0], target)
+        return Snapshot(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

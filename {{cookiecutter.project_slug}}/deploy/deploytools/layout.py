@@ -148,10 +148,13 @@ SOCKET_UNITS = [name.replace(".service", ".socket") for name in APP_SERVICES]
 {% else %}
 SOCKET_UNITS: list[str] = []
 {% endif %}
+# The backup answer: "local" (snapshots on this machine), "restic" (each also sent to the restic
+# repository the env file names) or "off" (no timer, no snapshot before migrations).
+BACKUP = {{ derived.backup | tojson }}
 # The daily snapshot of the app's data (deploy/backup --kind timer), on every machine the app runs on.
-BACKUP_TIMER = "{{ derived.service }}-backup.timer"
+BACKUP_TIMER: str | None = {{ derived.backup_timer | tojson if derived.backup_timer else "None" }}
 # The units systemctl enables and starts, sockets first; code updates reload APP_SERVICES one by one.
-ACTIVE_UNITS = SOCKET_UNITS + APP_SERVICES + [BACKUP_TIMER]
+ACTIVE_UNITS = SOCKET_UNITS + APP_SERVICES + ([BACKUP_TIMER] if BACKUP_TIMER else [])
 
 # In this project.
 NGINX_SITE = DEPLOY_DIR / "nginx" / "{{ derived.service }}.conf"

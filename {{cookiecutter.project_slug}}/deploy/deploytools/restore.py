@@ -94,12 +94,16 @@ def put_shared(snapshot: Snapshot) -> str:
     return f"{live} ({sum(1 for _ in live.rglob('*'))} entries)"
 
 
-def restore(name: str | None, say: Callable[[str], None] = print) -> int:
+def restore(name: str | None, from_restic: str | None = None, say: Callable[[str], None] = print) -> int:
     started = time.monotonic()
     role = Role.recorded(Manifest.load(Path(MANIFEST)).role)
     if not role.runs_app:
         raise BackupError(f"this machine is {role.describe}: its data is on the app hosts, restore there")
-    snapshot = chosen(name)
+    if from_restic is not None:
+        snapshot = backup.fetch(from_restic)
+        say(f"restic: snapshot {from_restic} of the repository is {snapshot.path}")
+    else:
+        snapshot = chosen(name)
     backup.verify(snapshot)
     record = snapshot.record()
     say(f"snapshot: {snapshot.name} (taken {record['taken']}, release {record['release'] or 'unknown'}): verified")
@@ -128,9 +132,9 @@ def restore(name: str | None, say: Callable[[str], None] = print) -> int:
     return 0
 
 
-def run_restore(name: str | None) -> int:
+def run_restore(name: str | None, from_restic: str | None = None) -> int:
     try:
-        return restore(name)
+        return restore(name, from_restic)
     except (BackupError, InstallError, OSError, subprocess.SubprocessError, tarfile.TarError) as error:
         up = " The maintenance page is still up: deploy/maintenance off ends it." if maintenance.state() else ""
         print(f"restore: FAILED: {error}.{up}")

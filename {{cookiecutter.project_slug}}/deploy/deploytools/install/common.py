@@ -44,6 +44,13 @@ Owner = tuple[str, str]
 ROOT: Owner = ("root", "root")
 SERVICE_READS: Owner = ("root", layout.SERVICE_USER)
 
+# backup=restic: where deploy/backup sends each snapshot (see deploy/INSTALL.md, Backups).
+RESTIC_SETTINGS = f"""\
+# The restic repository of the snapshots (sftp:, s3:, rest:...) and the file with its password.
+# RESTIC_REPOSITORY=sftp:backup@backup.example.com:/srv/restic/{layout.SLUG}
+# RESTIC_PASSWORD_FILE=/etc/{layout.SLUG}/restic.password
+"""
+
 ENV_TEMPLATE = f"""\
 # Settings and secrets of {layout.SLUG}, one NAME=value per line, read by systemd for
 # {" ".join(layout.APP_SERVICES)} (EnvironmentFile=). Created once by deploy/install, which never
@@ -54,7 +61,7 @@ ENV_TEMPLATE = f"""\
 # WEB_CONCURRENCY=5
 # gunicorn's log level: debug, info, warning, error.
 # GUNICORN_LOGLEVEL=info
-"""
+""" + (RESTIC_SETTINGS if layout.BACKUP == "restic" else "")
 
 
 class InstallError(Exception):

@@ -173,6 +173,8 @@ def live(target: Target, *, installing: bool) -> str:
         problems.append(problem)
     if installing and role.installs_code and importlib.util.find_spec("ensurepip") is None:
         problems.append(f"Python cannot create virtualenvs here: {layout.PACKAGE_INSTALL} {layout.PYTHON_PACKAGES}")
+    if installing and role.runs_app and layout.BACKUP == "restic" and not shutil.which("restic"):
+        problems.append(f"restic is not installed (backup=restic): {layout.PACKAGE_INSTALL} restic")
     if installing and role.runs_nginx and certificate_pending(target) and not shutil.which("certbot"):
         epel = " (from EPEL)" if RHEL else ""
         problems.append(f"certbot is not installed: {layout.PACKAGE_INSTALL} certbot{epel}")

@@ -398,7 +398,13 @@ class Install(Run):
         content = layout.ENV_SOURCE.read_bytes() if from_project else ENV_TEMPLATE.encode()
         self.files.ensure_file(layout.ENV_FILE, content, 0o600, ROOT, create_only=True, conffile=True)
         origin = f"from {layout.ENV_SOURCE.name}" if from_project else "settings commented out"
-        return f"{layout.ENV_FILE} {'to create' if self.report.dry_run else 'created'} (0600, {origin})"
+        restic = (
+            "; backup=restic: until RESTIC_REPOSITORY and RESTIC_PASSWORD_FILE are set there, snapshots stay on"
+            " this server"
+            if layout.BACKUP == "restic"
+            else ""
+        )
+        return f"{layout.ENV_FILE} {'to create' if self.report.dry_run else 'created'} (0600, {origin}){restic}"
 
     def no_env_file(self) -> str | None:
         """A load balancer runs no app: the env file an earlier role installed (secrets) goes, unless
@@ -583,7 +589,7 @@ class Install(Run):
         # migrate --check: status 1 when migrations are unapplied; only then is a snapshot taken.
         pending = self.target.query(*with_env(release), *state, *manage, "migrate", "--check", check=False)
         snapshot = ""
-        if pending is not None and pending.returncode:
+        if pending is not None and pending.returncode and layout.BACKUP != "off":
             # The data as it was, kept with this release (releases.json): deploy/restore puts it back
             # should a migration fail halfway, or a rollback need the database from before it.
             taken = self.target.run(f"{release}/deploy/backup", "--before", self.release, "--json")

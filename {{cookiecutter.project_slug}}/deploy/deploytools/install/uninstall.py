@@ -187,7 +187,8 @@ class Uninstall(Run):
         # unit stopped (RemoveOnStop=).
         files.remove_dir(layout.RUNTIME_DIR, listed_only=False)
         # And for the backup timer's Persistent=: when it last ran.
-        files.remove_file(f"/var/lib/systemd/timers/stamp-{layout.BACKUP_TIMER}", listed_only=False)
+        if layout.BACKUP_TIMER:
+            files.remove_file(f"/var/lib/systemd/timers/stamp-{layout.BACKUP_TIMER}", listed_only=False)
         if target.selinux_enabled():
             listed = target.query("semanage", "fcontext", "--list", "--locallist")
             for folder in NGINX_READS:
