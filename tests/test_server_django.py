@@ -292,13 +292,71 @@ def test_migration_that_fails_halfway_is_undone_by_the_snapshot_taken_before_it(
         assert host.get("/notes/add").status == 200 and current(host) == running
 
 
+FILL = (
+    "from notes.models import Note\n"
+    "for _ in range(100):\n"
+    "    Note.objects.bulk_create(Note(text='x' * 480) for _ in range(2000))\n"
+)
+
+
+def timed(host, results: list[tuple[float, float, int]], stop: threading.Event) -> None:
+    """Requests to a page that reads the database until `stop`: (sent, seconds, status) each."""
+    while not stop.is_set():
+        sent = time.monotonic()
+        try:
+            status = http_get(host.address, "/notes/count", timeout=30).status
+        except OSError:
+            status = 0
+        results.append((sent, time.monotonic() - sent, status))
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, -(-len(ordered) * 99 // 100) - 1)]
+
+
+def test_measurements_of_a_backup_and_a_restore_of_a_large_database(checkout: Checkout) -> None:
+    """A database of about 100 MB (200,000 rows): the snapshot's time and size while 4 clients read
+    it, their p99 before and during it, and the restore's time. Printed, not asserted beyond 0 failed."""
+    host = checkout.host
+    with notes_page(checkout):
+        checkout.installed()
+        host.run("/srv/my_app/current/deploy/manage", "shell", "-c", FILL, cwd="/", timeout=300)
+        results: list[tuple[float, float, int]] = []
+        stop = threading.Event()
+        threads = [threading.Thread(target=timed, args=(host, results, stop)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(5)
+            started = time.monotonic()
+            made = json.loads(host.run("/srv/my_app/current/deploy/backup", "--json", cwd="/", timeout=600).stdout)
+            ended = time.monotonic()
+            time.sleep(1)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        size = made["files"]["state/db.sqlite3"]["bytes"] / 1024 / 1024
+        before = [seconds for sent, seconds, _ in results if started - 5 <= sent < started]
+        during = [seconds for sent, seconds, _ in results if started <= sent < ended]
+        restored = host.run("/srv/my_app/current/deploy/restore", made["name"], cwd="/", timeout=600)
+        took = restored.stdout.strip().splitlines()[-1]
+    print(
+        f"{host.release}: backup of a {size:.0f} MB database in {made['seconds']:.2f}s ({ended - started:.2f}s with"
+        f" the command); p99 of a page reading it {p99(before) * 1000:.0f} ms before ({len(before)} requests),"
+        f" {p99(during) * 1000:.0f} ms during ({len(during)}); {took}"
+    )
+    assert {status for _, _, status in results} == {200} and size > 80
+
+
 def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_key(checkout: Checkout) -> None:
     """The same checkout as a load balancer on a machine new to the project (after a purge): the
     admin's files are collected and served; the secret key is in no file of the machine outside the
     checkout it came from, logs included."""
     host = checkout.host
     secret = secret_key(host.read(f"{checkout.path}/my_app.env"))
-    checkout.installed("--uninstall", "--purge")
+    purged = checkout.installed("--uninstall", "--purge")
     # 127.0.0.1 stands for an app host; drained, so the health check has none to ask.
     output = checkout.installed("--role", "lb", "--app-host", "127.0.0.1", "--drain", "127.0.0.1")
     assert "collectstatic" in output and not host.exists("/etc/my_app"), output
@@ -306,3 +364,6 @@ def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_ke
     assert css.status == 200 and "max-age" in css.headers.get("cache-control", "")
     found = host.run("grep", "-rlF", "--", secret, "/etc", "/srv", "/var", "/tmp", "/run", check=False)
     assert found.returncode == 1 and not found.stdout, found.stdout + found.stderr
+    # The purge said where the snapshots of the app's data are, and left them.
+    assert "/var/backups/my_app (snapshots of the app's data; rm -r it yourself" in purged, purged
+    assert host.run("find", "/var/backups/my_app", "-name", "snapshot.json").stdout.count("\n") >= 3
