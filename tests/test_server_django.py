@@ -193,6 +193,26 @@ def writer(host, results: list[tuple[float, int]], stop: threading.Event) -> Non
             results.append((time.monotonic(), int(answer.text)))
 
 
+def backup_while(host, client, results: list, settle: float, after: float) -> tuple[dict, float, float]:
+    """deploy/backup --json while 4 threads run `client(host, results, stop)`, `settle` seconds after
+    they began, and `after` seconds more: the snapshot's record, and when the command began and ended."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=client, args=(host, results, stop)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(settle)
+        started = time.monotonic()
+        made = json.loads(host.run("/srv/my_app/current/deploy/backup", "--json", cwd="/", timeout=600).stdout)
+        ended = time.monotonic()
+        time.sleep(after)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    return made, started, ended
+
+
 def add_notes(checkout: Checkout, files: dict[str, str]) -> None:
     for name, text in files.items():
         checkout.host.run("mkdir", "-p", f"{checkout.path}/{name.rsplit('/', 1)[0]}")
@@ -225,20 +245,7 @@ def test_backup_while_rows_are_written_restores_every_row_committed_before_it(ch
         assert host.run("systemctl", "is-enabled", "my_app-backup.timer").stdout.strip() == "enabled"
 
         results: list[tuple[float, int]] = []
-        stop = threading.Event()
-        threads = [threading.Thread(target=writer, args=(host, results, stop)) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        try:
-            time.sleep(3)
-            started = time.monotonic()
-            made = host.run("/srv/my_app/current/deploy/backup", "--json", cwd="/")
-            time.sleep(2)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=15)
-        snapshot = json.loads(made.stdout)
+        snapshot, started, _ = backup_while(host, writer, results, settle=3, after=2)
         before = {row for at, row in results if at < started}
         print(
             f"{host.release}: backup under {len(results)} writes: {snapshot['seconds']}s; {len(before)} rows before it"
@@ -323,20 +330,7 @@ def test_measurements_of_a_backup_and_a_restore_of_a_large_database(checkout: Ch
         checkout.installed()
         host.run("/srv/my_app/current/deploy/manage", "shell", "-c", FILL, cwd="/", timeout=300)
         results: list[tuple[float, float, int]] = []
-        stop = threading.Event()
-        threads = [threading.Thread(target=timed, args=(host, results, stop)) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        try:
-            time.sleep(5)
-            started = time.monotonic()
-            made = json.loads(host.run("/srv/my_app/current/deploy/backup", "--json", cwd="/", timeout=600).stdout)
-            ended = time.monotonic()
-            time.sleep(1)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=60)
+        made, started, ended = backup_while(host, timed, results, settle=5, after=1)
         size = made["files"]["state/db.sqlite3"]["bytes"] / 1024 / 1024
         before = [seconds for sent, seconds, _ in results if started - 5 <= sent < started]
         during = [seconds for sent, seconds, _ in results if started <= sent < ended]
