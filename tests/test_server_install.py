@@ -14,10 +14,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from servers import NO_WATCH, RELEASES, Checkout, Host, copy_project, load, other_requirements
+from servers import NO_WATCH, RELEASES, Checkout, Host, copy_project, http_get, load, other_requirements
 
 DOMAIN = "example.com"
 HOME_TEXT = "Served by gunicorn behind nginx."
@@ -297,6 +298,47 @@ def test_status_counts_what_the_site_answered_under_load(installed: Installed) -
     assert facts["deploys"][0]["release"] == current(host) and facts["deploys"][0]["outcome"] == "ok", facts
     text = host.run("/srv/my_app/current/deploy/status", cwd="/").stdout
     assert f"release: {current(host)}" in text and "my_app.service: active (running)" in text, text
+
+
+SLOW_ROUTE = """def slow(environ: dict) -> tuple[str, str, bytes]:
+    import time
+
+    time.sleep(int(environ["QUERY_STRING"].removeprefix("ms=")) / 1000)
+    return "200 OK", "text/plain; charset=utf-8", b"slept\\n"
+
+
+ROUTES = {"/slow": slow, "/": home,"""
+
+
+def test_status_percentiles_are_those_of_the_times_the_app_took(installed: Installed) -> None:
+    """A page that sleeps as long as it is asked (a release with it), asked 100 times with known
+    times, fewer at once than gunicorn has workers: deploy/status's percentiles are those times."""
+    host, checkout = installed.host, installed.checkout
+    app = checkout.edit(APP, ROUTES, SLOW_ROUTE)
+    try:
+        checkout.installed()
+        time.sleep(1.5)
+        host.run("truncate", "-s", "0", ACCESS_LOG)
+        asked = [100] * 60 + [200] * 37 + [500] * 3
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda ms: http_get(host.address, f"/slow?ms={ms}").status, asked))
+        assert statuses == [200] * 100
+
+        def minute() -> dict:
+            return json.loads(host.run("/srv/my_app/current/deploy/status", "--json", cwd="/").stdout)["traffic"]["60"]
+
+        deadline = time.monotonic() + 10
+        while (last := minute())["requests"] < 100 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        checkout.put_back(APP, app)
+        checkout.installed()
+    print(f"{host.release}: deploy/status of 100 requests of known times: {last}")
+    assert last["requests"] == 100
+    # Nearest rank: the 50th answer is a 0.1 s one, the 95th 0.2 s, the 99th 0.5 s.
+    for key, expected in (("p50", 0.1), ("p95", 0.2), ("p99", 0.5)):
+        assert last[key] == pytest.approx(expected, rel=0.1), key
+        assert last[f"upstream_{key}"] == pytest.approx(expected, rel=0.1), key
 
 
 def test_maintenance_under_load_answers_503_with_the_page_and_fails_nothing_else(installed: Installed) -> None:
