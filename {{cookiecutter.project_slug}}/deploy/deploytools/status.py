@@ -62,6 +62,15 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def switched_at() -> str | None:
+    """When the current link was last switched (a deploy or a rollback made it anew), in UTC."""
+    try:
+        made = os.lstat(layout.APP_DIR).st_mtime
+    except OSError:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(made))
+
+
 def gather(log_path: Path, now: float) -> dict[str, object]:
     manifest = Manifest.load(Path(MANIFEST)) if os.access(MANIFEST, os.R_OK) else Manifest()
     role = Role.recorded(manifest.role)
@@ -73,7 +82,7 @@ def gather(log_path: Path, now: float) -> dict[str, object]:
         "project": layout.SLUG,
         "role": role.name,
         "release": running or manifest.release or None,
-        "release_since": entry.deployed if entry else None,
+        "release_since": switched_at(),
         "release_describe": entry.describe if entry else None,
         "units": [unit_state(unit) for unit in units],
         "deploys": [

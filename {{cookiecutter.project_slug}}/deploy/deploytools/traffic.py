@@ -39,7 +39,8 @@ THRESHOLD_POINTS = 5.0
 FEWEST = 20
 # A few answers say little: one in four failing among 70 answers is also what a release failing one
 # in five shows by chance. The new share must exceed the previous one by the threshold plus this
-# many standard errors of the difference (3: by chance about once in 700 judgements).
+# many standard errors of the difference (3: by chance about once in 700 looks at one moment; the
+# watch looks twice a second, with a margin that narrows as the answers add up).
 STANDARD_ERRORS = 3.0
 
 
@@ -99,8 +100,6 @@ def lines_backwards(path: Path) -> Iterator[bytes]:
             lines = chunk.split(b"\n")
             rest = lines[0] if start > 0 else b""
             yield from reversed(lines if start == 0 else lines[1:])
-        if rest:
-            yield rest
 
 
 def read_since(log: Path, since: float, until: float = math.inf) -> list[Hit]:
