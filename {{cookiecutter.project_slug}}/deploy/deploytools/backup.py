@@ -37,6 +37,7 @@ from pathlib import Path
 from . import layout
 from .envfile import read_env_file
 from .install.common import AS_SERVICE
+from .install.releases import now_utc
 
 SNAPSHOT_FILE = "snapshot.json"
 SHARED_TAR = "shared.tar"
@@ -68,10 +69,11 @@ class Snapshot:
         return json.loads((self.path / SNAPSHOT_FILE).read_text())
 
 
-def run(*command: str) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=3600)
+def run(*command: str, env: dict[str, str] | None = None, timeout: float = 3600) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, timeout=timeout)
     if done.returncode:
-        raise BackupError(f"{' '.join(command)} failed: {(done.stderr or done.stdout).strip()}")
+        said = (done.stderr or done.stdout).strip()
+        raise BackupError(f"{' '.join(command)} failed (status {done.returncode}): {said}")
     return done.stdout
 
 
@@ -156,7 +158,7 @@ def take(kind: str) -> Snapshot:
         record = {
             "project": layout.SLUG,
             "kind": kind,
-            "taken": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+            "taken": now_utc(started),
             "seconds": round(time.time() - started, 3),
             "release": running_release(),
             "files": files,
@@ -199,10 +201,7 @@ def restic_environment() -> dict[str, str] | None:
 
 
 def restic(environment: dict[str, str], *arguments: str) -> str:
-    done = subprocess.run(["restic", *arguments], capture_output=True, text=True, env=environment, timeout=6 * 3600)
-    if done.returncode:
-        raise BackupError(f"restic {arguments[0]} failed (status {done.returncode}): {done.stderr.strip()}")
-    return done.stdout
+    return run("restic", *arguments, env=environment, timeout=6 * 3600)
 
 
 def send(snapshot: Snapshot) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import layout, maintenance, traffic
 from .install.ledger import MANIFEST, Manifest
-from .install.releases import LOG, Log, running_release
+from .install.releases import LOG, Log, now_utc, running_release
 from .install.roles import DESCRIBED, Role
 
 # The windows the traffic is summarised over, in seconds.
@@ -68,7 +68,7 @@ def switched_at() -> str | None:
         made = os.lstat(layout.APP_DIR).st_mtime
     except OSError:
         return None
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(made))
+    return now_utc(made)
 
 
 def gather(log_path: Path, now: float) -> dict[str, object]:

@@ -60,22 +60,22 @@ def parse(line: bytes) -> Hit | None:
     quick = QUICK.search(line)
     if quick is not None:
         status, seconds, times, tried, at = quick.groups()
-        upstream = upstream_seconds(times)
-        server = TRIED.split(tried)[-1].strip().lstrip(b"-")
-        return Hit(float(at), int(status), float(seconds), upstream, server.decode(errors="replace"))
-    match = LINE.search(line)
-    if match is None:
-        return None
-    fields = {m[1]: m[2] if m[2] is not None else m[3] for m in FIELD.finditer(match["fields"])}
+    else:
+        match = LINE.search(line)
+        if match is None:
+            return None
+        fields = {m[1]: m[2] if m[2] is not None else m[3] for m in FIELD.finditer(match["fields"])}
+        if b"ts" not in fields:
+            return None
+        status, at = match["status"], fields[b"ts"]
+        seconds, times, tried = fields.get(b"rt", b"0"), fields.get(b"urt", b"-"), fields.get(b"ua", b"")
     try:
-        at = float(fields[b"ts"])
-        seconds = float(fields.get(b"rt", b"0"))
-    except (KeyError, ValueError):
+        when, took = float(at), float(seconds)
+    except ValueError:
         return None
-    upstream = upstream_seconds(fields.get(b"urt", b"-"))
     # "a, b : c": a retried on b, then an internal redirect to c; "-": no app server was asked.
-    server = TRIED.split(fields.get(b"ua", b""))[-1].strip().lstrip(b"-")
-    return Hit(at, int(match["status"]), seconds, upstream, server.decode(errors="replace"))
+    server = TRIED.split(tried)[-1].strip().lstrip(b"-")
+    return Hit(when, int(status), took, upstream_seconds(times), server.decode(errors="replace"))
 
 
 def upstream_seconds(times: bytes) -> float | None:

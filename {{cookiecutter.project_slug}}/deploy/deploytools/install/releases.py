@@ -71,8 +71,9 @@ def venv_target(key: str) -> str:
     return os.path.relpath(venv_dir(key), release_dir("release"))
 
 
-def now_utc() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+def now_utc(seconds: float | None = None) -> str:
+    """The time (now, or `seconds` since the epoch) as the release log and the snapshots write it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
 @dataclass
