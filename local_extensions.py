@@ -217,6 +217,30 @@ def metrics(answers: Mapping[str, object], slug: str, snippets_dir: str) -> Metr
     )
 
 
+# PostgreSQL's unix socket folder on Debian and RHEL: peer authentication over it needs no password.
+# Named in the env file because psycopg's own libpq (its binary wheel) looks in /tmp by default.
+POSTGRESQL_SOCKET_DIR = "/var/run/postgresql"
+
+
+@dataclass(frozen=True)
+class Database:
+    """PostgreSQL for a Django project (database=postgresql): the names the server knows it by."""
+
+    # The database, named for the service; the role, named for the service's account, because peer
+    # authentication lets an account in as the role of its own name only.
+    name: str
+    role: str
+    socket_dir: str = POSTGRESQL_SOCKET_DIR
+    # The platform package that gives the server (deploy/install creates role and database in it).
+    package: str = "postgresql"
+
+
+def database(answers: Mapping[str, object]) -> Database | None:
+    if answers.get("database", "sqlite") != "postgresql":
+        return None
+    return Database(name=str(answers["project_slug"]), role=str(answers["server_user"]))
+
+
 # remote_app_servers when there are none: "none" is the default (a prompt shows an empty default
 # as "()"); an empty answer, as replay files from before hold it, means the same.
 NO_APP_SERVERS = frozenset({"none", ""})
@@ -283,6 +307,8 @@ class Derived:
     nginx_snippets_dir: str
     # The Prometheus exporters (None: metrics off, the default).
     metrics: Metrics | None
+    # PostgreSQL (None: SQLite in the state folder, the default).
+    database: Database | None
     gunicorn_version: str = GUNICORN_VERSION
     timeout: int = TIMEOUT
     graceful_timeout: int = GRACEFUL_TIMEOUT
@@ -374,6 +400,7 @@ def derive(answers: Mapping[str, object]) -> Derived:
         nginx_site_link=f"{platform.site_link_dir}/{slug}.conf" if platform.site_link_dir else None,
         nginx_snippets_dir=f"/etc/nginx/snippets/{slug}",
         metrics=metrics(answers, slug, f"/etc/nginx/snippets/{slug}"),
+        database=database(answers),
     )
 
 

@@ -236,6 +236,7 @@ ANSWER_RULES: dict[str, Rule] = {
     "instances": whole_number(MAX_INSTANCES),
     "remote_app_servers": app_servers,
     "client_max_body_size": nginx_size,
+    "database": one_of("sqlite", "postgresql"),
     "cache": one_of("off", "on"),
     "metrics": one_of("off", "prometheus"),
     "backup": one_of("local", "restic", "off"),
@@ -310,6 +311,10 @@ def cross_field(answers: Mapping[str, object], refused: Collection[str] = ()) ->
             found.append(
                 describe("worker_class", "asgi", f"needs an ASGI app, and framework {framework} generates a WSGI one")
             )
+    if usable("database", "framework") and get("database") == "postgresql" and framework != "django":
+        found.append(
+            describe("database", "postgresql", f"needs framework django (framework {framework} has no database layer)")
+        )
     if usable("bind", "instances", "app_port") and get("bind") == "tcp":
         last = int(get("app_port")) + int(get("instances")) - 1
         if last > 65535:

@@ -65,6 +65,8 @@ def unused_files() -> list[Path]:
         unused.append(Path("deploy/nginx/snippets/tls.conf"))
     if DERIVED.backup_timer is None:
         unused += [Path("deploy/systemd") / f"{DERIVED.service}-backup.{kind}" for kind in ("service", "timer")]
+    if DERIVED.database is None:
+        unused += [Path("deploy/db-host"), Path("deploy/deploytools/dbhost.py"), Path("deploy/deploytools/pgsettings.py")]
     if DERIVED.metrics is None:
         unused.append(Path("deploy/mtail"))
         unused.append(Path("deploy/nginx/snippets/release.conf"))
@@ -93,6 +95,12 @@ def write_env_file() -> None:
             f"# Made at bake time; deploy/install copies it once to {DERIVED.env_file} (mode 0600). Never commit it.\n"
             f"DJANGO_SECRET_KEY={secrets.token_urlsafe(50)}\n"
         )
+        if DERIVED.database is not None:
+            env.write(
+                "# database=postgresql: deploy/install adds PGHOST, PGDATABASE and PGUSER on the server (its own\n"
+                "# PostgreSQL, peer authentication). Set them here to run locally against a PostgreSQL;\n"
+                "# without PGDATABASE, local runs use SQLite in .state/.\n"
+            )
         if ANSWERS.get("backup") == "restic":
             slug = ANSWERS["project_slug"]
             env.write(

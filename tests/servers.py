@@ -72,6 +72,9 @@ PACKAGES = (
     "prometheus",
     # backup=restic: snapshots sent to a repository on another host, over sftp.
     "restic",
+    # database=postgresql: the distribution's PostgreSQL (its cluster starts at boot), with psql,
+    # pg_dump and pg_restore.
+    "postgresql",
 )
 # Timers that would run apt on an idle test server, and the units Debian's Prometheus packages start
 # on installation (every address, ports of their own, an exporter scraping port 8080 for nothing):

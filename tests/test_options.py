@@ -26,6 +26,7 @@ OPTIONS = {
     "cache": ["off", "on"],
     "metrics": ["off", "prometheus"],
     "backup": ["local", "restic", "off"],
+    "database": ["sqlite", "postgresql"],
 }
 
 
@@ -33,6 +34,8 @@ def works(combination: dict[str, str]) -> bool:
     """The combinations the template accepts (the others are refused, see below)."""
     framework, worker = combination["framework"], combination["worker_class"]
     if framework == "asgi" and worker not in ("auto", "asgi"):
+        return False
+    if combination["database"] == "postgresql" and framework != "django":
         return False
     return not (worker == "asgi" and framework in ("wsgi", "flask", "django"))
 
@@ -124,6 +127,7 @@ def test_variant_bakes_passes_check_and_is_lint_clean(cookies, framework_venv: P
         ({"threads": "many"}, 'threads: "many" is not a whole number from 1 to 64'),
         ({"tls_certificate": "../cert.pem", "tls_mode": "existing"}, "is not a plain absolute path"),
         ({"tls_email": "me at example.com"}, "is not an email address"),
+        ({"framework": "flask", "database": "postgresql"}, 'database: "postgresql" needs framework django'),
     ],
     ids=[
         "asgi-app-on-sync",
@@ -139,6 +143,7 @@ def test_variant_bakes_passes_check_and_is_lint_clean(cookies, framework_venv: P
         "threads-word",
         "relative-certificate",
         "bad-email",
+        "postgresql-without-django",
     ],
 )
 def test_impossible_combinations_are_refused(cookies, capfd, answers: dict[str, str], message: str) -> None:

@@ -1,6 +1,10 @@
 """A Django project on real Debian 12 and 13 servers: installed with its own deploy/install, the
 installer runs its migrations as the service's user, nginx serves the admin's own files, and the
-first superuser is made the way the generated README says (here without a terminal: --noinput)."""
+first superuser is made the way the generated README says (here without a terminal: --noinput).
+
+The two databases run pairwise with the two releases: PostgreSQL (the server's own, peer
+authentication) on Debian 12, SQLite on Debian 13. Every test runs on both; the several-hosts
+PostgreSQL (a db host) runs on Debian 13 in test_server_postgresql.py."""
 
 from __future__ import annotations
 
@@ -13,33 +17,62 @@ from contextlib import contextmanager
 
 import pytest
 from helpers import secret_key
-from servers import RELEASES, Checkout, copy_project, http_get
+from servers import Checkout, copy_project, http_get
 
 ADMIN_CSS = "/static/admin/css/base.css"
+SERVICE = ("setpriv", "--reuid=my_app", "--regid=my_app", "--init-groups")
+PAIRS = [("bookworm", "postgresql"), ("trixie", "sqlite")]
 
 
-@pytest.fixture(scope="module", params=list(RELEASES))
+@pytest.fixture(scope="module", params=PAIRS, ids=[f"{release}-{database}" for release, database in PAIRS])
 def checkout(request, lab, server_project) -> Iterator[Checkout]:
-    release = request.param
-    project = server_project(release, framework="django")
+    release, database = request.param
+    project = server_project(release, framework="django", database=database)
     with lab.booted(f"django-{release}", release=release) as (host,):
         checkout = copy_project(host, project.path, "/root/my_app")
         output = checkout.installed()
-        print(f"django on {release}: {output.strip().splitlines()[-1]}")
+        print(f"django with {database} on {release}: {output.strip().splitlines()[-1]}")
         yield checkout
 
 
-def test_the_installer_migrated_the_database_in_the_services_state_folder(checkout: Checkout) -> None:
+def on_postgresql(host) -> bool:
+    """Whether the installed app's env file names a PostgreSQL database (database=postgresql)."""
+    return "PGDATABASE=" in host.read("/etc/my_app/my_app.env")
+
+
+def sql(host, query: str) -> list:
+    """One query's rows from the live database, read as the service's account: its SQLite file, or
+    its PostgreSQL database through peer authentication (the env file's settings, as the app)."""
+    if on_postgresql(host):
+        rows = f"SELECT coalesce(json_agg(row_to_json(q)), '[]') FROM ({query}) q"
+        said = host.run(*SERVICE, "psql", "-XAtq", "-h", "/var/run/postgresql", "-d", "my_app", "-c", rows, cwd="/")
+        return [list(row.values()) for row in json.loads(said.stdout)]
+    database = "file:/var/lib/my_app/db.sqlite3?mode=ro"
+    rows = f"sqlite3.connect({database!r}, uri=True).execute({query!r}).fetchall()"
+    program = f"import json, sqlite3; print(json.dumps({rows}))"
+    said = host.run(*SERVICE, "python3", "-c", program)
+    return json.loads(said.stdout)
+
+
+def as_postgres(host, query: str) -> str:
+    """A query's answer, asked as PostgreSQL's own account (peer authentication)."""
+    return host.run("runuser", "-u", "postgres", "--", "psql", "-XAtc", query, cwd="/").stdout.strip()
+
+
+def test_the_installer_made_and_migrated_the_database_where_the_answer_says(checkout: Checkout) -> None:
     host = checkout.host
-    database = "/var/lib/my_app/db.sqlite3"
-    assert host.run("stat", "-c", "%U %a", database).stdout.split()[0] == "my_app"
-    tables = host.run(
-        "python3",
-        "-c",
-        f"import sqlite3; print(sqlite3.connect({database!r}).execute("
-        '"select count(*) from django_migrations").fetchone()[0])',
-    ).stdout
-    assert int(tables) > 10
+    migrated = sql(host, "select count(*) from django_migrations")
+    assert migrated[0][0] > 10, migrated
+    if not on_postgresql(host):
+        assert host.run("stat", "-c", "%U", "/var/lib/my_app/db.sqlite3").stdout.strip() == "my_app"
+        return
+    # Peer authentication only: the role has no password, and no file of the server holds one.
+    assert as_postgres(host, "select rolpassword is null from pg_authid where rolname = 'my_app'") == "t"
+    env = host.read("/etc/my_app/my_app.env")
+    assert "PGHOST=/var/run/postgresql" in env and "PGPASSWORD" not in env, env
+    found = host.run("grep", "-rlE", "^\\s*PGPASSWORD\\s*=", "/etc", "/srv/my_app", "/var/lib/my_app", check=False)
+    assert found.returncode == 1, found.stdout
+    assert not host.exists("/var/lib/my_app/db.sqlite3")
 
 
 def test_admin_login_page_answers_through_nginx_with_its_own_files_from_disk(checkout: Checkout) -> None:
@@ -78,7 +111,7 @@ def test_first_superuser_as_the_readme_says_then_the_admin_knows_them(checkout: 
 NOTES_APP = {
     "notes/__init__.py": "",
     "notes/models.py": (
-        "from django.db import models\n\n\nclass Note(models.Model):\n    text = models.CharField(max_length=200)\n"
+        "from django.db import models\n\n\nclass Note(models.Model):\n    text = models.CharField(max_length=500)\n"
     ),
     "notes/migrations/__init__.py": "",
     "notes/migrations/0001_initial.py": (
@@ -91,7 +124,7 @@ NOTES_APP = {
         '            name="Note",\n'
         "            fields=[\n"
         '                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False)),\n'
-        '                ("text", models.CharField(max_length=200)),\n'
+        '                ("text", models.CharField(max_length=500)),\n'
         "            ],\n"
         "        ),\n"
         "    ]\n"
@@ -173,15 +206,6 @@ BROKEN_MIGRATIONS = {
 }
 
 
-def sql(host, query: str) -> list:
-    """One query's rows from the live database, read as the service's account (its file)."""
-    database = "file:/var/lib/my_app/db.sqlite3?mode=ro"
-    rows = f"sqlite3.connect({database!r}, uri=True).execute({query!r}).fetchall()"
-    program = f"import json, sqlite3; print(json.dumps({rows}))"
-    said = host.run("setpriv", "--reuid=my_app", "--regid=my_app", "--init-groups", "python3", "-c", program)
-    return json.loads(said.stdout)
-
-
 def writer(host, results: list[tuple[float, int]], stop: threading.Event) -> None:
     """Rows written through the site until `stop`: (when the answer came, the row's id) each."""
     while not stop.is_set():
@@ -250,7 +274,10 @@ def test_backup_while_rows_are_written_restores_every_row_committed_before_it(ch
         print(
             f"{host.release}: backup under {len(results)} writes: {snapshot['seconds']}s; {len(before)} rows before it"
         )
-        assert snapshot["files"]["state/db.sqlite3"]["integrity"] == "ok" and len(before) > 50
+        files = snapshot["files"]
+        assert len(before) > 50 and (
+            "postgresql.dump" in files if on_postgresql(host) else files["state/db.sqlite3"]["integrity"] == "ok"
+        ), files
 
         restored = host.run("/srv/my_app/current/deploy/restore", snapshot["name"], cwd="/", check=False)
         print(f"{host.release}: {restored.stdout.strip().splitlines()[-1]}")
@@ -258,7 +285,8 @@ def test_backup_while_rows_are_written_restores_every_row_committed_before_it(ch
         assert "maintenance: on" in restored.stdout and "maintenance: off" in restored.stdout
         rows = {row for (row,) in sql(host, "select id from notes_note")}
         assert before <= rows, sorted(before - rows)[:10]
-        assert sql(host, "pragma integrity_check") == [["ok"]]
+        if not on_postgresql(host):
+            assert sql(host, "pragma integrity_check") == [["ok"]]
         # What was there is a snapshot too: every row written, the last ones included.
         kept = re.search(r"^kept: what was there, as (\S+)$", restored.stdout, re.MULTILINE)
         assert kept, restored.stdout
@@ -267,7 +295,8 @@ def test_backup_while_rows_are_written_restores_every_row_committed_before_it(ch
         # The daily unit, started as its timer starts it, takes a snapshot of its own.
         host.run("systemctl", "start", "my_app-backup.service")
         listed = host.run("/srv/my_app/current/deploy/backup", "--list", cwd="/").stdout
-        assert re.search(r"/var/backups/my_app/\d{8}T\d{6}Z-timer: state/db\.sqlite3, shared\.tar;", listed), listed
+        database = "postgresql\\.dump" if on_postgresql(host) else "state/db\\.sqlite3"
+        assert re.search(rf"/var/backups/my_app/\d{{8}}T\d{{6}}Z-timer: {database}, shared\.tar;", listed), listed
 
 
 def test_migration_that_fails_halfway_is_undone_by_the_snapshot_taken_before_it(checkout: Checkout) -> None:
@@ -331,7 +360,8 @@ def test_measurements_of_a_backup_and_a_restore_of_a_large_database(checkout: Ch
         host.run("/srv/my_app/current/deploy/manage", "shell", "-c", FILL, cwd="/", timeout=300)
         results: list[tuple[float, float, int]] = []
         made, started, ended = backup_while(host, timed, results, settle=5, after=1)
-        size = made["files"]["state/db.sqlite3"]["bytes"] / 1024 / 1024
+        files = made["files"]
+        size = (files.get("state/db.sqlite3") or files["postgresql.dump"])["bytes"] / 1024 / 1024
         before = [seconds for sent, seconds, _ in results if started - 5 <= sent < started]
         during = [seconds for sent, seconds, _ in results if started <= sent < ended]
         restored = host.run("/srv/my_app/current/deploy/restore", made["name"], cwd="/", timeout=600)
@@ -341,7 +371,33 @@ def test_measurements_of_a_backup_and_a_restore_of_a_large_database(checkout: Ch
         f" the command); p99 of a page reading it {p99(before) * 1000:.0f} ms before ({len(before)} requests),"
         f" {p99(during) * 1000:.0f} ms during ({len(during)}); {took}"
     )
-    assert {status for _, _, status in results} == {200} and size > 80
+    assert {status for _, _, status in results} == {200}
+    assert sql(host, "select count(*) from notes_note")[0][0] >= 200_000
+
+
+def test_rows_written_through_the_site_survive_a_redeploy_a_rollback_and_a_reboot(checkout: Checkout) -> None:
+    host = checkout.host
+    with notes_page(checkout):
+        checkout.installed()
+        first = current(host)
+        written = [int(host.get("/notes/add").text) for _ in range(20)]
+        count = sql(host, "select count(*) from notes_note")[0][0]
+        assert count >= 20
+        views = checkout.edit("my_app/views.py", '"""', '"""A redeploy: one more line.\n')
+        try:
+            checkout.installed()
+            assert current(host) != first
+            assert host.get("/notes/count").text == str(count)
+            checkout.installed("--rollback")
+            assert current(host) == first and host.get("/notes/count").text == str(count)
+        finally:
+            checkout.put_back("my_app/views.py", views)
+        host.reboot()
+        host.run("systemctl", "is-system-running", "--wait", check=False, timeout=120)
+        assert host.get("/notes/count").text == str(count)
+        ids = {row for (row,) in sql(host, "select id from notes_note")}
+        assert set(written) <= ids
+        assert int(host.get("/notes/add").text) > max(written)
 
 
 def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_key(checkout: Checkout) -> None:
@@ -350,6 +406,7 @@ def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_ke
     checkout it came from, logs included."""
     host = checkout.host
     secret = secret_key(host.read(f"{checkout.path}/my_app.env"))
+    database_kept = on_postgresql(host)
     purged = checkout.installed("--uninstall", "--purge")
     # 127.0.0.1 stands for an app host; drained, so the health check has none to ask.
     output = checkout.installed("--role", "lb", "--app-host", "127.0.0.1", "--drain", "127.0.0.1")
@@ -360,4 +417,9 @@ def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_ke
     assert found.returncode == 1 and not found.stdout, found.stdout + found.stderr
     # The purge said where the snapshots of the app's data are, and left them.
     assert "/var/backups/my_app (snapshots of the app's data; rm -r it yourself" in purged, purged
+    if database_kept:
+        # PostgreSQL's database too: kept, with the commands that drop it.
+        drop = "sudo -u postgres dropdb my_app && sudo -u postgres dropuser my_app"
+        assert f"PostgreSQL's role my_app and database my_app (the app's data; once not needed: {drop})" in purged
+        assert as_postgres(host, "select count(*) from pg_database where datname = 'my_app'") == "1"
     assert host.run("find", "/var/backups/my_app", "-name", "snapshot.json").stdout.count("\n") >= 3

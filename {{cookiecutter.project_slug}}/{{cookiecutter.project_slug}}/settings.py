@@ -62,12 +62,34 @@ WSGI_APPLICATION = "wsgi.application"
 # /var/lib/{{ derived.service }} for the unit's StateDirectory= and passes its path in STATE_DIRECTORY.
 # Local runs (deploy/run-local, deploy/manage) keep the database in .state/ of the project.
 STATE_DIR = Path(os.environ.get("STATE_DIRECTORY") or PROJECT_DIR / ".state")
+{% if derived.database %}
+# PostgreSQL wherever PGDATABASE is set: on the server deploy/install writes it into the env file,
+# with PGHOST (the local socket folder: peer authentication, no password) and PGUSER; with several
+# app hosts Ansible writes the db host's address and PGPASSWORD there instead. libpq reads the PG*
+# variables itself, as psql and pg_dump do, so all three reach the same database. Without
+# PGDATABASE (local runs, the project's tests), SQLite in the state folder.
+if os.environ.get("PGDATABASE"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ["PGDATABASE"],
+            # Connections are kept between requests for this many seconds: a new one costs a fork
+            # on the server (and, over TCP, a SCRAM exchange), and each worker thread holds one at most.
+            "CONN_MAX_AGE": int(os.environ.get("DJANGO_CONN_MAX_AGE", "60")),
+            # A kept connection the server closed (a restart) is noticed before a request uses it.
+            "CONN_HEALTH_CHECKS": True,
+        }
+    }
+else:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": STATE_DIR / "db.sqlite3"}}
+{% else %}
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": STATE_DIR / "db.sqlite3",
     }
 }
+{% endif %}
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -9,6 +9,11 @@ folder of BACKUP_DIR, written under a hidden name and renamed into place whole:
     <UTC time>-<kind>/snapshot.json   when, which release ran, each file with its size and SHA-256
     <UTC time>-<kind>/state/<name>    each database, checked with PRAGMA integrity_check
     <UTC time>-<kind>/shared.tar      the shared folder
+    <UTC time>-<kind>/postgresql.dump database=postgresql: pg_dump's custom format of the database
+
+With database=postgresql the database is dumped instead (pg_dump --format=custom, one consistent
+transaction while the app writes on), by the service's account with the env file's settings: the
+connection the app has, on a whole server and on an app host alike. pg_restore puts it back.
 
 Kinds: manual (deploy/backup), timer (the daily unit), before-<release> (deploy/install, before the
 migrations of that release), before-restore (deploy/restore, of what it replaces). BACKUP_DIR is
@@ -43,6 +48,7 @@ SNAPSHOT_FILE = "snapshot.json"
 SHARED_TAR = "shared.tar"
 SQLITE_COPY = Path(__file__).with_name("sqlitecopy.py")
 SQLITE_MAGIC = b"SQLite format 3\0"
+POSTGRESQL_DUMP = "postgresql.dump"
 # restic's own cache (index and metadata of the repository), kept between runs.
 RESTIC_CACHE_DIR = f"/var/cache/{layout.SLUG}-restic"
 # What the repository keeps of this project's snapshots once the timer's run sent its own.
@@ -105,6 +111,30 @@ def copy_database(source: Path, target: Path) -> str:
     return json.loads(said)["integrity"]
 
 
+def postgresql_environment() -> dict[str, str] | None:
+    """The env file's PostgreSQL settings with the environment pg_dump runs in; None: SQLite."""
+    if not layout.DATABASE:
+        return None
+    path = Path(layout.ENV_FILE)
+    settings = read_env_file(path) if path.is_file() else {}
+    if not settings.get("PGDATABASE"):
+        return None
+    return {**os.environ, **{name: value for name, value in settings.items() if name.startswith("PG")}}
+
+
+def dump_database(target: Path, environment: dict[str, str]) -> None:
+    """pg_dump's custom format (compressed; pg_restore picks from it) of the app's database, written by
+    root from the dump the service's account reads: the backup folder is root's alone."""
+    with target.open("xb") as output:
+        os.fchmod(output.fileno(), 0o600)
+        done = subprocess.run(
+            [*AS_SERVICE, "pg_dump", "--format=custom", "--no-owner", "--no-privileges"],
+            stdout=output, stderr=subprocess.PIPE, text=False, env=environment, check=False, timeout=6 * 3600, cwd="/",
+        )  # fmt: skip
+    if done.returncode:
+        raise BackupError(f"pg_dump failed (status {done.returncode}): {done.stderr.decode(errors='replace').strip()}")
+
+
 def running_release() -> str:
     link = Path(layout.APP_DIR)
     return Path(os.readlink(link)).name if link.is_symlink() else ""
@@ -146,6 +176,9 @@ def take(kind: str) -> Snapshot:
                 scratch.unlink(missing_ok=True)
             shutil.chown(state / database.name, "root", "root")
             files[f"state/{database.name}"] = {"source": str(database), "integrity": integrity}
+        if (environment := postgresql_environment()) is not None:
+            dump_database(partial / POSTGRESQL_DUMP, environment)
+            files[POSTGRESQL_DUMP] = {"source": f"PostgreSQL database {environment['PGDATABASE']}"}
         shared = Path(layout.SHARED_DIR)
         if shared.is_dir():
             with tarfile.open(partial / SHARED_TAR, "w") as archive:

@@ -18,6 +18,10 @@ FRAMEWORK = {{ cookiecutter.framework | tojson }}
 # What gunicorn loads (wsgi_app in gunicorn.conf.py).
 APP = {{ derived.wsgi_app | tojson }}
 WORKER_CLASS = {{ derived.worker_class | tojson }}
+# gunicorn's workers ("auto": 2 x cores + 1 where it starts) and threads per gthread worker, as
+# answered; WEB_CONCURRENCY and GUNICORN_THREADS in the env file win over both.
+WORKERS = {{ cookiecutter.workers | string | tojson }}
+THREADS = {{ cookiecutter.threads | int }}
 BIND = {{ cookiecutter.bind | tojson }}
 
 # On the server. Each deploy is a release of its own in RELEASES_DIR, written once; APP_DIR is
@@ -67,6 +71,20 @@ SYSTEMD_UNIT_DIR = "/etc/systemd/system"
 RUNTIME_DIR = {{ derived.runtime_dir | tojson }}
 # The service's own data (systemd's StateDirectory=, $STATE_DIRECTORY): Django's SQLite database.
 STATE_DIR = {{ derived.state_dir | tojson }}
+# PostgreSQL (database=postgresql): the database, named for the service, and its role, named for
+# the service's account (peer authentication), made by deploy/install in the server's PostgreSQL;
+# its socket folder. None: Django's SQLite database in STATE_DIR.
+{% if derived.database %}
+DATABASE: str | None = {{ derived.database.name | tojson }}
+DATABASE_ROLE: str | None = {{ derived.database.role | tojson }}
+DATABASE_SOCKET_DIR: str | None = {{ derived.database.socket_dir | tojson }}
+DATABASE_PACKAGE: str | None = {{ derived.database.package | tojson }}
+{% else %}
+DATABASE: str | None = None
+DATABASE_ROLE: str | None = None
+DATABASE_SOCKET_DIR: str | None = None
+DATABASE_PACKAGE: str | None = None
+{% endif %}
 # deploy/backup's snapshots of the app's data (STATE_DIR's SQLite databases and SHARED_DIR), and how
 # many deploy/backup keeps of each kind (taken by hand, by the timer, before a migration).
 BACKUP_DIR = {{ derived.backup_dir | tojson }}

@@ -116,6 +116,8 @@ def make(releases: Path) -> dict[str, object]:
         "health_path": layout.HEALTH_PATH,
         "app_ports": layout.APP_PORTS,
         "tls": layout.TLS_MODE != "none",
+        # database=postgresql: what the db host's play needs (None: SQLite, no db host).
+        "database": {"name": layout.DATABASE, "role": layout.DATABASE_ROLE} if layout.DATABASE else None,
     }
 
 

@@ -4,7 +4,8 @@ In order, one line each: the snapshot is verified (sizes and SHA-256), the maint
 up (where nginx runs), what is there now is kept as a snapshot of its own (before-restore: a
 restore loses nothing), the app stops, each database is copied into place under a hidden name,
 checked with PRAGMA integrity_check and renamed over the live one (its old -wal, -shm and
--journal files go: they belong to the database it replaces), the shared folder is unpacked beside
+-journal files go: they belong to the database it replaces; a PostgreSQL dump is restored by
+pg_restore in one transaction, over the objects it replaces), the shared folder is unpacked beside
 the live one and swapped in, the app starts and must answer /healthz, and the maintenance page
 goes (unless it was up before). A step that fails stops there and says what is where; the
 maintenance page then stays up.
@@ -70,6 +71,25 @@ def put_database(snapshot: Snapshot, relative: str, entry: dict) -> str:
     return f"{live} ({entry['bytes'] / 1024 / 1024:.1f} MB, integrity ok)"
 
 
+def put_postgresql(snapshot: Snapshot) -> str:
+    """The dump restored into the app's database by its own role: every object it holds is dropped
+    and made anew from the dump, in one transaction (a failure leaves the database as it was)."""
+    environment = backup.postgresql_environment()
+    if environment is None:
+        raise BackupError(f"{snapshot.name} holds a PostgreSQL dump, and {layout.ENV_FILE} names no PGDATABASE")
+    options = ["--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error"]
+    with (snapshot.path / backup.POSTGRESQL_DUMP).open("rb") as dump:
+        done = subprocess.run(
+            [*backup.AS_SERVICE, "pg_restore", *options, f"--dbname={environment['PGDATABASE']}"],
+            stdin=dump, capture_output=True, env=environment, check=False, timeout=6 * 3600, cwd="/",
+        )  # fmt: skip
+    if done.returncode:
+        said = done.stderr.decode(errors="replace").strip()
+        raise BackupError(f"pg_restore failed (status {done.returncode}): {said}")
+    size = (snapshot.path / backup.POSTGRESQL_DUMP).stat().st_size
+    return f"PostgreSQL database {environment['PGDATABASE']} ({size / 1024 / 1024:.1f} MB dump, one transaction)"
+
+
 def put_shared(snapshot: Snapshot) -> str:
     """The snapshot's shared folder unpacked beside the live one, then swapped in."""
     live = Path(layout.SHARED_DIR)
@@ -119,6 +139,8 @@ def restore(name: str | None, from_restic: str | None = None, say: Callable[[str
         for relative, entry in record["files"].items():
             if relative.startswith("state/"):
                 say(f"database: {put_database(snapshot, relative, entry)}")
+            elif relative == backup.POSTGRESQL_DUMP:
+                say(f"database: {put_postgresql(snapshot)}")
             elif relative == backup.SHARED_TAR:
                 say(f"shared: {put_shared(snapshot)}")
     finally:

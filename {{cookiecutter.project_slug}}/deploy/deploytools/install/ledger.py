@@ -44,6 +44,9 @@ class Manifest:
     release: str = ""
     # Static files of the release before it that it has not: still served until the next deploy.
     carried: list[str] = field(default_factory=list)
+    # PostgreSQL's role and database this installer created ({"role": ..., "database": ...}): a
+    # purge leaves them, with the commands that drop them.
+    database: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, disk: Path) -> Manifest:
@@ -58,6 +61,7 @@ class Manifest:
                 role=data.get("role", {}),
                 release=data.get("release", ""),
                 carried=data.get("carried", []),
+                database=data.get("database", {}),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise InstallError(f"{disk} is not a manifest deploy/install can read ({error}): move it away") from None

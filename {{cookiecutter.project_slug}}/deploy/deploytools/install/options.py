@@ -32,3 +32,11 @@ class Options:
     # and how many percentage points of 5xx more than the previous release's send it back.
     watch: float = WATCH_SECONDS
     watch_threshold: float = THRESHOLD_POINTS
+    # --migrations: run (Django's migrations before the switch, the default) or skip (the first app
+    # host's run does them: several app hosts on one database).
+    migrations: str = "run"
+    # --database-clients N: the app hosts that share the database, for the connection count.
+    database_clients: int = 1
+    # --database-host ADDRESS: the db host every app host shares; the role's password comes on stdin.
+    database_host: str | None = None
+    database_password: str | None = None

@@ -175,6 +175,11 @@ def live(target: Target, *, installing: bool) -> str:
         problems.append(f"Python cannot create virtualenvs here: {layout.PACKAGE_INSTALL} {layout.PYTHON_PACKAGES}")
     if installing and role.runs_app and layout.BACKUP == "restic" and not shutil.which("restic"):
         problems.append(f"restic is not installed (backup=restic): {layout.PACKAGE_INSTALL} restic")
+    if installing and role.runs_app and layout.DATABASE and layout.BACKUP != "off" and not shutil.which("pg_dump"):
+        problems.append(
+            f"pg_dump is not installed (database=postgresql: deploy/backup dumps the database with it):"
+            f" {layout.PACKAGE_INSTALL} postgresql-client"
+        )
     if installing and role.runs_nginx and certificate_pending(target) and not shutil.which("certbot"):
         epel = " (from EPEL)" if RHEL else ""
         problems.append(f"certbot is not installed: {layout.PACKAGE_INSTALL} certbot{epel}")

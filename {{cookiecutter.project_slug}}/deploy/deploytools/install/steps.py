@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from .. import catchall, layout, maintenance, traffic
+from .. import catchall, database, layout, maintenance, traffic
 from ..envfile import read_env_file
 from .common import (
     AS_SERVICE,
@@ -107,6 +107,7 @@ class Install(Run):
             ("env", self.env_file, True),
             ("release", self.unpack, code),
             ("venv", self.venv, code),
+            ("database", self.database, app and layout.DATABASE is not None),
             ("static", self.static, nginx),
             ("errors", self.errors, nginx),
             ("systemd", self.units, True),
@@ -508,6 +509,94 @@ class Install(Run):
         said = result.stdout.strip().splitlines()
         return f"{path}: {said[-1] if said else 'ready'}"
 
+    def database(self) -> str:
+        """database=postgresql: on a whole server, the role and database in this machine's PostgreSQL
+        (made once; never dropped by this installer) and their settings in the env file; then, from
+        any host, a connection as the app makes it, and the count of connections the app may open
+        against what the server admits. Before the switch: a database the app cannot use stops here."""
+        target, files = self.target, self.files
+        disk = files.disk(layout.ENV_FILE)
+        env = read_env_file(disk) if disk.exists() else {}
+        said = []
+        if host := target.options.database_host:
+            wanted = database.remote_settings(host, target.options.database_password or "")
+            if changed := self.set_env_settings(disk, env, wanted):
+                verb = "to set" if self.report.dry_run else "set"
+                said.append(f"{', '.join(changed)} {verb} in {layout.ENV_FILE} (--database-host)")
+            env = {**env, **wanted}
+        if database.is_local(env):
+            said.append(self.local_database(disk, env))
+            env = {**env, **database.local_settings()}
+        else:
+            said.append(f"PostgreSQL at {env['PGHOST']} (the env file's PGHOST; its db host made the database)")
+        asked = target.query(
+            *with_env(self.release_path), *AS_SERVICE, f"{self.release_path}/venv/bin/python",
+            f"{self.release_path}/deploy/deploytools/pgsettings.py", check=False,
+        )  # fmt: skip
+        if asked is None or (asked.returncode and not target.writes):
+            return "; ".join([*said, f"connection not tried ({target.no_run_reason})"])
+        if asked.returncode:
+            problem = indent(asked.stderr.strip().splitlines()[-1] if asked.stderr.strip() else "(no output)")
+            raise InstallError(f"the app cannot connect to PostgreSQL with the env file's settings:\n{problem}")
+        server = json.loads(asked.stdout)
+        need = database.connections(env)
+        hosts = target.options.database_clients
+        if problem := database.capacity_problem(need, hosts, server["max_connections"], server["reserved"]):
+            raise InstallError(problem)
+        said.append(
+            f"connected (PostgreSQL {server['version']}); up to {need.needed(hosts)} connections"
+            f" ({need.explain(hosts)}) of {server['max_connections'] - server['reserved']}"
+        )
+        return "; ".join(said)
+
+    def set_env_settings(self, disk: Path, env: dict[str, str], wanted: dict[str, str]) -> list[str]:
+        """`wanted` in the env file: a line that sets one of them is replaced, a missing one appended,
+        every other line stays as it is. The names it changed."""
+        changed = [name for name, value in wanted.items() if env.get(name) != value]
+        if not changed:
+            return []
+        lines = disk.read_text().splitlines() if disk.exists() else []
+        kept = [line for line in lines if line.split("=", 1)[0].strip() not in wanted]
+        note = "# Set by deploy/install --database-host: the db host of every app host."
+        kept = [line for line in kept if line != note]
+        content = "\n".join([*kept, note, *(f"{name}={value}" for name, value in wanted.items())]) + "\n"
+        self.files.ensure_file(layout.ENV_FILE, content.encode(), 0o600, ROOT, conffile=True)
+        return changed
+
+    def local_database(self, disk: Path, env: dict[str, str]) -> str:
+        """The role and database in this machine's PostgreSQL, and the env file's settings for them."""
+        target, files = self.target, self.files
+        assert layout.DATABASE and layout.DATABASE_ROLE
+        missing = {name: value for name, value in database.local_settings().items() if name not in env}
+        if missing:
+            lines = "".join(f"{name}={value}\n" for name, value in missing.items())
+            note = "# Added by deploy/install: this server's PostgreSQL, peer authentication (no password).\n"
+            old = disk.read_bytes() if disk.exists() else b""
+            content = old + (b"" if old.endswith(b"\n") or not old else b"\n") + (note + lines).encode()
+            files.ensure_file(layout.ENV_FILE, content, 0o600, ROOT, conffile=True)
+        made = []
+        for kind, name, exists, create in (
+            ("role", layout.DATABASE_ROLE, database.role_exists(layout.DATABASE_ROLE),
+             database.create_role(layout.DATABASE_ROLE)),
+            ("database", layout.DATABASE, database.database_exists(layout.DATABASE),
+             database.create_database(layout.DATABASE, layout.DATABASE_ROLE)),
+        ):  # fmt: skip
+            found = target.query(*database.as_postgres(exists), check=False)
+            if found is not None and found.returncode and target.writes:
+                raise InstallError(
+                    f"PostgreSQL does not answer here (database=postgresql): {layout.PACKAGE_INSTALL}"
+                    f" {layout.DATABASE_PACKAGE}, or set PGHOST in {layout.ENV_FILE} to its server\n"
+                    + indent(found.stderr.strip() or "(no output)")
+                )
+            if found is None or found.returncode or found.stdout.strip() != "1":
+                target.run(*create)
+                made.append(f"{kind} {name}")
+                files.manifest.database = {**files.manifest.database, kind: name}
+        settings = f"; {', '.join(missing)} added to {layout.ENV_FILE}" if missing else ""
+        verb = "to create" if self.report.dry_run else "created"
+        state = f"{verb} {' and '.join(made)}" if made else f"role and database {layout.DATABASE} there"
+        return f"this server's PostgreSQL, peer authentication: {state}{settings}"
+
     def running_entry(self) -> Entry | None:
         """The log's entry of the release the current link names, if any."""
         running = running_release(self.files.disk(layout.APP_DIR))
@@ -583,6 +672,8 @@ class Install(Run):
             return None
         if not self.changes.code:
             return "no code change: nothing to migrate"
+        if self.target.options.migrations == "skip":
+            return "left to the first app host's run (--migrations skip: one database for every app host)"
         release = self.release_path
         manage = [*AS_SERVICE, f"{release}/venv/bin/python", f"{release}/manage.py"]
         state = ["env", f"STATE_DIRECTORY={layout.STATE_DIR}", "PYTHONDONTWRITEBYTECODE=1"]

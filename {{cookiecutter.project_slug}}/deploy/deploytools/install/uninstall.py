@@ -200,6 +200,15 @@ class Uninstall(Run):
             target.run("userdel", name)
         elif target.user_exists(name):
             files.left.append(f"user {name} (not created by deploy/install)")
+        # PostgreSQL's database: the users' data too, never dropped by a purge.
+        if made := manifest.database:
+            drop = " && ".join(
+                f"sudo -u postgres {command} {made[kind]}"
+                for kind, command in (("database", "dropdb"), ("role", "dropuser"))
+                if kind in made
+            )
+            names = " and ".join(f"{kind} {made[kind]}" for kind in ("role", "database") if kind in made)
+            files.left.append(f"PostgreSQL's {names} (the app's data; once not needed: {drop})")
         # deploy/backup's snapshots: the users' data, never removed by a purge.
         backups = files.disk(layout.BACKUP_DIR)
         if backups.is_dir() and any(backups.iterdir()):
