@@ -66,7 +66,8 @@ def unused_files() -> list[Path]:
     if DERIVED.backup_timer is None:
         unused += [Path("deploy/systemd") / f"{DERIVED.service}-backup.{kind}" for kind in ("service", "timer")]
     if DERIVED.database is None:
-        unused += [Path("deploy/db-host"), Path("deploy/deploytools/dbhost.py"), Path("deploy/deploytools/pgsettings.py")]
+        unused += [Path("deploy/db-host")]
+        unused += [Path("deploy/deploytools") / name for name in ("dbhost.py", "pgsettings.py")]
     if DERIVED.metrics is None:
         unused.append(Path("deploy/mtail"))
         unused.append(Path("deploy/nginx/snippets/release.conf"))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import layout
+from . import database, layout
 from .envfile import read_env_file
 from .nginx import LocalPorts, find_nginx, scratch_dir, write_main_conf
 
@@ -275,7 +275,41 @@ def check_units(drop_ins: dict[str, str] | None = None, chosen: list[str] | None
         return [check_systemd(analyze, units, chosen), check_sandbox(analyze, units)]
 
 
-CHECKS: list[Callable[[], Result | list[Result]]] = [check_python, check_gunicorn, check_nginx, check_units]
+# PostgreSQL's own defaults: what a server admits unless its configuration says otherwise.
+POSTGRESQL_MAX_CONNECTIONS = 100
+POSTGRESQL_RESERVED = 3
+
+
+def check_database() -> list[Result]:
+    """database=postgresql: the connections one app host may open, against PostgreSQL's defaults.
+    The server's real max_connections, and its cores when workers is auto, are counted by
+    deploy/install there."""
+    if not layout.DATABASE:
+        return []
+    env = read_env_file(layout.ENV_SOURCE) if layout.ENV_SOURCE.exists() else {}
+    need = database.connections(env)
+    where = f" (workers auto, on this machine's {os.cpu_count()} cores)" if layout.WORKERS == "auto" else ""
+    problem = database.capacity_problem(need, 1, POSTGRESQL_MAX_CONNECTIONS, POSTGRESQL_RESERVED)
+    if problem:
+        return [Result("FAIL", "database", f"one app host: {problem}{where}")]
+    available = POSTGRESQL_MAX_CONNECTIONS - POSTGRESQL_RESERVED
+    return [
+        Result(
+            "ok",
+            "database",
+            f"one app host opens at most {need.needed(1)} PostgreSQL connections ({need.explain(1)}){where}, of the"
+            f" {available} PostgreSQL admits by default",
+        )
+    ]
+
+
+CHECKS: list[Callable[[], Result | list[Result]]] = [
+    check_python,
+    check_gunicorn,
+    check_nginx,
+    check_units,
+    check_database,
+]
 
 
 # Set to 1 where a missing tool must fail the check (a CI job that installs them all). Not `CI`:

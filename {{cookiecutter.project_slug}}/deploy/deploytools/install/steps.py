@@ -1,7 +1,7 @@
 """deploy/install: the steps, in order, and the way back when one fails.
 
 Steps, one line of output each: recover (only after an interrupted run), preflight, user, dirs,
-env, release, venv, static, errors, systemd, nginx, selinux (RHEL), validate, migrate (Django),
+env, release, venv, database (PostgreSQL), static, errors, systemd, nginx, selinux (RHEL), validate, migrate (Django),
 activate, https (Let's Encrypt's first certificate), health, watch (a whole server), cache, finish.
 The release is a folder of its own (releases.py), written once; what runs moves to it in the
 activate step, when the current link is switched, and back when a later step fails.
