@@ -181,6 +181,8 @@ def test_a_rolling_update_with_a_migration_runs_it_once_before_any_host_switches
     print(f"rolling.yml with a migration, 3 app hosts on one database, under load: {played.seconds:.1f}s; {seen}")
     assert played.returncode == 0, str(played)
     assert seen.failed == 0 and seen.sent > 100, seen
+    # The play says which migrations ran, once: the first app host's run applied them.
+    assert played.output.count("migrate: manage.py migrate: applied notes.0002_note_title") == 1, str(played)
     db = cluster.hosts["db1"]
     ran = as_postgres(db, "select count(*) from django_migrations where app = 'notes' and name = '0002_note_title'")
     assert ran == "1"
