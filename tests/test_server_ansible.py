@@ -14,6 +14,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,28 +164,38 @@ class Cluster:
         return http_get(host.address, "/release", port=port).text.strip()
 
 
-@pytest.fixture(scope="module")
-def cluster(lab: Lab, server_project, tmp_path_factory) -> Iterator[Cluster]:
+@contextmanager
+def booted_cluster(
+    lab: Lab, project: Baked, groups: dict[str, list[str]], folder: Path, release: str
+) -> Iterator[Cluster]:
+    """The hosts of `groups` booted, with the inventory an operator would write for them; removed after."""
     require_tool("ssh", "apt-get install openssh-client")
     playbook = require_tool("ansible-playbook", "pip install -r requirements-dev.txt")
-    project = server_project(RELEASE)
-    hosts = lab.boot(["app1", "app2", "lb", "one"], release=RELEASE)
+    hosts = lab.boot([name for names in groups.values() for name in names], release=release)
+    app = project.path / APP_MODULE
     cluster = Cluster(
         lab=lab,
         project=project,
-        app_module=(project.path / APP_MODULE).read_text(),
+        app_module=app.read_text() if app.exists() else "",
         hosts={host.name: host for host in hosts},
-        groups={"app": ["app1", "app2"], "lb": ["lb"], "server": ["one"]},
-        inventory=tmp_path_factory.mktemp("ansible") / "inventory.yml",
+        groups=groups,
+        inventory=folder / "inventory.yml",
         ansible_playbook=playbook,
     )
-    cluster.release("v1")
     cluster.write_inventory()
     try:
         yield cluster
     finally:
         for host in list(cluster.hosts.values()):
             lab.remove(host)
+
+
+@pytest.fixture(scope="module")
+def cluster(lab: Lab, server_project, tmp_path_factory) -> Iterator[Cluster]:
+    groups = {"app": ["app1", "app2"], "lb": ["lb"], "server": ["one"]}
+    with booted_cluster(lab, server_project(RELEASE), groups, tmp_path_factory.mktemp("ansible"), RELEASE) as cluster:
+        cluster.release("v1")
+        yield cluster
 
 
 def changed_anywhere(played: Played) -> dict[str, int]:

@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
 from servers import Host, Lab, http_get, load
-from test_server_ansible import Cluster
+from test_server_ansible import Cluster, booted_cluster
 from test_server_django import NOTES_APP, NOTES_ROUTE, NOTES_VIEWS
 
 RELEASE = "trixie"
@@ -79,30 +78,15 @@ def direct(host: Host, path: str) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(lab: Lab, server_project, tmp_path_factory) -> Iterator[Cluster]:
-    require_tool("ssh", "apt-get install openssh-client")
-    playbook = require_tool("ansible-playbook", "pip install -r requirements-dev.txt")
     project = server_project(RELEASE, framework="django", database="postgresql")
     # The notes app: a page that writes a row (/notes/add) and one that counts them (/notes/count).
     add_files(project.path, {**NOTES_APP, **NOTES_VIEWS})
     apps = '"django.contrib.staticfiles",'
     edit(project.path / "my_app" / "settings.py", apps, f'{apps}\n    "notes",')
     edit(project.path / "my_app" / "urls.py", "urlpatterns = [\n", "urlpatterns = [\n" + NOTES_ROUTE)
-    hosts = lab.boot([*APPS, "db1", "lb", "other"], release=RELEASE)
-    cluster = Cluster(
-        lab=lab,
-        project=project,
-        app_module="",
-        hosts={host.name: host for host in hosts},
-        groups={"app": APPS, "lb": ["lb"], "db": ["db1"]},
-        inventory=tmp_path_factory.mktemp("ansible") / "inventory.yml",
-        ansible_playbook=playbook,
-    )
-    cluster.write_inventory()
-    try:
+    groups = {"app": APPS, "lb": ["lb"], "db": ["db1"], "other": ["other"]}
+    with booted_cluster(lab, project, groups, tmp_path_factory.mktemp("ansible"), RELEASE) as cluster:
         yield cluster
-    finally:
-        for host in list(cluster.hosts.values()):
-            lab.remove(host)
 
 
 def test_site_sets_up_the_db_host_and_every_app_host_uses_it(cluster: Cluster) -> None:
