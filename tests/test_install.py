@@ -489,6 +489,38 @@ def test_options_and_refusals(baked: Baked) -> None:
     assert not (baked.path / "stage").exists()
 
 
+def test_database_host_settings_are_checked_before_they_reach_the_env_file(bake, tmp_path: Path) -> None:
+    """--database-host and the password on stdin end up in the env file: a value that could add a
+    line of its own there is refused, naming the option; a good one is written, mode 0600."""
+    project = bake(framework="django", database="postgresql")
+    app = ["--role", "app", "--listen", "10.0.0.11", "--trust", "10.0.0.10"]
+
+    def run(*args: str, password: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "deploy/install", "--root", str(tmp_path / "root"), *args]
+        return subprocess.run(command, cwd=project.path, input=password, capture_output=True, text=True, check=False)
+
+    good = "0123456789abcdef0123456789abcdef\n"
+    cases = [
+        ((*app, "--database-host", "10.0.0.20\nPGHOST=evil"), good, "the db host's IP address"),
+        ((*app, "--database-host", "db.example.com"), good, "the db host's IP address"),
+        ((*app, "--database-host", "10.0.0.20"), "short\n", "16 or more of"),
+        ((*app, "--database-host", "10.0.0.20"), "0123456789abcdef'\"$x\n", "16 or more of"),
+        (("--database-host", "10.0.0.20"), good, "--database-host goes with --role app"),
+    ]
+    for args, password, said in cases:
+        refused = run(*args, password=password)
+        assert refused.returncode == 2 and said in refused.stderr, (args, refused.stderr)
+        assert not (tmp_path / "root").exists()
+    staged = run(*app, "--database-host", "10.0.0.20", "--database-clients", "3", password=good)
+    assert staged.returncode == 0, staged.stdout + staged.stderr
+    env = tmp_path / "root/etc/my_app/my_app.env"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    text = env.read_text()
+    for line in ("PGHOST=10.0.0.20", "PGDATABASE=my_app", "PGUSER=my_app", f"PGPASSWORD={good.strip()}"):
+        assert f"\n{line}\n" in text, text
+    assert "connection not tried (--root: nothing runs in a staged tree)" in steps(staged.stdout)["database"]
+
+
 def test_install_without_root_refuses_before_changing_anything(baked: Baked) -> None:
     if os.geteuid() != 0:
         result = baked.run(sys.executable, "deploy/install")
