@@ -207,12 +207,15 @@ def venv_for(project: Project, venvs: Path) -> Path:
 
 
 @contextmanager
-def run_local(project: Project, venv: Path) -> Iterator[Server]:
-    """deploy/run-local of `project`: the generated nginx site in front of gunicorn.conf.py."""
+def run_local(project: Project, venv: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """deploy/run-local of `project`: the generated nginx site in front of gunicorn.conf.py.
+
+    `env`: run-local's whole environment (default: the benchmark's), which gunicorn inherits.
+    """
     port = free_port()
     command = [str(project.path / "deploy" / "run-local"), "--venv", str(venv), "--port", str(port)]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
     )
     output: list[str] = []
     try:
