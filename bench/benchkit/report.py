@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 
@@ -327,16 +328,39 @@ def database_markdown(results: Results) -> str:
 
 
 def combine_database(runs: list[Path]) -> str:
-    """One table of several runs' database.json: each figure as the lowest-highest of the runs' medians."""
+    """One table of several runs' database.json: each figure as the lowest-highest over the runs.
+
+    Besides each run's medians, two ratios that a busy machine moves less, each the median of its
+    per-round ratios (the two cases ran seconds apart): req/s against the same worker class with
+    CONN_MAX_AGE=60 on PostgreSQL, and against sync workers with the same database and setting.
+    """
     data = [json.loads((run / "database.json").read_text()) for run in runs]
     first = data[0]
 
-    def spread(values: list[float], digits: str) -> str:
-        low, high = min(values), max(values)
-        return f"{low:{digits}}" if f"{low:{digits}}" == f"{high:{digits}}" else f"{low:{digits}}-{high:{digits}}"
+    def spread(values: list[float], digits: str, unit: str = "") -> str:
+        if not values:
+            return "-"
+        low, high = f"{min(values):{digits}}", f"{max(values):{digits}}"
+        return f"{low}{unit}" if low == high else f"{low}-{high}{unit}"
+
+    def paired(run: dict, case_id: str, base_id: str) -> float | None:
+        if case_id == base_id or base_id not in run["cases"]:
+            return None
+        pairs = zip(run["cases"][case_id]["rounds"], run["cases"][base_id]["rounds"], strict=True)
+        ratios = [a["rps"] / b["rps"] for a, b in pairs if b["rps"]]
+        return statistics.median(ratios) if ratios else None
+
+    def server_cpu(case: dict) -> float | None:
+        sums = [
+            sum(r["cpu_us_per_request"].get(name) or 0 for name in ("nginx", "gunicorn", "postgresql"))
+            for r in case["rounds"]
+            if r["requests"]
+        ]
+        return statistics.median(sums) if sums else None
 
     machine = first["machine"]
     settings = first["settings"]
+    loads = [statistics.median(other_load_values(d)) for d in data]
     lines = [
         "# Database pages: " + ", ".join(str(run) for run in runs),
         "",
@@ -344,24 +368,36 @@ def combine_database(runs: list[Path]) -> str:
         f"({machine['cpu']}), Linux {machine['kernel']}: nginx {machine['nginx']}, gunicorn {machine['gunicorn']}, "
         f"PostgreSQL {machine.get('postgresql', '?')}, wrk {machine['wrk']}, Python {machine['python']}; "
         f"{settings['rounds']} interleaved rounds of {settings['duration']} s per case and run, wrk "
-        f"{settings['threads']} threads x {settings['connections']} connections. Each cell: the lowest-highest "
-        "of the runs' medians over their rounds. Connections: the most the stack held during a load (in any "
-        "round), lowest-highest over the runs.",
+        f"{settings['threads']} threads x {settings['connections']} connections. Other work on the machine took a "
+        f"median of {', '.join(f'{load:.2f}' for load in loads)} cores in each run.",
         "",
-        "| case | at once | req/s | p50 ms | p99 ms | failed (per run) | connections held |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+        "Each cell is the lowest-highest over the runs of: the run's median over its rounds (req/s, p50, p99; "
+        "CPU: nginx + gunicorn + PostgreSQL per request); the median of the per-round ratios (vs age 60: req/s "
+        "against the same worker class with CONN_MAX_AGE=60 on PostgreSQL; vs sync: against sync workers with "
+        "the same database and setting); the most connections the stack held during a load. Failed: requests "
+        "without an answer within 2 s, or not 2xx, in each run.",
+        "",
+        "| case | at once | req/s | vs age 60 | vs sync | p50 ms | p99 ms | CPU us/req | failed | connections |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for case_id, case in first["cases"].items():
         if case["group"] != "database":
             continue
-        runs_of = [d["cases"][case_id] for d in data if case_id in d["cases"]]
-        medians = [c["median"] for c in runs_of]
-        failed = ", ".join(str(sum(r["failed"] for r in c["rounds"])) for c in runs_of)
-        held = [max(r["connections_max"] or 0 for r in c["rounds"]) for c in runs_of]
+        _, database, workers, *setting = case_id.split("-")
+        by_age = f"db-postgresql-{workers}-age60"
+        by_class = f"db-{database}-sync" + "".join(f"-{part}" for part in setting)
+        runs_of = [d for d in data if case_id in d["cases"]]
+        medians = [d["cases"][case_id]["median"] for d in runs_of]
+        vs_age = [v for v in (paired(d, case_id, by_age) for d in runs_of) if v is not None]
+        vs_sync = [v for v in (paired(d, case_id, by_class) for d in runs_of) if v is not None]
+        cpu = [v for v in (server_cpu(d["cases"][case_id]) for d in runs_of) if v is not None]
+        failed = ", ".join(str(sum(r["failed"] for r in d["cases"][case_id]["rounds"])) for d in runs_of)
+        held = [max(r["connections_max"] or 0 for r in d["cases"][case_id]["rounds"]) for d in runs_of]
         lines.append(
             f"| {case['label']} | {medians[0]['parallel']:.0f} | {spread([m['rps'] for m in medians], ',.0f')} | "
-            f"{spread([m['p50_ms'] for m in medians], '.1f')} | {spread([m['p99_ms'] for m in medians], '.1f')} | "
-            f"{failed} | {spread(held, '.0f')} |"
+            f"{spread(vs_age, '.2f', ' x')} | {spread(vs_sync, '.2f', ' x')} | "
+            f"{spread([m['p50_ms'] for m in medians], '.0f')} | {spread([m['p99_ms'] for m in medians], '.0f')} | "
+            f"{spread(cpu, ',.0f')} | {failed} | {spread(held, '.0f')} |"
         )
     return "\n".join([*lines, ""])
 
@@ -410,6 +446,11 @@ def other_loads(results: Results) -> list[float]:
         for key, value in r.items()
         if key.endswith("other_cores")
     )
+
+
+def other_load_values(data: dict) -> list[float]:
+    """other_loads of a results.json or database.json, as read back."""
+    return sorted(r["other_cores"] for case in data["cases"].values() for r in case["rounds"] if "other_cores" in r)
 
 
 def other_load(results: Results) -> str:
