@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,24 +187,3 @@ class Session:
             self.process.kill()
             self.process.wait()
         self.selector.close()
-
-
-@contextmanager
-def sampled(count: Callable[[], int], interval: float = 0.2) -> Iterator[list[int]]:
-    """Call `count` every `interval` seconds in a thread while the block runs; the values, in order."""
-    values: list[int] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            with suppress(BenchError, OSError, ValueError):
-                values.append(count())
-            done.wait(interval)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield values
-    finally:
-        done.set()
-        thread.join(timeout=10)

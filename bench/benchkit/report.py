@@ -289,7 +289,7 @@ def database_section(results: Results) -> list[str]:
         "what stayed open after it.",
         "",
         "| case | at once | req/s | p50 ms | p99 ms | failed | connections: most (after) | CPU us per request "
-        "(nginx + gunicorn + PostgreSQL + wrk) |",
+        "(nginx + gunicorn + PostgreSQL, if used, + wrk) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for case in cases:

@@ -214,7 +214,7 @@ class Benchmark:
             copy = database.copy_for(case, bases[case.worker_class], work, number)
             self.db_cases.append((case, copy))
             self.venv[case.id] = venv
-        print(f"baked: {len(bases)} Django projects for {len(cases)} database cases -> {work} (venv {venv})")
+        print(f"baked: {len(bases)} Django projects for {len(cases)} database cases -> {work}", flush=True)
 
     def bake_main_projects(self) -> None:
         for number, answers in enumerate([{}, *self.variants]):
@@ -380,7 +380,7 @@ class Benchmark:
             count = partial(self.psql.connections, case.id)
         else:
             count = partial(database.sqlite_connections, server)
-        with postgres.sampled(count) as held:
+        with load.sampled(count) as held:
             metrics = self.load(server, database.PAGE).metrics()
         time.sleep(AFTER_SECONDS)  # requests wrk left unfinished end, and their connections with them
         workers = 2 * (os.cpu_count() or 1) + 1
