@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE_DIR, require_tool
+from conftest import STRICT, TEMPLATE_DIR, require_tool
 
 BENCH = TEMPLATE_DIR / "bench" / "run"
 CASES = [
@@ -190,7 +190,7 @@ def test_missing_wrk_says_how_to_install_it(tmp_path: Path) -> None:
 def test_help_names_the_options() -> None:
     done = bench("--help", timeout=30)
     assert done.returncode == 0
-    for option in ("--smoke", "--rounds", "--duration", "--out", "VARIANT"):
+    for option in ("--smoke", "--rounds", "--duration", "--out", "--only", "--combine", "VARIANT"):
         assert option in done.stdout
 
 
@@ -218,3 +218,94 @@ def test_status_log_timing_counts_the_last_fifteen_minutes_of_a_large_log(tmp_pa
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"^deploy/status on a \d+ MB log, 18000 lines in its last 15 minutes", done.stdout), done.stdout
+
+
+# The database pages: their own smoke run (bench/run --smoke --only database), in a class so that
+# pytest-xdist may run it beside the smoke run above.
+DATABASE_CASES = {
+    "db-postgresql-sync-age60": ("sync", 1),
+    "db-postgresql-gthread4-pool": ("gthread", 4),
+    "db-postgresql-gevent-age0": ("gevent", 50),
+    "db-sqlite-gthread4": ("gthread", 4),
+}
+
+
+def require_postgresql() -> None:
+    """PostgreSQL's server programs (Debian keeps them out of PATH); a skip, or under CI=true a failure."""
+    if any(Path("/usr/lib/postgresql").glob("*/bin/postgres")):
+        return
+    message = "PostgreSQL is not installed (apt-get install postgresql)"
+    if STRICT:
+        pytest.fail(f"{message}; CI=true makes a missing tool a failure")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def database_smoke(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path, dict]:
+    require_tool("nginx", "apt-get install nginx")
+    require_tool("wrk", "apt-get install wrk")
+    require_postgresql()
+    shared = tmp_path_factory.mktemp("bench-database")
+    out = shared / "out"
+    done = bench("--smoke", "--only", "database", "--out", str(out), "--work", str(shared / "work"), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done, out, json.loads((out / "database.json").read_text())
+
+
+class TestDatabasePages:
+    def test_every_case_got_answers_without_errors(self, database_smoke) -> None:
+        _, _, results = database_smoke
+        assert set(results["cases"]) == set(DATABASE_CASES)
+        for name, case in results["cases"].items():
+            (measured,) = case["rounds"]
+            assert case["group"] == "database", name
+            assert measured["requests"] > 0 and measured["failed"] == 0, (name, measured["errors"])
+
+    def test_each_worker_class_has_its_requests_in_progress(self, database_smoke) -> None:
+        _, _, results = database_smoke
+        workers = 2 * os.cpu_count() + 1
+        for name, (_, per_worker) in DATABASE_CASES.items():
+            (measured,) = results["cases"][name]["rounds"]
+            assert measured["parallel"] == min(workers * per_worker, 50), name
+
+    def test_persistent_and_pooled_connections_are_counted_on_the_server(self, database_smoke) -> None:
+        _, _, results = database_smoke
+        workers = 2 * os.cpu_count() + 1
+        (persistent,) = results["cases"]["db-postgresql-sync-age60"]["rounds"]
+        (pooled,) = results["cases"]["db-postgresql-gthread4-pool"]["rounds"]
+        # One kept connection per sync worker; a fixed pool of 4 per gthread worker; both still open after.
+        assert persistent["connections_max"] <= persistent["connections_after"] == workers
+        assert pooled["connections_max"] <= pooled["connections_after"] == 4 * workers
+        (per_request,) = results["cases"]["db-postgresql-gevent-age0"]["rounds"]
+        assert 0 < per_request["connections_max"] <= 50
+        (sqlite,) = results["cases"]["db-sqlite-gthread4"]["rounds"]
+        assert 0 < sqlite["connections_max"] <= 4 * workers
+        # The database's own CPU time is counted for the PostgreSQL cases.
+        assert persistent["cpu_us_per_request"]["postgresql"] > 0
+
+    def test_the_throwaway_postgresql_is_stopped_and_deleted(self, database_smoke) -> None:
+        done, _, results = database_smoke
+        found = re.search(r"^started: PostgreSQL \S+ on a unix socket in (/\S+)/socket$", done.stdout, re.MULTILINE)
+        assert found, done.stdout
+        folder = found.group(1)
+        assert not Path(folder).exists()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                assert folder.encode() not in cmdline.read_bytes(), cmdline
+            except OSError:
+                continue  # the process ended while we looked
+        assert results["machine"]["postgresql"].startswith(("15", "16", "17", "18"))
+
+    def test_table_names_every_case_and_its_connections(self, database_smoke) -> None:
+        _, out, results = database_smoke
+        table = (out / "database.md").read_text()
+        for case in results["cases"].values():
+            assert f"| {case['label']} |" in table
+
+    def test_combine_gives_each_figure_over_the_runs(self, database_smoke) -> None:
+        _, out, results = database_smoke
+        done = bench("--combine", str(out), str(out), timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("# Database pages")
+        for case in results["cases"].values():
+            assert f"| {case['label']} |" in done.stdout

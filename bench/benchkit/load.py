@@ -274,3 +274,24 @@ def tls_handshakes(port: int, name: str, path: str, *, seconds: float, clients: 
         thread.join(timeout=seconds + 10)
     elapsed = time.monotonic() - started
     return {**counts, "per_second": round(counts["connections"] / elapsed, 1), "seconds": round(elapsed, 2)}
+
+
+@contextmanager
+def sampled(count: Callable[[], int], interval: float = 0.2) -> Iterator[list[int]]:
+    """Call `count` every `interval` seconds in a thread while the block runs; the values, in order."""
+    values: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            with suppress(BenchError, OSError, ValueError):
+                values.append(count())
+            done.wait(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield values
+    finally:
+        done.set()
+        thread.join(timeout=10)

@@ -207,17 +207,22 @@ def venv_for(project: Project, venvs: Path) -> Path:
 
 
 @contextmanager
-def run_local(project: Project, venv: Path) -> Iterator[Server]:
-    """deploy/run-local of `project`: the generated nginx site in front of gunicorn.conf.py."""
+def run_local(project: Project, venv: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """deploy/run-local of `project`: the generated nginx site in front of gunicorn.conf.py.
+
+    `env`: run-local's whole environment (default: the benchmark's), which gunicorn inherits.
+    """
     port = free_port()
     command = [str(project.path / "deploy" / "run-local"), "--venv", str(venv), "--port", str(port)]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
     )
     output: list[str] = []
+    prefix: Path | None = None
     try:
         read_until_ready(process, output)
         state = json.loads((project.path / ".run-local.json").read_text())
+        prefix = Path(state["prefix"])
         # One or more gunicorn instances, each its own master.
         pids = {"nginx": [state["nginx_pid"]], "gunicorn": state["gunicorn_pids"]}
         yield Server(
@@ -232,6 +237,12 @@ def run_local(project: Project, venv: Path) -> Iterator[Server]:
         # run-local stops its own nginx and gunicorn (gracefully, up to its own time limit) and
         # removes its scratch folder: give it the time, so that nothing it started is left behind.
         stop(process, signal.SIGTERM, seconds=3 * STOP_SECONDS)
+        # It keeps the logs there, in the temporary folder: they move beside the project, in WORK.
+        if prefix is not None and (prefix / "logs").is_dir():
+            kept = project.path.parent / "run-local-logs"
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.move(prefix / "logs", kept)
+            shutil.rmtree(prefix, ignore_errors=True)
 
 
 def read_until_ready(process: subprocess.Popen[str], output: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +12,11 @@ from .runner import Case, Results, Settings, Target, targets, what_if_numbers
 
 def write_all(results: Results, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    if results.settings.only == "database":
+        files = [out / "database.json", out / "database.md"]
+        files[0].write_text(json.dumps(as_json(results), indent=2) + "\n")
+        files[1].write_text(database_markdown(results))
+        return files
     files = [out / "results.json", out / "results.md", out / "ratios.png"]
     files[0].write_text(json.dumps(as_json(results), indent=2) + "\n")
     files[1].write_text(markdown(results))
@@ -129,6 +135,7 @@ def markdown(results: Results) -> str:
         results, "cache", f"## Shared cache (wrk {s.threads} threads x {s.connections} connections)"
     )
     lines += io_section(results)
+    lines += database_section(results)
     lines += tls_section(results)
     lines += [
         "",
@@ -264,6 +271,137 @@ def io_section(results: Results) -> list[str]:
     return lines
 
 
+def database_section(results: Results) -> list[str]:
+    cases = [c for c in results.cases if c.group == "database"]
+    if not cases:
+        return []
+    s, m = results.settings, results.meta
+    lines = [
+        "",
+        f"## Database pages (GET /db: 3 SELECTs by primary key and an UPDATE, Django; wrk {s.threads} threads x "
+        f"{s.connections} connections)",
+        "",
+        f"PostgreSQL {m.get('postgresql', '?')} (a throwaway cluster on a unix socket, max_connections "
+        f"{m.get('max_connections', '?')}) or SQLite in the project's state folder. At once: requests the "
+        "workers can have in progress (workers x threads, or wrk's connections). Connections: the server's "
+        "connections opened by that stack (pg_stat_activity, by application_name), or for SQLite the "
+        "database files its workers hold open, sampled 5 times a second during the load: the most, and "
+        "what stayed open after it.",
+        "",
+        "| case | at once | req/s | p50 ms | p99 ms | failed | connections: most (after) | CPU us per request "
+        "(nginx + gunicorn + PostgreSQL, if used, + wrk) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for case in cases:
+        median = json_median(results, case.id)
+        rounds = results.rounds[case.id]
+        timed_out = any(r["timed_out"] for r in rounds)
+        failed = sum(r["failed"] for r in rounds)
+        most = max((r["connections_max"] for r in rounds if r["connections_max"] is not None), default=None)
+        after = max(r["connections_after"] for r in rounds)
+        lines.append(
+            f"| {case.label} | {median['parallel']:.0f} | {median['rps']:,.0f} | {ms(median, 'p50_ms', timed_out)} | "
+            f"{ms(median, 'p99_ms', timed_out)} | {failed} | {'-' if most is None else most} ({after}) | "
+            f"{cpu_cell(results, case.id)} |"
+        )
+    return lines
+
+
+def database_markdown(results: Results) -> str:
+    """database.md of a run of the database pages alone (bench/run --only database)."""
+    s, m = results.settings, results.meta
+    lines = [
+        "# Database pages",
+        "",
+        f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), Linux {m['kernel']}: nginx {m['nginx']}, "
+        f"gunicorn {m['gunicorn']}, wrk {m['wrk']}, Python {m['python']}. {s.rounds} interleaved round(s), "
+        f"{s.duration} s of load per case; each figure is the median over the rounds. Everything on 127.0.0.1.",
+        "",
+        other_load(results),
+        *database_section(results),
+        "",
+    ]
+    if any(r.get("timed_out") for rounds in results.rounds.values() for r in rounds):
+        lines.append("`*`: some requests got no answer within 2 s (wrk's timeout); the percentiles leave those out.")
+    lines += ["Every round of every case is in database.json.", ""]
+    return "\n".join(lines)
+
+
+def combine_database(runs: list[Path]) -> str:
+    """One table of several runs' database.json: each figure as the lowest-highest over the runs.
+
+    Besides each run's medians, two ratios that a busy machine moves less, each the median of its
+    per-round ratios (the two cases ran seconds apart): req/s against the same worker class with
+    CONN_MAX_AGE=60 on PostgreSQL, and against sync workers with the same database and setting.
+    """
+    data = [json.loads((run / "database.json").read_text()) for run in runs]
+    first = data[0]
+
+    def spread(values: list[float], digits: str, unit: str = "") -> str:
+        if not values:
+            return "-"
+        low, high = f"{min(values):{digits}}", f"{max(values):{digits}}"
+        return f"{low}{unit}" if low == high else f"{low}-{high}{unit}"
+
+    def paired(run: dict, case_id: str, base_id: str) -> float | None:
+        if case_id == base_id or base_id not in run["cases"]:
+            return None
+        pairs = zip(run["cases"][case_id]["rounds"], run["cases"][base_id]["rounds"], strict=True)
+        ratios = [a["rps"] / b["rps"] for a, b in pairs if b["rps"]]
+        return statistics.median(ratios) if ratios else None
+
+    def server_cpu(case: dict) -> float | None:
+        sums = [
+            sum(r["cpu_us_per_request"].get(name) or 0 for name in ("nginx", "gunicorn", "postgresql"))
+            for r in case["rounds"]
+            if r["requests"]
+        ]
+        return statistics.median(sums) if sums else None
+
+    machine = first["machine"]
+    settings = first["settings"]
+    loads = [statistics.median(other_load_values(d)) for d in data]
+    lines = [
+        "# Database pages: " + ", ".join(str(run) for run in runs),
+        "",
+        f"{len(runs)} runs ({', '.join(sorted({d['machine']['date'] for d in data}))}) on {machine['cores']} cores "
+        f"({machine['cpu']}), Linux {machine['kernel']}: nginx {machine['nginx']}, gunicorn {machine['gunicorn']}, "
+        f"PostgreSQL {machine.get('postgresql', '?')}, wrk {machine['wrk']}, Python {machine['python']}; "
+        f"{settings['rounds']} interleaved rounds of {settings['duration']} s per case and run, wrk "
+        f"{settings['threads']} threads x {settings['connections']} connections. Other work on the machine took a "
+        f"median of {', '.join(f'{load:.2f}' for load in loads)} cores in each run.",
+        "",
+        "Each cell is the lowest-highest over the runs of: the run's median over its rounds (req/s, p50, p99; "
+        "CPU: nginx + gunicorn + PostgreSQL per request); the median of the per-round ratios (vs age 60: req/s "
+        "against the same worker class with CONN_MAX_AGE=60 on PostgreSQL; vs sync: against sync workers with "
+        "the same database and setting); the most connections the stack held during a load. Failed: requests "
+        "without an answer within 2 s, or not 2xx, in each run.",
+        "",
+        "| case | at once | req/s | vs age 60 | vs sync | p50 ms | p99 ms | CPU us/req | failed | connections |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for case_id, case in first["cases"].items():
+        if case["group"] != "database":
+            continue
+        _, database, workers, *setting = case_id.split("-")
+        by_age = f"db-postgresql-{workers}-age60"
+        by_class = f"db-{database}-sync" + "".join(f"-{part}" for part in setting)
+        runs_of = [d for d in data if case_id in d["cases"]]
+        medians = [d["cases"][case_id]["median"] for d in runs_of]
+        vs_age = [v for v in (paired(d, case_id, by_age) for d in runs_of) if v is not None]
+        vs_sync = [v for v in (paired(d, case_id, by_class) for d in runs_of) if v is not None]
+        cpu = [v for v in (server_cpu(d["cases"][case_id]) for d in runs_of) if v is not None]
+        failed = ", ".join(str(sum(r["failed"] for r in d["cases"][case_id]["rounds"])) for d in runs_of)
+        held = [max(r["connections_max"] or 0 for r in d["cases"][case_id]["rounds"]) for d in runs_of]
+        lines.append(
+            f"| {case['label']} | {medians[0]['parallel']:.0f} | {spread([m['rps'] for m in medians], ',.0f')} | "
+            f"{spread(vs_age, '.2f', ' x')} | {spread(vs_sync, '.2f', ' x')} | "
+            f"{spread([m['p50_ms'] for m in medians], '.0f')} | {spread([m['p99_ms'] for m in medians], '.0f')} | "
+            f"{spread(cpu, ',.0f')} | {failed} | {spread(held, '.0f')} |"
+        )
+    return "\n".join([*lines, ""])
+
+
 def tls_section(results: Results) -> list[str]:
     if "tls-h2" not in results.rounds:
         return []
@@ -310,6 +448,11 @@ def other_loads(results: Results) -> list[float]:
     )
 
 
+def other_load_values(data: dict) -> list[float]:
+    """other_loads of a results.json or database.json, as read back."""
+    return sorted(r["other_cores"] for case in data["cases"].values() for r in case["rounds"] if "other_cores" in r)
+
+
 def other_load(results: Results) -> str:
     """How busy the machine was with other work while the cases ran: the noise in these numbers."""
     values = other_loads(results)
@@ -337,7 +480,7 @@ def json_median(results: Results, case_id: str) -> dict:
 
 def cpu_cell(results: Results, case_id: str) -> str:
     rounds = results.rounds[case_id]
-    names = [name for name in ("nginx", "gunicorn", "wrk") if name in rounds[0]["cpu_us_per_request"]]
+    names = [name for name in ("nginx", "gunicorn", "postgresql", "wrk") if name in rounds[0]["cpu_us_per_request"]]
     values = []
     for name in names:
         per_round = [r["cpu_us_per_request"][name] for r in rounds if r["cpu_us_per_request"][name] is not None]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from . import load, whatif
+from . import database, load, postgres, whatif
 from .procs import (
     START_SECONDS,
     BenchError,
@@ -41,6 +41,8 @@ from .procs import (
 BENCH_DIR = Path(__file__).resolve().parents[1]
 STATIC_FILE = "bench-100k.bin"
 STATIC_BYTES = 100 * 1024
+# After a database page's load, what its workers still hold is counted this long after wrk stopped.
+AFTER_SECONDS = 0.5
 
 
 @dataclass
@@ -55,6 +57,12 @@ class Settings:
     normal_connections: int = 4
     normal_pause_ms: int = 10
     smoke: bool = False
+    only: str | None = None  # "database": the database pages alone
+
+    @property
+    def databases(self) -> bool:
+        """Whether the database pages are measured: in a full run, and alone (a smoke run has its own)."""
+        return self.only == "database" or not self.smoke
 
 
 @dataclass
@@ -155,6 +163,10 @@ class Benchmark:
         self.hosts: dict[str, str] = {}  # server name -> the Host its project answers (its domain_name)
         # Projects of the cache, TLS and I/O-bound cases, by the key of EXTRAS.
         self.extras: dict[str, Project] = {}
+        # The database pages: each case with its copy of a project, and the throwaway PostgreSQL.
+        self.db_cases: list[tuple[database.DbCase, Project]] = []
+        self.cluster: postgres.Cluster | None = None
+        self.psql: postgres.Session | None = None
         self.results = Results(settings, {})
 
     # Set-up -------------------------------------------------------------------------------------
@@ -168,6 +180,7 @@ class Benchmark:
             found = re.search(pattern, done.stdout + done.stderr)
             return found.group(1) if found else "?"
 
+        gunicorn = r"\(version ([^)]+)\)"
         cpu_model = "?"
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
@@ -182,11 +195,28 @@ class Benchmark:
             "kernel": platform.release(),
             "python": platform.python_version(),
             "nginx": version([self.nginx, "-v"], r"nginx/(\S+)"),
-            "gunicorn": version([str(self.venv["default"] / "bin" / "gunicorn"), "--version"], r"\(version ([^)]+)\)"),
+            "gunicorn": version([str(next(iter(self.venv.values())) / "bin" / "gunicorn"), "--version"], gunicorn),
             "wrk": version([self.wrk, "--version"], r"wrk (\S+)"),
         }
 
     def bake_projects(self) -> None:
+        if self.settings.only != "database":
+            self.bake_main_projects()
+        if self.settings.databases:
+            self.bake_database_projects()
+
+    def bake_database_projects(self) -> None:
+        cases = database.catalogue(self.settings.smoke)
+        work = self.work / "projects" / "database"
+        bases = database.bake_bases(self.template, work, {}, {case.worker_class for case in cases})
+        venv = self.venv_override or venv_for(bases["gevent"], self.venvs)
+        for number, case in enumerate(cases):
+            copy = database.copy_for(case, bases[case.worker_class], work, number)
+            self.db_cases.append((case, copy))
+            self.venv[case.id] = venv
+        print(f"baked: {len(bases)} Django projects for {len(cases)} database cases -> {work}", flush=True)
+
+    def bake_main_projects(self) -> None:
         for number, answers in enumerate([{}, *self.variants]):
             name = ",".join(f"{key}={value}" for key, value in answers.items()) or "default"
             path, seconds = bake(self.template, self.work / "projects" / str(number), answers)
@@ -225,6 +255,30 @@ class Benchmark:
             print(f"baked: {key} -> {path}", flush=True)
 
     def start_servers(self, stack: ExitStack) -> None:
+        if self.settings.only != "database":
+            self.start_main_servers(stack)
+        if self.settings.databases:
+            self.start_database_servers(stack)
+
+    def start_database_servers(self, stack: ExitStack) -> None:
+        """The throwaway PostgreSQL, then one stack per database case."""
+        self.cluster = stack.enter_context(postgres.throwaway_cluster(database.MAX_CONNECTIONS))
+        self.psql = postgres.Session(self.cluster)
+        stack.callback(self.psql.close)
+        self.results.meta["postgresql"] = self.cluster.version
+        self.results.meta["max_connections"] = self.cluster.max_connections
+        print(f"started: PostgreSQL {self.cluster.version} on a unix socket in {self.cluster.socket_dir}", flush=True)
+        for case, project in self.db_cases:
+            settings = self.cluster.app_env(case.id) if case.database == "postgresql" else None
+            server = stack.enter_context(run_local(project, self.venv[case.id], case.env(settings)))
+            if case.database == "postgresql":
+                # The server's CPU time counts for the case too (the other stacks' connections idle).
+                server.pids["postgresql"] = [self.cluster.pid]
+            self.servers[f"stack:{case.id}"] = server
+            self.hosts[server.name] = project.domain
+            print(f"started: {case.label} on 127.0.0.1:{server.port}", flush=True)
+
+    def start_main_servers(self, stack: ExitStack) -> None:
         default = self.projects[0]
         host = default.domain
         # Each project, and each what-if, under its run-local and (but for static ones) as gunicorn alone.
@@ -293,13 +347,15 @@ class Benchmark:
             if key == "stack:tls":
                 continue  # its port 80 only redirects; the TLS cases warm themselves up
             path = f"/static/{STATIC_FILE}" if key == "gunicorn-files" else "/"
+            if key.startswith("stack:db-"):
+                path = database.PAGE
             self.load(server, path, seconds=1)
 
     # Measurements -------------------------------------------------------------------------------
 
     def load(self, server: Server, path: str, *, seconds: int | None = None, **kwargs) -> load.WrkResult:
         options = {"connections": self.settings.connections, "threads": self.settings.threads, **kwargs}
-        host = self.hosts.get(server.name, self.projects[0].domain)
+        host = self.hosts.get(server.name) or self.projects[0].domain
         return load.wrk(self.wrk, server, path, host, seconds=seconds or self.settings.duration, **options)
 
     def throughput(self, key: str, path: str = "/", headers: dict[str, str] | None = None) -> dict:
@@ -315,6 +371,27 @@ class Benchmark:
         metrics = self.throughput(f"stack:{key}")
         limit = parallel / 0.020
         return {**metrics, "parallel": parallel, "limit_rps": limit, "share_of_limit": round(metrics["rps"] / limit, 3)}
+
+    def database_page(self, case: database.DbCase) -> dict:
+        """GET /db through the stack, with the connections its workers held meanwhile, and after."""
+        server = self.servers[f"stack:{case.id}"]
+        if case.database == "postgresql":
+            assert self.psql is not None
+            count = partial(self.psql.connections, case.id)
+        else:
+            count = partial(database.sqlite_connections, server)
+        with load.sampled(count) as held:
+            metrics = self.load(server, database.PAGE).metrics()
+        time.sleep(AFTER_SECONDS)  # requests wrk left unfinished end, and their connections with them
+        workers = 2 * (os.cpu_count() or 1) + 1
+        parallel = min(workers * case.per_worker, self.settings.connections)
+        return {
+            **metrics,
+            "parallel": parallel,
+            "connections_max": max(held, default=None),
+            "connections_after": count(),
+            "samples": len(held),
+        }
 
     def tls_h2(self) -> dict:
         server = self.servers["stack:tls"]
@@ -380,6 +457,14 @@ class Benchmark:
 
     def plan(self) -> list[Case]:
         """Every case of a round, in order; the baselines are measured once, for the default project."""
+        cases = [] if self.settings.only == "database" else self.main_plan()
+        cases += [
+            Case(case.id, "database", case.label, partial(self.database_page, case), database_line)
+            for case, _ in self.db_cases
+        ]
+        return cases
+
+    def main_plan(self) -> list[Case]:
         static = f"/static/{STATIC_FILE}"
         cases = []
         for project in self.projects:
@@ -801,6 +886,13 @@ def io_line(metrics: dict) -> str:
     return (
         f"{throughput_line(metrics)}; {metrics['parallel']} at once: at most {metrics['limit_rps']:,.0f} req/s, "
         f"{metrics['share_of_limit']:.0%} of it"
+    )
+
+
+def database_line(metrics: dict) -> str:
+    return (
+        f"{throughput_line(metrics)}; {metrics['parallel']} at once, {metrics['connections_max']} connections "
+        f"held at most ({metrics['connections_after']} after)"
     )
 
 
