@@ -231,6 +231,10 @@ class Database:
     name: str
     role: str
     socket_dir: str = POSTGRESQL_SOCKET_DIR
+    # gevent: the connections each worker's pool holds at most (psycopg-pool, Django's OPTIONS["pool"]),
+    # where Django would give each request in flight one of its own; DJANGO_DB_POOL_SIZE overrides it.
+    # bench/run's database page served as many requests with a pool of 10 per worker as without.
+    pool_size: int = 10
     # The platform package that gives the server (deploy/install creates role and database in it).
     package: str = "postgresql"
 

@@ -315,15 +315,6 @@ def cross_field(answers: Mapping[str, object], refused: Collection[str] = ()) ->
         found.append(
             describe("database", "postgresql", f"needs framework django (framework {framework} has no database layer)")
         )
-    if usable("database", "worker_class", "framework") and get("database") == "postgresql" and worker == "gevent":
-        found.append(
-            describe(
-                "worker_class",
-                "gevent",
-                "cannot go with database postgresql: Django gives each of the up to 1000 requests a gevent worker"
-                " serves at once a connection of its own (use sync or gthread: a bounded number per worker)",
-            )
-        )
     if usable("bind", "instances", "app_port") and get("bind") == "tcp":
         last = int(get("app_port")) + int(get("instances")) - 1
         if last > 65535:

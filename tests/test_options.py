@@ -35,7 +35,7 @@ def works(combination: dict[str, str]) -> bool:
     framework, worker = combination["framework"], combination["worker_class"]
     if framework == "asgi" and worker not in ("auto", "asgi"):
         return False
-    if combination["database"] == "postgresql" and (framework != "django" or worker == "gevent"):
+    if combination["database"] == "postgresql" and framework != "django":
         return False
     return not (worker == "asgi" and framework in ("wsgi", "flask", "django"))
 
@@ -82,13 +82,17 @@ def test_variant_bakes_passes_check_and_is_lint_clean(cookies, framework_venv: P
     check = project.run(sys.executable, "deploy/check", "--strict", env={**os.environ, "CI": "true"})
     assert check.returncode == 0, check.stdout
     found = statuses(check.stdout)
+    # PostgreSQL: "skip" when the connections one host may open exceed PostgreSQL's default limit on
+    # this machine's cores (deploy/install checks the server's own limit).
+    assert found.pop("database", "ok") in {"ok", "skip"} and ("database" in check.stdout) == (
+        answers["database"] == "postgresql"
+    ), check.stdout
     assert found == {
         "python": "ok",
         "gunicorn": "skip" if answers["framework"] == "existing" else "ok",
         "nginx": "ok",
         "systemd": "ok",
         "sandbox": "ok",
-        **({"database": "ok"} if answers["database"] == "postgresql" else {}),
     }, check.stdout
     files = [p for p in generated_files(project.path) if "my_app_venv" not in p.parts]
     python = [str(p) for p in files if p.suffix == ".py" or p.read_bytes().startswith(b"#!/usr/bin/env python3")]
@@ -129,10 +133,6 @@ def test_variant_bakes_passes_check_and_is_lint_clean(cookies, framework_venv: P
         ({"tls_certificate": "../cert.pem", "tls_mode": "existing"}, "is not a plain absolute path"),
         ({"tls_email": "me at example.com"}, "is not an email address"),
         ({"framework": "flask", "database": "postgresql"}, 'database: "postgresql" needs framework django'),
-        (
-            {"framework": "django", "database": "postgresql", "worker_class": "gevent"},
-            'worker_class: "gevent" cannot go with database postgresql',
-        ),
     ],
     ids=[
         "asgi-app-on-sync",
@@ -149,7 +149,6 @@ def test_variant_bakes_passes_check_and_is_lint_clean(cookies, framework_venv: P
         "relative-certificate",
         "bad-email",
         "postgresql-without-django",
-        "postgresql-on-gevent",
     ],
 )
 def test_impossible_combinations_are_refused(cookies, capfd, answers: dict[str, str], message: str) -> None:

@@ -18,7 +18,7 @@ from . import layout
 # at the same time.
 TOOLS_CONNECTIONS = 2
 # gunicorn.conf.py's worker_connections for gevent: the requests a worker serves at once, each in a
-# greenlet that Django gives a connection of its own.
+# greenlet that Django gives a connection of its own unless the worker's pool lends them.
 GEVENT_CONNECTIONS = 1000
 
 
@@ -86,6 +86,8 @@ class Connections:
 
     def explain(self, hosts: int) -> str:
         each = {"gthread": "threads", "gevent": "requests at once"}.get(layout.WORKER_CLASS, "connection")
+        if layout.WORKER_CLASS == "gevent" and self.per_worker != GEVENT_CONNECTIONS:
+            each = "in its pool"
         per_worker = f" x {self.per_worker} {each}" if self.per_worker != 1 else ""
         instances = f" x {self.instances} instances" if self.instances > 1 else ""
         several = f" x {hosts} app hosts" if hosts > 1 else ""
@@ -103,7 +105,8 @@ def connections(env: Mapping[str, str], cores: int | None = None) -> Connections
     if layout.WORKER_CLASS == "gthread":
         per_worker = int(env.get("GUNICORN_THREADS") or layout.THREADS)
     elif layout.WORKER_CLASS == "gevent":
-        per_worker = GEVENT_CONNECTIONS
+        pool = int(env.get("DJANGO_DB_POOL_SIZE") or layout.DATABASE_POOL_SIZE)
+        per_worker = pool or GEVENT_CONNECTIONS
     else:
         per_worker = 1
     return Connections(workers=workers, per_worker=per_worker, instances=max(1, len(layout.INSTANCES)))
@@ -117,5 +120,5 @@ def capacity_problem(need: Connections, hosts: int, max_connections: int, reserv
     return (
         f"the app may open {need.needed(hosts)} PostgreSQL connections ({need.explain(hosts)}), more than the"
         f" {available} the server admits (max_connections {max_connections} - {reserved} reserved): lower"
-        f" WEB_CONCURRENCY (or GUNICORN_THREADS) in {layout.ENV_FILE}, or raise max_connections"
+        f" WEB_CONCURRENCY (or GUNICORN_THREADS, DJANGO_DB_POOL_SIZE) in {layout.ENV_FILE}, or raise max_connections"
     )

@@ -79,11 +79,14 @@ DATABASE: str | None = {{ derived.database.name | tojson }}
 DATABASE_ROLE: str | None = {{ derived.database.role | tojson }}
 DATABASE_SOCKET_DIR: str | None = {{ derived.database.socket_dir | tojson }}
 DATABASE_PACKAGE: str | None = {{ derived.database.package | tojson }}
+# gevent: the connections each worker's pool holds at most (DJANGO_DB_POOL_SIZE overrides it).
+DATABASE_POOL_SIZE = {{ derived.database.pool_size }}
 {% else %}
 DATABASE: str | None = None
 DATABASE_ROLE: str | None = None
 DATABASE_SOCKET_DIR: str | None = None
 DATABASE_PACKAGE: str | None = None
+DATABASE_POOL_SIZE = 0
 {% endif %}
 # deploy/backup's snapshots of the app's data (STATE_DIR's SQLite databases and SHARED_DIR), and how
 # many deploy/backup keeps of each kind (taken by hand, by the timer, before a migration).
