@@ -205,7 +205,7 @@ def changed_anywhere(played: Played) -> dict[str, int]:
 def test_site_converges_every_host_and_a_second_run_changes_nothing(cluster: Cluster) -> None:
     first = cluster.play("site.yml")
     print(f"site.yml, first run: {first.seconds:.1f}s")
-    assert first.returncode == 0, first
+    assert first.returncode == 0, str(first)
     assert set(first.recap) == {"localhost", "app1", "app2", "lb", "one"}, first
     assert all(counts["changed"] for name, counts in first.recap.items() if name != "localhost"), first
     second = cluster.play("site.yml")
