@@ -4,7 +4,7 @@ first superuser is made the way the generated README says (here without a termin
 
 The two databases run pairwise with the two releases: PostgreSQL (the server's own, peer
 authentication) on Debian 12, SQLite on Debian 13. Every test runs on both; the several-hosts
-PostgreSQL (a db host) runs on Debian 13 in test_server_postgresql.py."""
+PostgreSQL (a db host), and a whole server's PostgreSQL on Debian 13, run in test_server_postgresql.py."""
 
 from __future__ import annotations
 
@@ -66,12 +66,7 @@ def test_the_installer_made_and_migrated_the_database_where_the_answer_says(chec
     if not on_postgresql(host):
         assert host.run("stat", "-c", "%U", "/var/lib/my_app/db.sqlite3").stdout.strip() == "my_app"
         return
-    # Peer authentication only: the role has no password, and no file of the server holds one.
-    assert as_postgres(host, "select rolpassword is null from pg_authid where rolname = 'my_app'") == "t"
-    env = host.read("/etc/my_app/my_app.env")
-    assert "PGHOST=/var/run/postgresql" in env and "PGPASSWORD" not in env, env
-    found = host.run("grep", "-rlE", "^\\s*PGPASSWORD\\s*=", "/etc", "/srv/my_app", "/var/lib/my_app", check=False)
-    assert found.returncode == 1, found.stdout
+    peer_authentication_only(host)
     assert not host.exists("/var/lib/my_app/db.sqlite3")
 
 
@@ -375,29 +370,44 @@ def test_measurements_of_a_backup_and_a_restore_of_a_large_database(checkout: Ch
     assert sql(host, "select count(*) from notes_note")[0][0] >= 200_000
 
 
-def test_rows_written_through_the_site_survive_a_redeploy_a_rollback_and_a_reboot(checkout: Checkout) -> None:
+def rows_survive_a_redeploy_a_rollback_and_a_reboot(checkout: Checkout) -> None:
+    """With the notes app in the checkout: rows written through the site are all there after a
+    redeploy of a new release, a rollback to the one before and a reboot of the server."""
     host = checkout.host
-    with notes_page(checkout):
+    checkout.installed()
+    first = current(host)
+    written = [int(host.get("/notes/add").text) for _ in range(20)]
+    count = sql(host, "select count(*) from notes_note")[0][0]
+    assert count >= 20
+    views = checkout.edit("my_app/views.py", '"""', '"""A redeploy: one more line.\n')
+    try:
         checkout.installed()
-        first = current(host)
-        written = [int(host.get("/notes/add").text) for _ in range(20)]
-        count = sql(host, "select count(*) from notes_note")[0][0]
-        assert count >= 20
-        views = checkout.edit("my_app/views.py", '"""', '"""A redeploy: one more line.\n')
-        try:
-            checkout.installed()
-            assert current(host) != first
-            assert host.get("/notes/count").text == str(count)
-            checkout.installed("--rollback")
-            assert current(host) == first and host.get("/notes/count").text == str(count)
-        finally:
-            checkout.put_back("my_app/views.py", views)
-        host.reboot()
-        host.run("systemctl", "is-system-running", "--wait", check=False, timeout=120)
+        assert current(host) != first
         assert host.get("/notes/count").text == str(count)
-        ids = {row for (row,) in sql(host, "select id from notes_note")}
-        assert set(written) <= ids
-        assert int(host.get("/notes/add").text) > max(written)
+        checkout.installed("--rollback")
+        assert current(host) == first and host.get("/notes/count").text == str(count)
+    finally:
+        checkout.put_back("my_app/views.py", views)
+    host.reboot()
+    host.run("systemctl", "is-system-running", "--wait", check=False, timeout=120)
+    assert host.get("/notes/count").text == str(count)
+    ids = {row for (row,) in sql(host, "select id from notes_note")}
+    assert set(written) <= ids
+    assert int(host.get("/notes/add").text) > max(written)
+
+
+def peer_authentication_only(host) -> None:
+    """The app's PostgreSQL role has no password, and no file of the server holds one."""
+    assert as_postgres(host, "select rolpassword is null from pg_authid where rolname = 'my_app'") == "t"
+    env = host.read("/etc/my_app/my_app.env")
+    assert "PGHOST=/var/run/postgresql" in env and "PGPASSWORD" not in env, env
+    found = host.run("grep", "-rlE", "^\\s*PGPASSWORD\\s*=", "/etc", "/srv/my_app", "/var/lib/my_app", check=False)
+    assert found.returncode == 1, found.stdout
+
+
+def test_rows_written_through_the_site_survive_a_redeploy_a_rollback_and_a_reboot(checkout: Checkout) -> None:
+    with notes_page(checkout):
+        rows_survive_a_redeploy_a_rollback_and_a_reboot(checkout)
 
 
 def test_a_load_balancer_collects_the_static_files_without_holding_the_secret_key(checkout: Checkout) -> None:

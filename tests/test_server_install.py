@@ -267,7 +267,7 @@ def test_release_as_good_as_the_one_before_is_kept_by_the_watch(installed: Insta
     assert HOME_TEXT in page(host)
 
 
-@pytest.mark.one_release("bookworm")
+@pytest.mark.one_release("trixie")
 def test_status_counts_what_the_site_answered_under_load(installed: Installed) -> None:
     """deploy/status on the server, after the paced load and a load of 404s: the last minute's
     counts are those the clients got, and the release, units and deploys are the server's."""
@@ -312,7 +312,7 @@ SLOW_ROUTE = """def slow(environ: dict) -> tuple[str, str, bytes]:
 ROUTES = {"/slow": slow, "/": home,"""
 
 
-@pytest.mark.one_release("trixie")
+@pytest.mark.one_release("bookworm")
 def test_status_percentiles_are_those_of_the_times_the_app_took(installed: Installed) -> None:
     """A page that sleeps as long as it is asked (a release with it), asked 100 times with known
     times, fewer at once than gunicorn has workers: deploy/status's percentiles are those times."""

@@ -4,8 +4,9 @@ on a private network, converged over ssh by the project's own playbooks (databas
 The app hosts share one database: rows written through one are read through the others; a rolling
 update that carries a migration runs it once, on the first app host, before any host switches,
 under paced load with no failed request; the db host admits the app hosts only; the app's
-connections stay under max_connections at full load. (A whole server's own PostgreSQL, with peer
-authentication, runs on Debian 12 in test_server_django.py.)
+connections stay under max_connections at full load. The last host then installs the same project
+as a whole server, on Debian 13's PostgreSQL with peer authentication (test_server_django.py does
+that on Debian 12, with every other Django test).
 
 The tests run in order on one set of hosts."""
 
@@ -18,9 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import Host, Lab, http_get, load
+from servers import Host, Lab, copy_project, http_get, load
 from test_server_ansible import Cluster, booted_cluster
-from test_server_django import NOTES_APP, NOTES_ROUTE, NOTES_VIEWS
+from test_server_django import (
+    NOTES_APP,
+    NOTES_ROUTE,
+    NOTES_VIEWS,
+    peer_authentication_only,
+    rows_survive_a_redeploy_a_rollback_and_a_reboot,
+)
 
 RELEASE = "trixie"
 APPS = ["app1", "app2", "app3"]
@@ -210,3 +217,12 @@ def test_connections_stay_under_max_connections_at_full_load(cluster: Cluster) -
     assert seen.failed == 0 and seen.sent > 100, seen
     assert max(counts) <= len(APPS) * workers + 2 < limit, counts
     assert max(counts) >= len(APPS), counts
+
+
+def test_a_whole_server_keeps_its_rows_in_its_own_postgresql_with_peer_authentication(cluster: Cluster) -> None:
+    """The same project on one machine (Debian 13's PostgreSQL): deploy/install makes the role and
+    the database there, with no password; rows survive a redeploy, a rollback and a reboot."""
+    host = cluster.hosts["other"]
+    checkout = copy_project(host, cluster.project.path, "/root/my_app")
+    rows_survive_a_redeploy_a_rollback_and_a_reboot(checkout)
+    peer_authentication_only(host)

@@ -15,10 +15,12 @@ from servers import RELEASES, Checkout, Host, copy_project
 # Every path under these folders, with its type, mode, owner and content, is compared.
 WATCHED = ["/etc", "/srv", "/home", "/root", "/usr/local", "/var/lib", "/opt"]
 # What changes on any running server whatever is installed: logs and caches, systemd's and
-# dpkg's bookkeeping, the backup copies shadow's tools keep of the account files (/etc/passwd-).
+# dpkg's bookkeeping, the backup copies shadow's tools keep of the account files (/etc/passwd-),
+# and the data of the PostgreSQL every test server runs (its write-ahead log moves on by itself).
 UNWATCHED = [
     "/var/lib/systemd/",
     "/var/lib/nginx/",
+    "/var/lib/postgresql/",
     "/var/lib/dbus/",
     "/etc/passwd-",
     "/etc/group-",
