@@ -100,14 +100,22 @@ def ms(median: dict, key: str, timed_out: bool) -> str:
     return f"{value:.2f}" + (" *" if timed_out else "")
 
 
-def markdown(results: Results) -> str:
+def measured_on(results: Results) -> str:
+    """When, on what and how: the first sentence of a results file."""
     s, m = results.settings, results.meta
+    return (
+        f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), Linux {m['kernel']}: nginx {m['nginx']}, "
+        f"gunicorn {m['gunicorn']}, wrk {m['wrk']}, Python {m['python']}. {s.rounds} interleaved round(s), "
+        f"{s.duration} s of load per case; each figure is the median over the rounds"
+    )
+
+
+def markdown(results: Results) -> str:
+    s = results.settings
     lines = [
         "# Benchmark results",
         "",
-        f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), Linux {m['kernel']}: nginx {m['nginx']}, "
-        f"gunicorn {m['gunicorn']}, wrk {m['wrk']}, Python {m['python']}. {s.rounds} interleaved round(s), "
-        f"{s.duration} s of load per case; each figure is the median over the rounds, and each ratio the median "
+        f"{measured_on(results)}, and each ratio the median "
         "of its per-round ratios (the two cases of a ratio ran seconds apart in every round). Everything on "
         "127.0.0.1; the load generator shares the cores with the servers, so ratios are what to compare, not "
         "absolute numbers.",
@@ -309,13 +317,10 @@ def database_section(results: Results) -> list[str]:
 
 def database_markdown(results: Results) -> str:
     """database.md of a run of the database pages alone (bench/run --only database)."""
-    s, m = results.settings, results.meta
     lines = [
         "# Database pages",
         "",
-        f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), Linux {m['kernel']}: nginx {m['nginx']}, "
-        f"gunicorn {m['gunicorn']}, wrk {m['wrk']}, Python {m['python']}. {s.rounds} interleaved round(s), "
-        f"{s.duration} s of load per case; each figure is the median over the rounds. Everything on 127.0.0.1.",
+        f"{measured_on(results)}. Everything on 127.0.0.1.",
         "",
         other_load(results),
         *database_section(results),
