@@ -54,9 +54,9 @@ def sql(host, query: str) -> list:
     return json.loads(said.stdout)
 
 
-def as_postgres(host, query: str) -> str:
-    """A query's answer, asked as PostgreSQL's own account (peer authentication)."""
-    return host.run("runuser", "-u", "postgres", "--", "psql", "-XAtc", query, cwd="/").stdout.strip()
+def as_postgres(host, query: str, database: str = "postgres") -> str:
+    """A query's answer in `database`, asked as PostgreSQL's own account (peer authentication)."""
+    return host.run("runuser", "-u", "postgres", "--", "psql", "-XAtc", query, "-d", database, cwd="/").stdout.strip()
 
 
 def test_the_installer_made_and_migrated_the_database_where_the_answer_says(checkout: Checkout) -> None:

@@ -25,6 +25,7 @@ from test_server_django import (
     NOTES_APP,
     NOTES_ROUTE,
     NOTES_VIEWS,
+    as_postgres,
     peer_authentication_only,
     rows_survive_a_redeploy_a_rollback_and_a_reboot,
 )
@@ -61,9 +62,9 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-def as_postgres(host: Host, query: str) -> str:
-    """A query's answer on the db host, asked as PostgreSQL's own account."""
-    return host.run("runuser", "-u", "postgres", "--", "psql", "-XAtc", query, "-d", "my_app", cwd="/").stdout.strip()
+def in_my_app(host: Host, query: str) -> str:
+    """A query's answer in the app's database, asked as PostgreSQL's own account."""
+    return as_postgres(host, query, "my_app")
 
 
 def env_settings(host: Host) -> dict[str, str]:
@@ -117,8 +118,8 @@ def test_site_sets_up_the_db_host_and_every_app_host_uses_it(cluster: Cluster) -
     found = lb.run("grep", "-rlF", "--", password, "/etc", "/srv", "/var/lib", check=False)
     assert found.returncode == 1, found.stdout
     # The role's password is stored as a SCRAM verifier, and the app hosts are admitted by address.
-    assert as_postgres(db, "select rolpassword like 'SCRAM-SHA-256$%' from pg_authid where rolname = 'my_app'") == "t"
-    hba = as_postgres(db, "select string_agg(address, ' ' order by line_number) from pg_hba_file_rules "
+    assert in_my_app(db, "select rolpassword like 'SCRAM-SHA-256$%' from pg_authid where rolname = 'my_app'") == "t"
+    hba = in_my_app(db, "select string_agg(address, ' ' order by line_number) from pg_hba_file_rules "
                           "where 'my_app' = any(database) and auth_method = 'scram-sha-256'")  # fmt: skip
     assert hba.split() == [cluster.hosts[name].address for name in APPS], hba
     # Run again (as every converge runs it), deploy/db-host finds everything as it should be.
@@ -175,9 +176,9 @@ def test_a_rolling_update_with_a_migration_runs_it_once_before_any_host_switches
     # The play says which migrations ran, once: the first app host's run applied them.
     assert played.output.count("migrate: manage.py migrate: applied notes.0002_note_title") == 1, str(played)
     db = cluster.hosts["db1"]
-    ran = as_postgres(db, "select count(*) from django_migrations where app = 'notes' and name = '0002_note_title'")
+    ran = in_my_app(db, "select count(*) from django_migrations where app = 'notes' and name = '0002_note_title'")
     assert ran == "1"
-    applied = float(as_postgres(db, "select extract(epoch from applied) from django_migrations "
+    applied = float(in_my_app(db, "select extract(epoch from applied) from django_migrations "
                                     "where name = '0002_note_title'"))  # fmt: skip
     for name in APPS:
         host = cluster.hosts[name]
@@ -194,13 +195,13 @@ def test_a_rolling_update_with_a_migration_runs_it_once_before_any_host_switches
 
 def test_connections_stay_under_max_connections_at_full_load(cluster: Cluster) -> None:
     db = cluster.hosts["db1"]
-    limit = int(as_postgres(db, "show max_connections"))
+    limit = int(in_my_app(db, "show max_connections"))
     counts: list[int] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            counts.append(int(as_postgres(db, "select count(*) from pg_stat_activity where usename = 'my_app'")))
+            counts.append(int(in_my_app(db, "select count(*) from pg_stat_activity where usename = 'my_app'")))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample)

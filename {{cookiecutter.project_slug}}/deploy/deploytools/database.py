@@ -44,9 +44,13 @@ def quoted(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+# psql as the postgres account (peer authentication), stopping at the first error, answers unaligned.
+POSTGRES_PSQL = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", "postgres"]
+
+
 def as_postgres(sql: str) -> list[str]:
-    """psql as the postgres account (peer authentication), one statement, answers unaligned."""
-    return ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", sql]
+    """POSTGRES_PSQL with one statement."""
+    return [*POSTGRES_PSQL, "-c", sql]
 
 
 def role_exists(role: str) -> str:

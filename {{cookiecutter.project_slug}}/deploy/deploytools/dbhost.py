@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from . import layout
+from .database import POSTGRES_PSQL, database_exists, quoted, role_exists
 
 PASSWORD_DIR = f"/etc/{layout.SLUG}-db"
 PASSWORD_FILE = f"{PASSWORD_DIR}/password"
@@ -40,15 +41,11 @@ def identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def psql(sql: str) -> str:
     """SQL as the postgres account (peer authentication), read from stdin: a password in it never
     shows in a process list. Answers unaligned, one per line."""
     done = subprocess.run(
-        ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", "postgres"],
+        POSTGRES_PSQL,
         input=sql, capture_output=True, text=True, check=False, cwd="/",
     )  # fmt: skip
     if done.returncode:
@@ -79,14 +76,14 @@ def ensure_role_and_database(password: str, new_password: bool) -> list[str]:
     assert layout.DATABASE and layout.DATABASE_ROLE
     role, name = layout.DATABASE_ROLE, layout.DATABASE
     made = []
-    if psql(f"SELECT 1 FROM pg_roles WHERE rolname = {literal(role)}") != "1":
+    if psql(role_exists(role)) != "1":
         psql(f"CREATE ROLE {identifier(role)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
         made.append(f"role {role}")
     if made or new_password:
         # Stored as a SCRAM-SHA-256 verifier, never as the password itself.
-        psql(f"SET password_encryption = 'scram-sha-256'; ALTER ROLE {identifier(role)} PASSWORD {literal(password)};")
+        psql(f"SET password_encryption = 'scram-sha-256'; ALTER ROLE {identifier(role)} PASSWORD {quoted(password)};")
         made.append("its password")
-    if psql(f"SELECT 1 FROM pg_database WHERE datname = {literal(name)}") != "1":
+    if psql(database_exists(name)) != "1":
         psql(
             f"CREATE DATABASE {identifier(name)} OWNER {identifier(role)} ENCODING 'UTF8' LOCALE 'C.UTF-8'"
             " TEMPLATE template0"
@@ -113,7 +110,7 @@ def ensure_listen(listen: str) -> bool:
     if listen in now or "*" in now:
         return False
     wanted = ",".join([*now, listen])
-    psql(f"ALTER SYSTEM SET listen_addresses = {literal(wanted)}")
+    psql(f"ALTER SYSTEM SET listen_addresses = {quoted(wanted)}")
     subprocess.run(["systemctl", "restart", "postgresql"], check=True, capture_output=True, timeout=RESTART_SECONDS)
     wait_for_postgresql()
     return True

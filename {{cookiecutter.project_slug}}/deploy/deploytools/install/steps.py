@@ -520,7 +520,8 @@ class Install(Run):
         said = []
         if host := target.options.database_host:
             wanted = database.remote_settings(host, target.options.database_password or "")
-            if changed := self.set_env_settings(disk, env, wanted):
+            note = "# Set by deploy/install --database-host: the db host of every app host."
+            if changed := self.set_env_settings(disk, env, wanted, note):
                 verb = "to set" if self.report.dry_run else "set"
                 said.append(f"{', '.join(changed)} {verb} in {layout.ENV_FILE} (--database-host)")
             env = {**env, **wanted}
@@ -549,16 +550,14 @@ class Install(Run):
         )
         return "; ".join(said)
 
-    def set_env_settings(self, disk: Path, env: dict[str, str], wanted: dict[str, str]) -> list[str]:
-        """`wanted` in the env file: a line that sets one of them is replaced, a missing one appended,
-        every other line stays as it is. The names it changed."""
+    def set_env_settings(self, disk: Path, env: dict[str, str], wanted: dict[str, str], note: str) -> list[str]:
+        """`wanted` in the env file, after the comment `note`: a line that sets one of them is
+        replaced, a missing one appended, every other line stays as it is. The names it changed."""
         changed = [name for name, value in wanted.items() if env.get(name) != value]
         if not changed:
             return []
         lines = disk.read_text().splitlines() if disk.exists() else []
-        kept = [line for line in lines if line.split("=", 1)[0].strip() not in wanted]
-        note = "# Set by deploy/install --database-host: the db host of every app host."
-        kept = [line for line in kept if line != note]
+        kept = [line for line in lines if line.split("=", 1)[0].strip() not in wanted and line != note]
         content = "\n".join([*kept, note, *(f"{name}={value}" for name, value in wanted.items())]) + "\n"
         self.files.ensure_file(layout.ENV_FILE, content.encode(), 0o600, ROOT, conffile=True)
         return changed
@@ -568,12 +567,8 @@ class Install(Run):
         target, files = self.target, self.files
         assert layout.DATABASE and layout.DATABASE_ROLE
         missing = {name: value for name, value in database.local_settings().items() if name not in env}
-        if missing:
-            lines = "".join(f"{name}={value}\n" for name, value in missing.items())
-            note = "# Added by deploy/install: this server's PostgreSQL, peer authentication (no password).\n"
-            old = disk.read_bytes() if disk.exists() else b""
-            content = old + (b"" if old.endswith(b"\n") or not old else b"\n") + (note + lines).encode()
-            files.ensure_file(layout.ENV_FILE, content, 0o600, ROOT, conffile=True)
+        note = "# Added by deploy/install: this server's PostgreSQL, peer authentication (no password)."
+        self.set_env_settings(disk, env, missing, note)
         made = []
         for kind, name, exists, create in (
             ("role", layout.DATABASE_ROLE, database.role_exists(layout.DATABASE_ROLE),
