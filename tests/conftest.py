@@ -32,26 +32,8 @@ def pytest_configure(config: pytest.Config) -> None:
         sys.path.append(str(TEMPLATE_DIR))
 
 
-# The modules that keep one worker busy longest, longest first: pytest-xdist hands modules out in
-# collection order (--dist loadscope, --no-loadscope-reorder), so that these start first and the
-# short ones fill in around them, instead of a long one starting last while the other worker idles.
-LONGEST_MODULES = (
-    "test_server_ansible",
-    "test_server_django",
-    "test_server_failover",
-    "test_server_install",
-    "test_server_postgresql",
-    "test_server_restic",
-    "test_server_releases",
-    "test_server_uninstall",
-    "test_server_readme",
-    "test_benchmark",
-)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Modules in LONGEST_MODULES order, then the rest as collected; and the tests marked
-    `one_release(name)` kept only for that Debian release of a module run on each."""
+    """The tests marked `one_release(name)` kept only for that Debian release of a module run on each."""
     deselected = []
     for item in items:
         marker = item.get_closest_marker("one_release")
@@ -61,12 +43,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if item not in deselected]
-
-    def weight(item: pytest.Item) -> int:
-        name = item.module.__name__ if isinstance(item, pytest.Function) else ""
-        return LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
-
-    items.sort(key=weight)
 
 
 @pytest.hookimpl(wrapper=True)
